@@ -1,0 +1,75 @@
+"""Shared fixtures: the real SAM 2.1 architecture at a small image size, and the demo data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_NUCLEI = REPO.parent / "shared" / "data" / "nuclei-mini"
+SMALL_SIZE = 128
+
+
+@pytest.fixture(autouse=True)
+def _clear_global_hydra():
+    """sam2's import initialises Hydra's global state; tests that compose configs need it clear."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    yield
+    GlobalHydra.instance().clear()
+
+
+@pytest.fixture(scope="session")
+def tiny_state_dict() -> dict[str, torch.Tensor]:
+    """Random-init weights of the real sam2.1_hiera_tiny (the state dict is independent of image_size)."""
+    from samtune.models import build_sam2_model
+
+    torch.manual_seed(0)
+    model = build_sam2_model("sam2.1_hiera_tiny", image_size=SMALL_SIZE)
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, tiny_state_dict) -> Path:
+    """An official-format ``{"model": state_dict}`` file for sam2.1_hiera_tiny, made here."""
+    path = tmp_path_factory.mktemp("ckpt") / "sam2.1_hiera_tiny.pt"
+    torch.save({"model": tiny_state_dict}, path)
+    return path
+
+
+@pytest.fixture
+def tiny_model(tiny_checkpoint):
+    """A fresh sam2.1_hiera_tiny at 128 px loaded from ``tiny_checkpoint`` (eval mode, CPU)."""
+    from samtune.models import build_sam2_model
+
+    return build_sam2_model("sam2.1_hiera_tiny", image_size=SMALL_SIZE, checkpoint=tiny_checkpoint)
+
+
+def make_blob_sample(size: tuple[int, int] = (96, 120), n: int = 3, seed: int = 0):
+    """A synthetic image with ``n`` bright ellipses on a dark noisy background, and their masks."""
+    from samtune.data.sample import Sample
+
+    rng = np.random.default_rng(seed)
+    h, w = size
+    yy, xx = np.mgrid[:h, :w]
+    image = rng.integers(0, 40, size=(h, w, 3)).astype(np.uint8)
+    masks = []
+    for _ in range(n):
+        cy, cx = rng.uniform(0.2, 0.8) * h, rng.uniform(0.2, 0.8) * w
+        ry, rx = rng.uniform(0.08, 0.18) * h, rng.uniform(0.08, 0.18) * w
+        m = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
+        image[m] = rng.integers(150, 255, size=3)
+        masks.append(m)
+    return Sample(image=image, masks=np.stack(masks), meta={"file": f"blob{seed}.png", "image_id": seed})
+
+
+@pytest.fixture
+def blob_sample():
+    return make_blob_sample()
