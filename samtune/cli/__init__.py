@@ -1,0 +1,1 @@
+"""Command-line entry points: thin wrappers that compose a Hydra config, instantiate and call."""
