@@ -1,0 +1,24 @@
+"""``samtune-train``: fine-tune SAM 2.1 from a Hydra config (``configs/train.yaml``)."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from samtune.cli._hydra import run_hydra_app
+
+
+def task(cfg: DictConfig) -> float | None:
+    """Run one training job; the return value (best val mIoU) lets Hydra sweepers optimise it."""
+    from samtune.training import run_training
+
+    summary = run_training(cfg)
+    return (summary.get("best_val") or {}).get("val/miou")
+
+
+def main() -> None:
+    """Console entry point."""
+    run_hydra_app(task, "train")
+
+
+if __name__ == "__main__":
+    main()
