@@ -36,7 +36,9 @@ class Features:
 
     def to(self, *args, **kwargs) -> Features:
         """Move or cast every level like ``Tensor.to``."""
-        return Features(self.image_embed.to(*args, **kwargs), [f.to(*args, **kwargs) for f in self.high_res])
+        return Features(
+            self.image_embed.to(*args, **kwargs), [f.to(*args, **kwargs) for f in self.high_res]
+        )
 
 
 @dataclass
@@ -83,7 +85,11 @@ def feature_sizes(model: torch.nn.Module) -> list[tuple[int, int]]:
     ``SAM2ImagePredictor`` hard-codes these for 1024 px; this gives them for any ``image_size``.
     """
     s, stride = int(model.image_size), int(model.backbone_stride)
-    return [(s // (stride // 4), s // (stride // 4)), (s // (stride // 2), s // (stride // 2)), (s // stride, s // stride)]
+    return [
+        (s // (stride // 4), s // (stride // 4)),
+        (s // (stride // 2), s // (stride // 2)),
+        (s // stride, s // stride),
+    ]
 
 
 def encode(model: torch.nn.Module, images: torch.Tensor) -> Features:

@@ -92,7 +92,11 @@ class SamTuneModule(L.LightningModule):
         return torch.cat(gts), torch.cat(idx)
 
     def interactive_loss(
-        self, features: Features, gt: torch.Tensor, img_idx: torch.Tensor, generator: torch.Generator
+        self,
+        features: Features,
+        gt: torch.Tensor,
+        img_idx: torch.Tensor,
+        generator: torch.Generator,
     ) -> dict[str, torch.Tensor]:
         """SAM 2's interactive training loss for the objects ``gt`` (N x S x S bool).
 
@@ -111,7 +115,13 @@ class SamTuneModule(L.LightningModule):
         steps = 1 + int(self.prompts.correction_clicks)
         for step in range(steps):
             out = decode(
-                self.model, features, img_idx, coords, labels, boxes=boxes, mask_input=mask_input,
+                self.model,
+                features,
+                img_idx,
+                coords,
+                labels,
+                boxes=boxes,
+                mask_input=mask_input,
                 multimask_output=bool(first.multimask and step == 0),
             )
             logits = upsample_logits(out.low_res_logits, size)
@@ -140,7 +150,9 @@ class SamTuneModule(L.LightningModule):
         log.info(msg)
         print(msg, flush=True)
         if self.logger is not None:
-            self.logger.log_hyperparams({"params/trainable": r["trainable"], "params/total": r["total"]})
+            self.logger.log_hyperparams(
+                {"params/trainable": r["trainable"], "params/total": r["total"]}
+            )
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
         if batch is None:
@@ -153,7 +165,9 @@ class SamTuneModule(L.LightningModule):
         terms = self.interactive_loss(features, gt, img_idx, generator)
         bs = batch["images"].shape[0]
         for k, v in terms.items():
-            self.log(f"train/{k}", v, on_step=True, on_epoch=True, prog_bar=(k == "loss"), batch_size=bs)
+            self.log(
+                f"train/{k}", v, on_step=True, on_epoch=True, prog_bar=(k == "loss"), batch_size=bs
+            )
         self.log("train/objects", float(gt.shape[0]), on_step=True, batch_size=bs)
         return terms["loss"]
 
@@ -173,7 +187,9 @@ class SamTuneModule(L.LightningModule):
             return upsample_logits(logits, size)[:, 0] > 0, pts
         if protocol == "box":
             boxes = tight_boxes(gt.cpu()).to(gt.device)
-            out = decode(self.model, features, img_idx, None, None, boxes=boxes, multimask_output=False)
+            out = decode(
+                self.model, features, img_idx, None, None, boxes=boxes, multimask_output=False
+            )
             return upsample_logits(out.low_res_logits, size)[:, 0] > 0, boxes.view(-1, 2, 2)
         raise ValueError(f"unknown validation protocol {protocol!r}; known: {VAL_PROTOCOLS}")
 
@@ -201,7 +217,9 @@ class SamTuneModule(L.LightningModule):
         image = denormalize(batch["images"][i])
         union_gt = gt[sel].any(0).cpu().numpy()
         union_pred = pred[sel].any(0).cpu().numpy()
-        self._overlays.append(overlay(image, union_gt, union_pred, points=pts[sel, 0].cpu().numpy()))
+        self._overlays.append(
+            overlay(image, union_gt, union_pred, points=pts[sel, 0].cpu().numpy())
+        )
 
     def on_validation_epoch_end(self) -> None:
         values = {p: float(np.mean(v)) if v else float("nan") for p, v in self._val_sums.items()}
@@ -212,7 +230,10 @@ class SamTuneModule(L.LightningModule):
             self.log("val/miou", mean, prog_bar=True)
             if not self.trainer.sanity_checking:
                 if mean >= self.best_metrics.get("val/miou", -1.0):
-                    self.best_metrics = {"val/miou": mean, **{f"val/miou_{p}": v for p, v in values.items()}}
+                    self.best_metrics = {
+                        "val/miou": mean,
+                        **{f"val/miou_{p}": v for p, v in values.items()},
+                    }
                 self._log_overlays()
         self._val_sums.clear()
         self._overlays.clear()
@@ -221,12 +242,16 @@ class SamTuneModule(L.LightningModule):
         loggers = self.loggers or []
         for lg in loggers:
             if hasattr(lg, "log_image") and self._overlays:
-                lg.log_image(key="val/overlays", images=list(self._overlays), step=int(self.global_step))
+                lg.log_image(
+                    key="val/overlays", images=list(self._overlays), step=int(self.global_step)
+                )
 
     def configure_optimizers(self) -> dict:
         cfg = self.optim_cfg
         groups = param_groups(
-            self.model, lr=cfg.lr, encoder_lr_scale=float(getattr(self.adapter, "encoder_lr_scale", 1.0)),
+            self.model,
+            lr=cfg.lr,
+            encoder_lr_scale=float(getattr(self.adapter, "encoder_lr_scale", 1.0)),
             weight_decay=cfg.weight_decay,
         )
         optimizer = torch.optim.AdamW(groups, betas=tuple(cfg.betas))
@@ -234,10 +259,16 @@ class SamTuneModule(L.LightningModule):
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer,
             lambda step: warmup_cosine(
-                step, total_steps=total, warmup_fraction=cfg.warmup_fraction, min_lr_ratio=cfg.min_lr_ratio
+                step,
+                total_steps=total,
+                warmup_fraction=cfg.warmup_fraction,
+                min_lr_ratio=cfg.min_lr_ratio,
             ),
         )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["samtune"] = {

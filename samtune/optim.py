@@ -30,7 +30,9 @@ class OptimConfig:
 
 
 def _no_decay(name: str, param: torch.nn.Parameter) -> bool:
-    return param.ndim <= 1 or name.endswith(".bias") or "norm" in name.lower() or "pos_embed" in name
+    return (
+        param.ndim <= 1 or name.endswith(".bias") or "norm" in name.lower() or "pos_embed" in name
+    )
 
 
 def param_groups(
@@ -59,7 +61,9 @@ def param_groups(
     return list(groups.values())
 
 
-def warmup_cosine(step: int, *, total_steps: int, warmup_fraction: float, min_lr_ratio: float) -> float:
+def warmup_cosine(
+    step: int, *, total_steps: int, warmup_fraction: float, min_lr_ratio: float
+) -> float:
     """Multiplier of the base learning rate at ``step``: linear warm-up, then cosine to ``min_lr_ratio``."""
     total_steps = max(1, total_steps)
     warmup = max(1, int(round(total_steps * warmup_fraction))) if warmup_fraction > 0 else 0

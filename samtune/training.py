@@ -74,7 +74,9 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     trainer = instantiate(
-        cfg.trainer, logger=loggers or False, callbacks=callbacks,
+        cfg.trainer,
+        logger=loggers or False,
+        callbacks=callbacks,
         precision=resolve_precision(cfg.trainer.get("precision")),
     )
     trainer.fit(module, datamodule=datamodule)
@@ -124,7 +126,8 @@ def evaluate_module(
     model.to(device)
     result = evaluator.evaluate(model, datamodule.raw_dataset("val"), device=device)
     files = write_results(
-        result, out_dir,
+        result,
+        out_dir,
         summary={
             "model": module.spec.name,
             "image_size": int(module.spec.image_size),
@@ -144,10 +147,16 @@ def format_summary(summary: dict[str, Any]) -> str:
     """The one-screen summary printed at the end of ``samtune-train``."""
     bar = "=" * 78
     lines = [bar, "samtune: training finished".center(78), bar]
-    weights = "RANDOM INIT (no checkpoint) - numbers are not SAM 2.1's" if summary["random_init"] else summary["checkpoint"]
+    weights = (
+        "RANDOM INIT (no checkpoint) - numbers are not SAM 2.1's"
+        if summary["random_init"]
+        else summary["checkpoint"]
+    )
     lines.append(f"model      {summary['model']} @ {summary['image_size']} px; weights: {weights}")
     p = summary["parameters"]
-    lines.append(f"adapter    {summary['adapter']}: {p['trainable']:,} trainable of {p['total']:,} parameters")
+    lines.append(
+        f"adapter    {summary['adapter']}: {p['trainable']:,} trainable of {p['total']:,} parameters"
+    )
     lines.append(f"data       {summary['data']}")
     if summary.get("data_summary"):
         for row in str(summary["data_summary"]).splitlines():
@@ -161,9 +170,13 @@ def format_summary(summary: dict[str, Any]) -> str:
         for proto, agg in ev["aggregates"].items():
             if isinstance(agg, dict) and "miou" in agg:
                 extra = "".join(
-                    f", {k} {agg[k]:.2f}" for k in ("noc85", "noc90") if isinstance(agg.get(k), (int, float))
+                    f", {k} {agg[k]:.2f}"
+                    for k in ("noc85", "noc90")
+                    if isinstance(agg.get(k), (int, float))
                 )
-                lines.append(f"eval       {proto:<7} mIoU {agg['miou']:.3f}  mDice {agg.get('mdice', float('nan')):.3f}{extra}")
+                lines.append(
+                    f"eval       {proto:<7} mIoU {agg['miou']:.3f}  mDice {agg.get('mdice', float('nan')):.3f}{extra}"
+                )
     lines.append(f"files      best checkpoint  {summary['best_checkpoint'] or '-'}")
     lines.append(f"           last checkpoint  {summary['last_checkpoint'] or '-'}")
     lines.append(f"           metrics (CSV)    {summary['output_dir']}/csv/metrics.csv")

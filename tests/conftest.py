@@ -67,7 +67,9 @@ def make_blob_sample(size: tuple[int, int] = (96, 120), n: int = 3, seed: int = 
         m = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
         image[m] = rng.integers(150, 255, size=3)
         masks.append(m)
-    return Sample(image=image, masks=np.stack(masks), meta={"file": f"blob{seed}.png", "image_id": seed})
+    return Sample(
+        image=image, masks=np.stack(masks), meta={"file": f"blob{seed}.png", "image_id": seed}
+    )
 
 
 @pytest.fixture

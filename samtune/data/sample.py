@@ -34,7 +34,9 @@ class Sample:
             self.class_ids = np.ones(self.masks.shape[0], dtype=np.int64)
         where = self.meta.get("file", "<unknown file>")
         if self.image.ndim != 3 or self.image.shape[2] != 3 or self.image.dtype != np.uint8:
-            raise DataError(f"{where}: image must be HxWx3 uint8, got {self.image.shape} {self.image.dtype}")
+            raise DataError(
+                f"{where}: image must be HxWx3 uint8, got {self.image.shape} {self.image.dtype}"
+            )
         if self.masks.ndim != 3 or self.masks.shape[1:] != self.image.shape[:2]:
             raise DataError(
                 f"{where}: masks have size {tuple(self.masks.shape[1:])} but the image is "
@@ -43,4 +45,6 @@ class Sample:
         if self.masks.dtype != bool:
             self.masks = self.masks.astype(bool)
         if len(self.class_ids) != self.masks.shape[0]:
-            raise DataError(f"{where}: {self.masks.shape[0]} masks but {len(self.class_ids)} class ids")
+            raise DataError(
+                f"{where}: {self.masks.shape[0]} masks but {len(self.class_ids)} class ids"
+            )

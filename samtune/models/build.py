@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -33,7 +32,9 @@ def sam2_config_path(sam2_config: str) -> Path:
 
     path = Path(sam2.__path__[0]) / sam2_config
     if not path.is_file():
-        raise FileNotFoundError(f"sam2 config {sam2_config!r} not found in the installed sam2 package at {path}")
+        raise FileNotFoundError(
+            f"sam2 config {sam2_config!r} not found in the installed sam2 package at {path}"
+        )
     return path
 
 
@@ -62,7 +63,9 @@ def build_sam2_model(
 
     info = get_model_info(name)
     if image_size % 32 != 0 or image_size < 64:
-        raise ValueError(f"model.image_size must be a multiple of 32 and at least 64, got {image_size}")
+        raise ValueError(
+            f"model.image_size must be a multiple of 32 and at least 64, got {image_size}"
+        )
     cfg = OmegaConf.load(sam2_config_path(info.sam2_config))
     cfg.model.image_size = int(image_size)
     if apply_postprocessing:

@@ -22,7 +22,9 @@ from samtune.models.registry import get_model_info
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CACHE_DIR = Path(os.environ.get("SAMTUNE_CACHE", Path.home() / ".cache" / "samtune")) / "checkpoints"
+DEFAULT_CACHE_DIR = (
+    Path(os.environ.get("SAMTUNE_CACHE", Path.home() / ".cache" / "samtune")) / "checkpoints"
+)
 CHUNK = 1 << 20
 
 
@@ -86,7 +88,9 @@ def download(url: str, dest: Path, *, timeout: float = 30.0) -> Path:
         )
     digest = sha256_of(part)
     os.replace(part, dest)
-    _record_path(dest).write_text(json.dumps({"url": url, "bytes": size, "sha256": digest}, indent=1))
+    _record_path(dest).write_text(
+        json.dumps({"url": url, "bytes": size, "sha256": digest}, indent=1)
+    )
     log.info("downloaded %s to %s (%d bytes, sha256 %s)", url, dest, size, digest)
     return dest
 

@@ -34,10 +34,34 @@ class ModelInfo:
 MODELS: dict[str, ModelInfo] = {
     info.name: info
     for info in (
-        ModelInfo("sam2.1_hiera_tiny", "configs/sam2.1/sam2.1_hiera_t.yaml", "sam2.1_hiera_tiny.pt", 96, 12),
-        ModelInfo("sam2.1_hiera_small", "configs/sam2.1/sam2.1_hiera_s.yaml", "sam2.1_hiera_small.pt", 96, 16),
-        ModelInfo("sam2.1_hiera_base_plus", "configs/sam2.1/sam2.1_hiera_b+.yaml", "sam2.1_hiera_base_plus.pt", 112, 24),
-        ModelInfo("sam2.1_hiera_large", "configs/sam2.1/sam2.1_hiera_l.yaml", "sam2.1_hiera_large.pt", 144, 48),
+        ModelInfo(
+            "sam2.1_hiera_tiny",
+            "configs/sam2.1/sam2.1_hiera_t.yaml",
+            "sam2.1_hiera_tiny.pt",
+            96,
+            12,
+        ),
+        ModelInfo(
+            "sam2.1_hiera_small",
+            "configs/sam2.1/sam2.1_hiera_s.yaml",
+            "sam2.1_hiera_small.pt",
+            96,
+            16,
+        ),
+        ModelInfo(
+            "sam2.1_hiera_base_plus",
+            "configs/sam2.1/sam2.1_hiera_b+.yaml",
+            "sam2.1_hiera_base_plus.pt",
+            112,
+            24,
+        ),
+        ModelInfo(
+            "sam2.1_hiera_large",
+            "configs/sam2.1/sam2.1_hiera_l.yaml",
+            "sam2.1_hiera_large.pt",
+            144,
+            48,
+        ),
     )
 }
 
@@ -61,9 +85,7 @@ def guess_size_from_state_dict(state_dict: dict) -> str | None:
         return None
     embed_dim = int(w.shape[0])
     blocks = {
-        int(k.split(".")[3])
-        for k in state_dict
-        if k.startswith("image_encoder.trunk.blocks.")
+        int(k.split(".")[3]) for k in state_dict if k.startswith("image_encoder.trunk.blocks.")
     }
     num_blocks = max(blocks) + 1 if blocks else 0
     for info in MODELS.values():

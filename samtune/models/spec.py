@@ -20,7 +20,8 @@ RANDOM_INIT_BANNER = (
     "!! {reason}\n"
     "!! Numbers from this run say nothing about SAM 2.1's quality.\n"
     "!! To use the official weights put {file} in {cache} or pass model.checkpoint=PATH.\n"
-    + "!" * 78
+    + "!"
+    * 78
 )
 
 
@@ -51,14 +52,19 @@ class ModelSpec:
     def __post_init__(self) -> None:
         get_model_info(self.name)
         if self.on_missing not in {"error", "random"}:
-            raise ValueError(f"model.on_missing must be 'error' or 'random', got {self.on_missing!r}")
+            raise ValueError(
+                f"model.on_missing must be 'error' or 'random', got {self.on_missing!r}"
+            )
 
     def resolve(self) -> Path | None:
         """Find the checkpoint file (or None for random init), applying ``on_missing``."""
         try:
             path = resolve_checkpoint(
-                self.name, self.checkpoint, cache_dir=self.cache_dir,
-                allow_download=self.allow_download, url=self.url,
+                self.name,
+                self.checkpoint,
+                cache_dir=self.cache_dir,
+                allow_download=self.allow_download,
+                url=self.url,
             )
             reason = "model.checkpoint=null was asked for."
         except CheckpointError as exc:
@@ -71,7 +77,10 @@ class ModelSpec:
             cache = self.cache_dir or "~/.cache/samtune/checkpoints"
             log.warning(
                 RANDOM_INIT_BANNER.format(
-                    name=self.name, reason=reason, file=get_model_info(self.name).checkpoint_file, cache=cache
+                    name=self.name,
+                    reason=reason,
+                    file=get_model_info(self.name).checkpoint_file,
+                    cache=cache,
                 )
             )
         return path
