@@ -97,7 +97,7 @@ class Evaluator:
             model: an official ``SAM2Base`` (plain or with adapters merged).
             dataset: Samples at original resolution; a map-style dataset (``len`` and
                 indexing) or any iterable. A None item (a sample the dataset skipped) is counted.
-            device: where to run.
+            device: where to run (the model is moved there and left there).
             max_images: stop after this many images (None: all).
 
         Returns:
@@ -129,7 +129,7 @@ class Evaluator:
                     self._evaluate_batch(model, batch, result)
                     objects += int(batch.img_idx.numel())
                     if bar is not None:
-                        bar.update(len(batch.samples))
+                        bar.update(result.images + skipped.images - bar.n)
                         rate = objects / max(time.perf_counter() - start, 1e-9)
                         bar.set_postfix(objects=objects, obj_per_s=f"{rate:.1f}")
         finally:
