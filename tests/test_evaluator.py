@@ -83,9 +83,15 @@ def evaluated(model):
     return samples, evaluator.evaluate(model, samples)
 
 
-def test_batched_evaluation_equals_the_official_predictor(model, evaluated):
+@pytest.fixture(scope="module")
+def reference(model):
+    """The predictor's masks for the same samples, one object at a time."""
+    return _predictor_reference(model, _samples())
+
+
+def test_batched_evaluation_equals_the_official_predictor(evaluated, reference):
     samples, result = evaluated
-    ref = _predictor_reference(model, samples)
+    ref = reference
 
     assert len(result.rows) == 3 * 9 and result.images == 3
     pixels = differing = 0
@@ -103,13 +109,13 @@ def test_batched_evaluation_equals_the_official_predictor(model, evaluated):
     print(f"{differing} of {pixels} mask pixels differ from the predictor's")
 
 
-def test_one_object_per_decode_is_bit_identical_to_the_predictor(model):
+def test_one_object_per_decode_is_bit_identical_to_the_predictor(model, reference):
     samples = _samples()[:2]
     evaluator = Evaluator(
         max_clicks=MAX_CLICKS, image_batch=2, progress=False, keep_masks=True, objects_per_decode=1
     )
     result = evaluator.evaluate(model, samples)
-    ref = _predictor_reference(model, samples)
+    ref = reference
     assert len(result.rows) == 3 * 5
     for row in result.rows:
         mask, pred_iou = ref[row.protocol, row.image_id, row.object][:2]
