@@ -83,9 +83,15 @@ def evaluated(model):
     return samples, evaluator.evaluate(model, samples)
 
 
-def test_batched_evaluation_equals_the_official_predictor(model, evaluated):
+@pytest.fixture(scope="module")
+def reference(model):
+    """The predictor's masks for the same samples, one object at a time."""
+    return _predictor_reference(model, _samples())
+
+
+def test_batched_evaluation_equals_the_official_predictor(evaluated, reference):
     samples, result = evaluated
-    ref = _predictor_reference(model, samples)
+    ref = reference
 
     assert len(result.rows) == 3 * 9 and result.images == 3
     pixels = differing = 0
@@ -98,9 +104,25 @@ def test_batched_evaluation_equals_the_official_predictor(model, evaluated):
         if row.protocol == "clicks":
             assert row.iou_per_click == pytest.approx(expected[2], abs=5e-3)
     # batching over objects and images changes float rounding in the decoder (~1e-7), which
-    # may flip a pixel sitting exactly on the threshold; in practice the masks are identical
+    # may flip a pixel sitting exactly on the threshold; in practice at most a pixel or two
     assert differing / pixels <= 1e-3
     print(f"{differing} of {pixels} mask pixels differ from the predictor's")
+
+
+def test_one_object_per_decode_is_bit_identical_to_the_predictor(model, reference):
+    samples = _samples()[:2]
+    evaluator = Evaluator(
+        max_clicks=MAX_CLICKS, image_batch=2, progress=False, keep_masks=True, objects_per_decode=1
+    )
+    result = evaluator.evaluate(model, samples)
+    ref = reference
+    assert len(result.rows) == 3 * 5
+    for row in result.rows:
+        mask, pred_iou = ref[row.protocol, row.image_id, row.object][:2]
+        assert np.array_equal(row.mask, mask), (row.protocol, row.image_id, row.object)
+        assert row.pred_iou == pred_iou
+        if row.protocol == "clicks":
+            assert row.iou_per_click == ref[row.protocol, row.image_id, row.object][2]
 
 
 def test_rows_and_aggregates_are_consistent(evaluated):

@@ -198,8 +198,11 @@ def test_report_cli(tmp_path, capsys):
     assert main([str(tmp_path / "empty")]) == 1
 
 
-def test_log_to_wandb_offline(tmp_path):
+def test_log_to_wandb_offline(tmp_path, monkeypatch):
     import wandb
+
+    for var in ("WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(var, str(tmp_path / var.lower()))
 
     from samtune.evaluation.wandb_log import log_to_wandb
 
@@ -220,7 +223,7 @@ def test_log_to_wandb_offline(tmp_path):
         "eval/miou_vs_clicks",
         "eval/overlays/clicks",
     }
-    media = next(tmp_path.rglob("media"))
+    media = next((tmp_path / "wandb").rglob("media"))
     tables = {p.name.split("_")[0]: p for p in media.rglob("*.table.json")}
     per_object = json.loads(next(media.rglob("per_object_*.table.json")).read_text())
     assert len(per_object["data"]) == 6 and "iou_per_click" in per_object["columns"]

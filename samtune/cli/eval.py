@@ -30,8 +30,8 @@ def _data_name(cfg: DictConfig) -> str:
         return str(cfg.data.get("_target_", "data")).rsplit(".", 1)[-1]
 
 
-def _wandb_run(cfg: DictConfig) -> Any:
-    """A W&B run from the logger group (a ``WandbLogger``) or, failing that, ``wandb.init``."""
+def _wandb_run(cfg: DictConfig, out_dir: Path) -> Any:
+    """A W&B run from the logger group (a ``WandbLogger``) or else an offline ``wandb.init``."""
     from hydra.utils import instantiate
 
     logger_cfg = cfg.get("logger")
@@ -42,7 +42,7 @@ def _wandb_run(cfg: DictConfig) -> Any:
                 return instantiate(c).experiment
     import wandb
 
-    return wandb.init(mode="offline", project="samtune", job_type="eval", dir=str(_output_dir()))
+    return wandb.init(mode="offline", project="samtune", job_type="eval", dir=str(out_dir))
 
 
 def evaluate(cfg: DictConfig, out_dir: Path, data_name: str) -> dict[str, Path]:
@@ -88,7 +88,7 @@ def evaluate(cfg: DictConfig, out_dir: Path, data_name: str) -> dict[str, Path]:
     if cfg.get("wandb"):
         from samtune.evaluation.wandb_log import log_to_wandb
 
-        run = _wandb_run(cfg)
+        run = _wandb_run(cfg, out_dir)
         run.config.update({"summary": summary}, allow_val_change=True)
         log_to_wandb(result, run)
         run.finish()

@@ -160,7 +160,13 @@ def write_comparison(rows: list[dict[str, Any]], out_dir: str | os.PathLike) -> 
         and all(isinstance(v, float) and math.isfinite(v) for v in r["clicks/miou_at_clicks"])
     }
     if curves:
-        files["plot"] = plot_click_curves(curves, out / "comparison_clicks.png")
+        sizes = {_label(r, several_data): r["model"] for r in rows}
+        files["plot"] = plot_click_curves(
+            curves,
+            out / "comparison_clicks.png",
+            title="mIoU vs clicks per model size",
+            groups=sizes,
+        )
         blocks += [Heading("mIoU vs clicks"), Image(files["plot"].name, "mIoU vs clicks")]
     blocks += [
         Heading("Runs"),

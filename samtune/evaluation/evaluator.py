@@ -1,4 +1,4 @@
-"""The evaluation protocols ``point1``, ``box`` and ``clicks``, batched over images and objects.
+"""``Evaluator``: the protocols ``point1``, ``box`` and ``clicks`` over a dataset, batched.
 
 Every number equals what application code gets from the official ``SAM2ImagePredictor``
 driven one object at a time: the same preprocessing, the same prompt coordinates, the same
@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
@@ -19,44 +18,12 @@ import torch
 from samtune import engine
 from samtune.data.sample import Sample
 from samtune.evaluation.batching import ObjectBatch, SkipCounter, object_batches
-from samtune.evaluation.clicks import center_points, error_center_clicks, tight_boxes
 from samtune.evaluation.gallery import Example, Gallery, make_example
+from samtune.evaluation.protocols import PROTOCOLS, Outcome, ProtocolRunner
 from samtune.evaluation.results import EvalResult, ObjectResult, threshold_key
 from samtune.metrics.functional import mask_dice, mask_iou, number_of_clicks
 
 log = logging.getLogger(__name__)
-
-PROTOCOLS = ("point1", "box", "clicks")
-MASK_INPUT_CLAMP = 32.0  # SAM2ImagePredictor clamps the low-res logits it returns to +-32
-
-
-@dataclass
-class _Outcome:
-    """Result of one protocol on a batch: final masks, predicted IoUs and prompts per object."""
-
-    preds: list[torch.Tensor]  # per image, K_i x H_i x W_i bool
-    pred_iou: torch.Tensor  # N
-    points: torch.Tensor | None = None  # N x P x 2 original pixels
-    labels: torch.Tensor | None = None  # N x P
-    boxes: torch.Tensor | None = None  # N x 4 original pixels
-    iou_per_click: torch.Tensor | None = None  # N x K
-
-
-def to_input_frame(coords: torch.Tensor, hw: torch.Tensor, image_size: int) -> torch.Tensor:
-    """Original-pixel ``(x, y)`` to the model's input frame, as ``SAM2Transforms.transform_coords``.
-
-    Args:
-        coords: ``N x P x 2`` float32 points of N objects.
-        hw: ``N x 2`` (H, W) of each object's image.
-        image_size: the model's input size S.
-
-    Returns:
-        ``N x P x 2``: ``x / W * S``, ``y / H * S``, with the predictor's operation order.
-    """
-    coords = coords.clone()
-    coords[..., 0] = coords[..., 0] / hw[:, 1:2]
-    coords[..., 1] = coords[..., 1] / hw[:, 0:1]
-    return coords * image_size
 
 
 class Evaluator:
@@ -72,6 +39,10 @@ class Evaluator:
         gallery_size: best and worst objects kept per protocol for overlays.
         keep_masks: store each object's final predicted mask (``H x W`` bool) in its row's
             ``mask`` (for per-volume evaluation or export; costs memory on large datasets).
+        objects_per_decode: None (default) decodes all objects of an image batch in one call
+            per protocol and click; a number splits that call into chunks of at most this many
+            objects, to bound memory at 1024 px with crowded images (the decoder selects the
+            image features per object, about 16 MB each at 1024 px).
     """
 
     def __init__(
@@ -84,6 +55,7 @@ class Evaluator:
         progress: bool = True,
         gallery_size: int = 4,
         keep_masks: bool = False,
+        objects_per_decode: int | None = None,
     ) -> None:
         unknown = [p for p in protocols if p not in PROTOCOLS]
         if unknown or not protocols:
@@ -104,6 +76,11 @@ class Evaluator:
         self.progress = progress
         self.gallery_size = int(gallery_size)
         self.keep_masks = bool(keep_masks)
+        if objects_per_decode is not None and objects_per_decode < 1:
+            raise ValueError(
+                f"evaluation.objects_per_decode must be None or >= 1, got {objects_per_decode}"
+            )
+        self.objects_per_decode = objects_per_decode
 
     # ------------------------------------------------------------------ driving
     def evaluate(
@@ -120,7 +97,7 @@ class Evaluator:
             model: an official ``SAM2Base`` (plain or with adapters merged).
             dataset: Samples at original resolution; a map-style dataset (``len`` and
                 indexing) or any iterable. A None item (a sample the dataset skipped) is counted.
-            device: where to run.
+            device: where to run (the model is moved there and left there).
             max_images: stop after this many images (None: all).
 
         Returns:
@@ -152,7 +129,7 @@ class Evaluator:
                     self._evaluate_batch(model, batch, result)
                     objects += int(batch.img_idx.numel())
                     if bar is not None:
-                        bar.update(len(batch.samples))
+                        bar.update(result.images + skipped.images - bar.n)
                         rate = objects / max(time.perf_counter() - start, 1e-9)
                         bar.set_postfix(objects=objects, obj_per_s=f"{rate:.1f}")
         finally:
@@ -189,80 +166,15 @@ class Evaluator:
         images = engine.preprocess_like_predictor([s.image for s in batch.samples], image_size)
         device = batch.img_idx.device
         features = engine.encode(model, images.to(device))
+        runner = ProtocolRunner(model, features, batch, objects_per_decode=self.objects_per_decode)
         for protocol in self.protocols:
-            run = {"point1": self._point1, "box": self._box, "clicks": self._clicks}[protocol]
-            outcome = run(model, features, batch)
+            outcome = runner.run(protocol, max_clicks=self.max_clicks)
             self._record(protocol, batch, outcome, result)
         result.images += len(batch.samples)
 
-    def _masks(self, low_res: torch.Tensor, batch: ObjectBatch) -> list[torch.Tensor]:
-        """Upsample ``N x 1 x h x w`` logits to each image's size and threshold at 0."""
-        return [
-            engine.upsample_logits(logits, s.image.shape[:2])[:, 0] > 0
-            for logits, s in zip(batch.split(low_res), batch.samples, strict=True)
-        ]
-
-    def _first_click(self, model, features, batch):
-        points = torch.cat([center_points(gt) for gt in batch.gts])[:, None, :]  # N x 1 x 2
-        labels = torch.ones(points.shape[:2], dtype=torch.int32, device=points.device)
-        decoded = engine.decode(
-            model,
-            features,
-            batch.img_idx,
-            to_input_frame(points, batch.hw, int(model.image_size)),
-            labels,
-            multimask_output=True,
-        )
-        low_res, pred_iou = decoded.best()
-        return points, labels, low_res, pred_iou
-
-    def _point1(self, model, features, batch: ObjectBatch) -> _Outcome:
-        points, labels, low_res, pred_iou = self._first_click(model, features, batch)
-        return _Outcome(self._masks(low_res, batch), pred_iou, points=points, labels=labels)
-
-    def _box(self, model, features, batch: ObjectBatch) -> _Outcome:
-        boxes = torch.cat([tight_boxes(gt) for gt in batch.gts])  # N x 4
-        corners = to_input_frame(boxes.reshape(-1, 2, 2), batch.hw, int(model.image_size))
-        decoded = engine.decode(
-            model,
-            features,
-            batch.img_idx,
-            None,
-            None,
-            boxes=corners.reshape(-1, 4),
-            multimask_output=False,
-        )
-        return _Outcome(
-            self._masks(decoded.low_res_logits, batch), decoded.iou_pred[:, 0], boxes=boxes
-        )
-
-    def _clicks(self, model, features, batch: ObjectBatch) -> _Outcome:
-        points, labels, low_res, pred_iou = self._first_click(model, features, batch)
-        preds = self._masks(low_res, batch)
-        ious = [torch.cat([mask_iou(p, g) for p, g in zip(preds, batch.gts, strict=True)])]
-        for _ in range(1, self.max_clicks):
-            new = [error_center_clicks(p, g) for p, g in zip(preds, batch.gts, strict=True)]
-            points = torch.cat([points, torch.cat([pt for pt, _ in new])], dim=1)
-            labels = torch.cat([labels, torch.cat([lb for _, lb in new])], dim=1)
-            decoded = engine.decode(
-                model,
-                features,
-                batch.img_idx,
-                to_input_frame(points, batch.hw, int(model.image_size)),
-                labels,
-                mask_input=low_res.clamp(-MASK_INPUT_CLAMP, MASK_INPUT_CLAMP),
-                multimask_output=False,
-            )
-            low_res, pred_iou = decoded.low_res_logits, decoded.iou_pred[:, 0]
-            preds = self._masks(low_res, batch)
-            ious.append(torch.cat([mask_iou(p, g) for p, g in zip(preds, batch.gts, strict=True)]))
-        return _Outcome(
-            preds, pred_iou, points=points, labels=labels, iou_per_click=torch.stack(ious, dim=1)
-        )
-
     # ------------------------------------------------------------------ bookkeeping
     def _record(
-        self, protocol: str, batch: ObjectBatch, outcome: _Outcome, result: EvalResult
+        self, protocol: str, batch: ObjectBatch, outcome: Outcome, result: EvalResult
     ) -> None:
         clicks_to: dict[str, list[int]] = {}
         curves: list[list[float]] | None = None
@@ -277,7 +189,7 @@ class Evaluator:
         ):
             ious = mask_iou(pred, gt).tolist()
             dices = mask_dice(pred, gt).tolist()
-            areas = gt.flatten(1).sum(1).tolist()
+            areas = np.count_nonzero(sample.masks[keep].reshape(len(keep), -1), axis=1).tolist()
             for i, obj in enumerate(keep):
                 class_id = int(sample.class_ids[obj])
                 row = ObjectResult(
@@ -312,7 +224,7 @@ def _example(
     image: np.ndarray,
     gt: torch.Tensor,
     pred: torch.Tensor,
-    outcome: _Outcome,
+    outcome: Outcome,
     j: int,
 ) -> Example:
     """The overlay crop of object ``j`` of a batch."""

@@ -9,11 +9,13 @@ from pathlib import Path
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from samtune.evaluation.gallery import Example
 
 PRED_COLOR = np.array([0.12, 0.47, 0.95])  # prediction: blue fill
 GT_COLOR = "#00d060"  # ground truth: green outline
+LINE_STYLES = ("-", "--", ":", "-.")
 
 
 def _save(fig: Figure, path: str | os.PathLike) -> Path:
@@ -24,13 +26,33 @@ def _save(fig: Figure, path: str | os.PathLike) -> Path:
 
 
 def plot_click_curves(
-    curves: dict[str, Sequence[float]], path: str | os.PathLike, *, title: str = "mIoU vs clicks"
+    curves: dict[str, Sequence[float]],
+    path: str | os.PathLike,
+    *,
+    title: str = "mIoU vs clicks",
+    groups: dict[str, str] | None = None,
 ) -> Path:
-    """One line per entry of ``curves`` (label -> mIoU after click 1..K), saved as a PNG."""
+    """One line per entry of ``curves`` (label -> mIoU after click 1..K), saved as a PNG.
+
+    Args:
+        curves: label -> mIoU after click 1..K.
+        path: the PNG to write.
+        title: the plot's title.
+        groups: label -> group (e.g. model size); a group shares a colour, its members differ
+            in line style. Without it every line has its own colour.
+    """
     fig = Figure(figsize=(6.4, 4.2), layout="constrained")
     ax = fig.add_subplot()
+    names = list(dict.fromkeys((groups or {}).get(k, k) for k in curves))
+    seen: dict[str, int] = {}
     for label, values in curves.items():
-        ax.plot(np.arange(1, len(values) + 1), values, marker="o", markersize=3, label=label)
+        group = (groups or {}).get(label, label)
+        style = LINE_STYLES[seen.get(group, 0) % len(LINE_STYLES)]
+        seen[group] = seen.get(group, 0) + 1
+        color = f"C{names.index(group) % 10}"
+        x = np.arange(1, len(values) + 1)
+        ax.plot(x, values, style, color=color, marker="o", markersize=3, label=label)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("clicks")
     ax.set_ylabel("mIoU")
     ax.set_ylim(0, 1)

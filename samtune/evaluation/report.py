@@ -23,7 +23,7 @@ RANDOM_INIT_LINE = (
     "nothing about SAM 2.1 or about tuning it"
 )
 SUMMARY_KEYS = (
-    "model", "image_size", "adapter", "checkpoint", "random_init", "data", "split", "seed",
+    "model", "image_size", "adapter", "checkpoint", "weights", "random_init", "data", "split", "seed",
     "samtune_version",
 )  # fmt: skip
 
