@@ -39,6 +39,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from samtune.data.sample import DataError
 from samtune.engine import feature_sizes
 from samtune.models import (
     CheckpointError,
@@ -54,6 +55,7 @@ from samtune.models.registry import guess_size_from_state_dict
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+TIFF_SUFFIXES = (".tif", ".tiff")
 VIDEO_PREDICTOR_TARGET = "sam2.sam2_video_predictor.SAM2VideoPredictor"
 # What ``sam2.build_sam.build_sam2_video_predictor`` sets on top of the image postprocessing.
 VIDEO_POSTPROCESSING_OVERRIDES = {"binarize_mask_from_pts_for_mem_enc": True, "fill_hole_area": 8}
@@ -257,7 +259,7 @@ def load_video_predictor(
     """
     model, info = load_sam2_model(path, spec, image_size=image_size)
     video = build_video_model(info["name"], image_size=info["image_size"])
-    missing, unexpected = video.load_state_dict(model.state_dict(), strict=False)
+    missing, unexpected = video.load_state_dict(model.state_dict(), strict=False, assign=True)
     if missing or unexpected:
         raise CheckpointError(
             f"the weights of {path} do not fit SAM2VideoPredictor: missing {missing[:3]}, unexpected {unexpected[:3]}"
@@ -290,14 +292,16 @@ class ObjectPrompt:
 
 
 def image_size_of(path: Path) -> tuple[int, int]:
-    """``(height, width)`` of an image file, reading only its header where possible."""
+    """``(height, width)`` of an image file as :func:`read_image` reads it (header only, but TIFF)."""
     from PIL import Image
 
+    if path.suffix.lower() in TIFF_SUFFIXES:
+        return read_image(path).shape[:2]
     try:
         with Image.open(path) as img:
             width, height = img.size
     except Exception as exc:  # PIL raises many types for unreadable files
-        raise PromptError(f"image {path} cannot be read: {exc}") from exc
+        raise DataError(f"image {path} cannot be read: {exc}") from exc
     return height, width
 
 
@@ -437,7 +441,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
     path = Path(path)
     try:
-        if path.suffix.lower() in {".tif", ".tiff"}:
+        if path.suffix.lower() in TIFF_SUFFIXES:
             import tifffile
 
             array = tifffile.imread(path)
@@ -447,13 +451,13 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
                     img.convert("RGB") if img.mode in {"P", "PA", "CMYK", "YCbCr", "LA"} else img
                 )
     except Exception as exc:  # PIL/tifffile raise many types for unreadable files
-        raise PromptError(f"image {path} cannot be read: {exc}") from exc
+        raise DataError(f"image {path} cannot be read: {exc}") from exc
     if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[2] not in (1, 3, 4):
         array = np.moveaxis(array, 0, -1)  # channels-first TIFF
     if array.ndim == 2:
         array = array[..., None]
     if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
-        raise PromptError(f"image {path} has shape {array.shape}; expected HxW, HxWx3 or HxWx4")
+        raise DataError(f"image {path} has shape {array.shape}; expected HxW, HxWx3 or HxWx4")
     array = array[..., :3] if array.shape[2] >= 3 else np.repeat(array, 3, axis=2)
     if array.dtype != np.uint8:
         array = array.astype(np.float64)

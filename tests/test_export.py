@@ -65,7 +65,9 @@ def make_lightning_checkpoint(
     return model
 
 
-@pytest.mark.parametrize("adapter", [LoRAAdapter(rank=4), FrozenEncoder(), FullFineTune()], ids=str)
+@pytest.mark.parametrize(
+    "adapter", [LoRAAdapter(rank=4), FrozenEncoder(), FullFineTune()], ids=lambda a: a.name
+)
 def test_model_from_lightning_checkpoint_is_the_merged_model(tmp_path, adapter):
     ckpt = tmp_path / "run.ckpt"
     adapted = make_lightning_checkpoint(ckpt, adapter)
@@ -183,21 +185,23 @@ def run_prompts(predictor, image: np.ndarray) -> dict[str, np.ndarray]:
 
 
 # Runs in a fresh interpreter that never imports samtune: only sam2's own API.
+# argv: sam2 config, image .npz, threads, helper folder, exported .pt files...
 OFFICIAL_SCRIPT = textwrap.dedent(
     """
     import sys
     import numpy as np
     import torch
-    torch.set_num_threads(int(sys.argv[4]))
+    torch.set_num_threads(int(sys.argv[3]))
     from sam2.build_sam import build_sam2
     from sam2.sam2_image_predictor import SAM2ImagePredictor
-    sys.path.insert(0, sys.argv[5])
+    sys.path.insert(0, sys.argv[4])
     from _prompts import run_prompts
-    model = build_sam2(sys.argv[1], sys.argv[2], device="cpu")
-    image = np.load(sys.argv[3])["image"]
-    out = run_prompts(SAM2ImagePredictor(model), image)
-    assert not any(m == "samtune" or m.startswith("samtune.") for m in sys.modules), "samtune was imported"
-    np.savez(sys.argv[3].replace(".npz", "_official.npz"), **out)
+    image = np.load(sys.argv[2])["image"]
+    for path in sys.argv[5:]:
+        model = build_sam2(sys.argv[1], path, device="cpu")
+        out = run_prompts(SAM2ImagePredictor(model), image)
+        np.savez(path.replace(".pt", "_official.npz"), **out)
+    assert not any(m == "samtune" or m.startswith("samtune.") for m in sys.modules), "samtune imported"
     """
 )
 
@@ -211,13 +215,14 @@ def assert_same_predictions(got: dict[str, np.ndarray], ref: dict[str, np.ndarra
             np.testing.assert_allclose(got[key], ref[key], rtol=0, atol=1e-6, err_msg=key)
 
 
-@pytest.mark.parametrize("adapter", [LoRAAdapter(rank=4), FrozenEncoder()], ids=lambda a: a.name)
-def test_export_round_trip_in_official_sam2_at_1024(tmp_path, adapter):
-    """The exported file loads with sam2's build_sam2 (strict, no samtune) and predicts exactly
-    what samtune predicted from the Lightning checkpoint."""
+def test_export_round_trip_in_official_sam2_at_1024(tmp_path):
+    """Exported LoRA and frozen-encoder models load with sam2's build_sam2 (strict, no samtune)
+    and predict exactly what samtune predicted from the Lightning checkpoints."""
     from samtune import load_predictor
 
     image = make_blob_sample().image
+    data = tmp_path / "image.npz"
+    np.savez(data, image=image)
     # the prompt code for the samtune-free interpreter: the same function, on both sides
     helper = tmp_path / "helper"
     helper.mkdir()
@@ -227,16 +232,18 @@ def test_export_round_trip_in_official_sam2_at_1024(tmp_path, adapter):
         f"LABELS = np.array({LABELS.tolist()})\n"
         f"BOX = np.array({BOX.tolist()})\n\n\n" + inspect.getsource(run_prompts)
     )
-    ckpt = tmp_path / f"{adapter.name}.ckpt"
-    make_lightning_checkpoint(ckpt, adapter, image_size=1024)
-    out = export_checkpoint(ckpt, tmp_path / f"{adapter.name}.pt")
-    assert json.loads(sidecar_path(out).read_text())["sam2_config"] == SAM2_CONFIG
-    data = tmp_path / "image.npz"
-    np.savez(data, image=image)
+    ckpts, exported = [], []
+    for adapter in (LoRAAdapter(rank=4), FrozenEncoder()):
+        ckpt = tmp_path / f"{adapter.name}.ckpt"
+        make_lightning_checkpoint(ckpt, adapter, image_size=1024)
+        out = export_checkpoint(ckpt, tmp_path / f"{adapter.name}.pt")
+        assert json.loads(sidecar_path(out).read_text())["sam2_config"] == SAM2_CONFIG
+        ckpts.append(ckpt)
+        exported.append(out)
     # sam2 alone in a fresh interpreter, while samtune predicts here: one thread each, so that
     # both sides run the same kernels and the two cores are used without oversubscription
     threads = torch.get_num_threads()
-    args = [SAM2_CONFIG, str(out), str(data), "1", str(helper)]
+    args = [SAM2_CONFIG, str(data), "1", str(helper), *map(str, exported)]
     proc = subprocess.Popen(
         [sys.executable, "-c", OFFICIAL_SCRIPT, *args],
         cwd=tmp_path,
@@ -246,12 +253,14 @@ def test_export_round_trip_in_official_sam2_at_1024(tmp_path, adapter):
     )
     try:
         torch.set_num_threads(1)
-        ours = run_prompts(load_predictor(str(ckpt)), image)
+        ours = [run_prompts(load_predictor(str(ckpt)), image) for ckpt in ckpts]
     finally:
         torch.set_num_threads(threads)
         _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, stderr[-3000:]
-    official = dict(np.load(tmp_path / "image_official.npz"))
-    assert_same_predictions(official, ours)
-    # the prompts gave different masks, so the comparison has teeth
-    assert not np.array_equal(ours["points_masks"][0], ours["box_masks"][0])
+    for out, mine in zip(exported, ours, strict=True):
+        official = dict(np.load(str(out).replace(".pt", "_official.npz")))
+        assert_same_predictions(official, mine)
+        # the prompts gave different masks, so the comparison has teeth
+        assert not np.array_equal(mine["points_masks"][0], mine["box_masks"][0])
+    assert not np.array_equal(ours[0]["box_masks"], ours[1]["box_masks"])  # two different models

@@ -21,10 +21,11 @@ from test_export import (
 
 from samtune import load_predictor, load_video_predictor
 from samtune.adapters import LoRAAdapter
+from samtune.data.sample import DataError
 from samtune.engine import decode, encode, preprocess_like_predictor, upsample_logits
 from samtune.export import export_checkpoint, sidecar_path
 from samtune.models import CheckpointError, ModelSpec
-from samtune.predict import PromptError, load_sam2_model, read_prompts
+from samtune.predict import PromptError, image_size_of, load_sam2_model, read_image, read_prompts
 
 
 @pytest.fixture(scope="module")
@@ -327,4 +328,22 @@ def test_predict_cli_bad_prompt_fails_before_writing(tuned, tmp_path):
     assert (
         "image 'b.png', object 0: point (200, 10) is outside the 80x64 (WxH) image" in proc.stderr
     )
-    assert not out.exists() or not any(out.glob("*.png")) and not (out / "masks.json").exists()
+    assert not out.exists()  # checked before any output was written
+
+
+def test_read_image_converts_to_rgb_uint8(tmp_path):
+    import tifffile
+
+    gray16 = np.arange(12 * 10, dtype=np.uint16).reshape(12, 10) * 100 + 500
+    Image.fromarray(gray16).save(tmp_path / "g.png")
+    img = read_image(tmp_path / "g.png")
+    assert img.shape == (12, 10, 3) and img.dtype == np.uint8
+    expected = np.round((gray16 - 500) / (gray16.max() - 500) * 255).astype(np.uint8)
+    assert np.array_equal(img[..., 0], expected) and np.array_equal(img[..., 2], expected)
+    chw = np.random.default_rng(0).random((3, 12, 10)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "c.tif", chw)
+    assert read_image(tmp_path / "c.tif").shape == (12, 10, 3)
+    assert image_size_of(tmp_path / "c.tif") == (12, 10)
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    with pytest.raises(DataError, match="bad.png cannot be read"):
+        read_image(tmp_path / "bad.png")

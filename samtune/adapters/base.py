@@ -7,6 +7,7 @@ video-only modules (memory attention, memory encoder, object pointers, mask down
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import torch
@@ -30,6 +31,8 @@ def part_of(param_name: str) -> str:
 
 def lora_modules(model: nn.Module) -> dict[str, nn.Module]:
     """The peft LoRA layers inside ``model``, by module path (empty for a plain model)."""
+    if "peft" not in sys.modules:  # no peft layer can exist before peft is imported (a slow import)
+        return {}
     from peft.tuners.lora import LoraLayer
 
     return {name: module for name, module in model.named_modules() if isinstance(module, LoraLayer)}
