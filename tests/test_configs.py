@@ -24,7 +24,10 @@ def _compose(name: str, overrides: list[str], tmp_path: Path):
 
 
 def _required(name: str) -> list[str]:
-    return {"export": ["ckpt=x.ckpt", "out=y.pt"], "predict": ["ckpt=x.pt", "images=d", "out=o"]}.get(name, [])
+    return {
+        "export": ["ckpt=x.ckpt", "out=y.pt"],
+        "predict": ["ckpt=x.pt", "images=d", "out=o"],
+    }.get(name, [])
 
 
 @pytest.mark.parametrize("name", TOP_LEVEL)
@@ -39,9 +42,7 @@ def test_experiments_compose(experiment, tmp_path):
     assert cfg.task_name == experiment
 
 
-@pytest.mark.parametrize(
-    "group", ["model", "adapter", "prompts", "loss", "optim", "evaluation"]
-)
+@pytest.mark.parametrize("group", ["model", "adapter", "prompts", "loss", "optim", "evaluation"])
 def test_group_options_instantiate(group, tmp_path):
     options = sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
     assert options
@@ -58,7 +59,9 @@ def test_trainer_logger_callbacks_instantiate(tmp_path):
     trainer = instantiate(cfg.trainer, logger=loggers, callbacks=callbacks)
     assert trainer.max_epochs == cfg.trainer.max_epochs
     assert {type(lg).__name__ for lg in loggers} == {"CSVLogger", "WandbLogger"}
-    assert all(getattr(lg, "_offline", True) for lg in loggers if type(lg).__name__ == "WandbLogger")
+    assert all(
+        getattr(lg, "_offline", True) for lg in loggers if type(lg).__name__ == "WandbLogger"
+    )
 
 
 def test_data_options_instantiate(tmp_path):

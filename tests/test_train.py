@@ -18,7 +18,11 @@ def _run_train(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, WANDB_MODE="offline", WANDB_SILENT="true", PYTHONPATH=str(REPO))
     return subprocess.run(
         [sys.executable, "-m", "samtune.cli.train", *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=900,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
 
 
@@ -28,8 +32,12 @@ def adapter_runs(tmp_path_factory, tiny_checkpoint):
     work = tmp_path_factory.mktemp("train")
     proc = _run_train(
         [
-            "-m", "experiment=smoke", "adapter=frozen,lora,full",
-            f"model.checkpoint={tiny_checkpoint}", "trainer.max_steps=3", "logger=default",
+            "-m",
+            "experiment=smoke",
+            "adapter=frozen,lora,full",
+            f"model.checkpoint={tiny_checkpoint}",
+            "trainer.max_steps=3",
+            "logger=default",
             f"hydra.sweep.dir={work}/multirun",
         ],
         cwd=work,
@@ -49,8 +57,15 @@ def test_each_adapter_trains_and_writes_checkpoints_and_metrics(adapter_runs):
         assert Path(summary["best_checkpoint"]).is_file(), adapter
         assert Path(summary["last_checkpoint"]).name == "last.ckpt"
         metrics = (run_dir / "csv" / "metrics.csv").read_text()
-        for column in ("train/loss_step", "train/focal_step", "train/dice_step", "train/iou_step",
-                       "val/miou_point1", "val/miou_box", "val/miou"):
+        for column in (
+            "train/loss_step",
+            "train/focal_step",
+            "train/dice_step",
+            "train/iou_step",
+            "val/miou_point1",
+            "val/miou_box",
+            "val/miou",
+        ):
             assert column in metrics.splitlines()[0], (adapter, column)
         assert (run_dir / "eval" / "results.json").is_file()
         assert list((run_dir / "wandb").glob("offline-run-*")), "W&B offline run missing"
@@ -80,7 +95,9 @@ def test_lora_trains_only_lora_and_decoder(adapter_runs, tiny_state_dict):
             continue
         assert torch.equal(value, before), f"{key} changed but is not a LoRA or decoder weight"
     decoder_changed = any(
-        not torch.equal(state[k], tiny_state_dict[k]) for k in state if k.startswith("sam_mask_decoder.")
+        not torch.equal(state[k], tiny_state_dict[k])
+        for k in state
+        if k.startswith("sam_mask_decoder.")
     )
     assert decoder_changed
 
