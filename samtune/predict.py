@@ -436,35 +436,10 @@ def read_prompts(
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """An image file as ``H x W x 3`` uint8 RGB; 16-bit or float images are min-max scaled."""
-    from PIL import Image
+    """An image file as ``H x W x 3`` uint8 RGB, converted as the datasets convert it."""
+    from samtune.data.io import read_image as read_dataset_image
 
-    path = Path(path)
-    try:
-        if path.suffix.lower() in TIFF_SUFFIXES:
-            import tifffile
-
-            array = tifffile.imread(path)
-        else:
-            with Image.open(path) as img:
-                array = np.asarray(
-                    img.convert("RGB") if img.mode in {"P", "PA", "CMYK", "YCbCr", "LA"} else img
-                )
-    except Exception as exc:  # PIL/tifffile raise many types for unreadable files
-        raise DataError(f"image {path} cannot be read: {exc}") from exc
-    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[2] not in (1, 3, 4):
-        array = np.moveaxis(array, 0, -1)  # channels-first TIFF
-    if array.ndim == 2:
-        array = array[..., None]
-    if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
-        raise DataError(f"image {path} has shape {array.shape}; expected HxW, HxWx3 or HxWx4")
-    array = array[..., :3] if array.shape[2] >= 3 else np.repeat(array, 3, axis=2)
-    if array.dtype != np.uint8:
-        array = array.astype(np.float64)
-        lo, hi = float(array.min()), float(array.max())
-        array = ((array - lo) / (hi - lo) * 255.0).round() if hi > lo else np.zeros_like(array)
-        array = array.astype(np.uint8)
-    return np.ascontiguousarray(array)
+    return read_dataset_image(path)
 
 
 def coco_result(

@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 from samtune.adapters import FrozenEncoder, FullFineTune, LoRAAdapter, lora_modules
 from samtune.engine import decode, encode, normalize_images
 from samtune.models import build_sam2_model
+from samtune.optim import param_groups
 
 VIDEO_ONLY_PREFIXES = (
     "memory_attention.",
@@ -152,9 +153,12 @@ def test_full_trains_encoder_but_not_memory_modules():
     for name, p in model.named_parameters():
         if name.startswith(VIDEO_ONLY_PREFIXES):
             assert not p.requires_grad, name
-    groups = {g["name"]: g for g in adapter.param_groups(model, lr=1e-3)}
-    assert groups["image_encoder"]["lr"] == pytest.approx(1e-4)
-    assert groups["prompt_and_mask_decoder"]["lr"] == pytest.approx(1e-3)
+    groups = param_groups(
+        model, lr=1e-3, encoder_lr_scale=adapter.encoder_lr_scale, weight_decay=0.0
+    )
+    lrs = {g["name"]: g["lr"] for g in groups}
+    assert lrs["encoder_decay"] == pytest.approx(1e-4)
+    assert lrs["decoder_decay"] == pytest.approx(1e-3)
     changed = sgd_step(model)
     assert any(k.startswith("image_encoder.trunk.blocks.0.") for k in changed)
     assert not any(k.startswith(VIDEO_ONLY_PREFIXES) for k in changed)

@@ -338,12 +338,19 @@ def test_read_image_converts_to_rgb_uint8(tmp_path):
     Image.fromarray(gray16).save(tmp_path / "g.png")
     img = read_image(tmp_path / "g.png")
     assert img.shape == (12, 10, 3) and img.dtype == np.uint8
-    expected = np.round((gray16 - 500) / (gray16.max() - 500) * 255).astype(np.uint8)
-    assert np.array_equal(img[..., 0], expected) and np.array_equal(img[..., 2], expected)
+    # the prediction CLI reads images exactly as the training datasets do
+    from samtune.data.io import read_image as dataset_read_image
+
+    assert np.array_equal(img, dataset_read_image(tmp_path / "g.png"))
+    assert (
+        img[..., 0].min() == 0
+        and img[..., 0].max() == 255
+        and np.array_equal(img[..., 0], img[..., 2])
+    )
     chw = np.random.default_rng(0).random((3, 12, 10)).astype(np.float32)
     tifffile.imwrite(tmp_path / "c.tif", chw)
     assert read_image(tmp_path / "c.tif").shape == (12, 10, 3)
     assert image_size_of(tmp_path / "c.tif") == (12, 10)
     (tmp_path / "bad.png").write_bytes(b"not an image")
-    with pytest.raises(DataError, match="bad.png cannot be read"):
+    with pytest.raises(DataError, match="bad.png.*cannot read image"):
         read_image(tmp_path / "bad.png")

@@ -57,7 +57,7 @@ class Adapter:
         train_prompt_encoder: train the prompt encoder.
         train_mask_decoder: train the mask decoder.
         encoder_lr_scale: the image encoder's learning rate is ``lr * encoder_lr_scale``
-            (see :meth:`param_groups`).
+            (see :func:`samtune.optim.param_groups`).
     """
 
     name: str = "adapter"
@@ -215,24 +215,3 @@ class Adapter:
             "trainable_fraction": trainable / total if total else 0.0,
             "by_part": by_part,
         }
-
-    def param_groups(self, model: nn.Module, *, lr: float) -> list[dict[str, Any]]:
-        """Optimizer parameter groups: the image encoder at ``lr * encoder_lr_scale``, the rest at ``lr``.
-
-        Only parameters with ``requires_grad`` are included; empty groups are left out.
-        """
-        groups: dict[str, list[nn.Parameter]] = {"image_encoder": [], "prompt_and_mask_decoder": []}
-        for name, param in model.named_parameters():
-            if param.requires_grad:
-                key = (
-                    "image_encoder"
-                    if part_of(name) == "image_encoder"
-                    else "prompt_and_mask_decoder"
-                )
-                groups[key].append(param)
-        scales = {"image_encoder": self.encoder_lr_scale, "prompt_and_mask_decoder": 1.0}
-        return [
-            {"name": key, "params": params, "lr": lr * scales[key]}
-            for key, params in groups.items()
-            if params
-        ]
