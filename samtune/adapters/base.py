@@ -7,6 +7,7 @@ video-only modules (memory attention, memory encoder, object pointers, mask down
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import torch
@@ -30,6 +31,8 @@ def part_of(param_name: str) -> str:
 
 def lora_modules(model: nn.Module) -> dict[str, nn.Module]:
     """The peft LoRA layers inside ``model``, by module path (empty for a plain model)."""
+    if "peft" not in sys.modules:  # no peft layer can exist before peft is imported (a slow import)
+        return {}
     from peft.tuners.lora import LoraLayer
 
     return {name: module for name, module in model.named_modules() if isinstance(module, LoraLayer)}
@@ -142,12 +145,17 @@ class Adapter:
 
     # -- export ---------------------------------------------------------------------------------
 
-    def merged_state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
+    def merged_state_dict(self, model: nn.Module, *, copy: bool = True) -> dict[str, torch.Tensor]:
         """Weights under the original sam2 key names, with any LoRA update folded in.
 
         For each LoRA layer the base weight becomes ``W + scaling * B @ A`` (dropout plays no
         part); the LoRA tensors are dropped and ``<path>.base_layer.<p>`` becomes ``<path>.<p>``.
-        The model is not changed; the returned tensors are detached copies.
+        The model is not changed.
+
+        Args:
+            model: a model this adapter was applied to (or a plain one).
+            copy: return detached copies; False shares the storage of tensors that LoRA does
+                not change (for a model that is about to be discarded).
         """
         state = model.state_dict()
         renamed: dict[str, str | None] = {}
@@ -176,7 +184,7 @@ class Adapter:
             new_key = renamed.get(key, key)
             if new_key is None:
                 continue
-            merged[new_key] = value.detach().clone()
+            merged[new_key] = value.detach().clone() if copy else value.detach()
         for key, delta in deltas.items():
             merged[key] = (merged[key].float() + delta).to(merged[key].dtype)
         leftover = [k for k in merged if ".lora_" in k or ".base_layer." in k]

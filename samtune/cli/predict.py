@@ -1,0 +1,42 @@
+"""``samtune-predict ckpt=X images=DIR prompts=prompts.json out=DIR [mode=prompts|auto] [multimask=false]``.
+
+The prompts file format is described in :mod:`samtune.predict`. ``ckpt`` is a Lightning
+``.ckpt``, an exported ``.pt``, or ``none`` with ``model=<size>`` for zero-shot SAM 2.1.
+"""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig, OmegaConf
+
+from samtune.cli._hydra import run_hydra_app
+
+
+def predict_task(cfg: DictConfig) -> None:
+    """Check the prompts, load the model, write masks and ``masks.json`` to ``cfg.out``."""
+    from hydra.utils import instantiate
+
+    from samtune.predict import run_predict
+
+    spec = instantiate(cfg.model) if cfg.get("model") is not None else None
+    path = run_predict(
+        ckpt=cfg.ckpt,
+        images=cfg.images,
+        out=cfg.out,
+        prompts=cfg.get("prompts"),
+        mode=cfg.mode,
+        multimask=cfg.multimask,
+        image_size=cfg.get("image_size"),
+        device=cfg.device,
+        spec=spec,
+        auto=OmegaConf.to_container(cfg.auto, resolve=True) if cfg.get("auto") else None,
+    )
+    print(f"wrote {path}")
+
+
+def main() -> None:
+    """Console entry point."""
+    run_hydra_app(predict_task, "predict")
+
+
+if __name__ == "__main__":
+    main()
