@@ -256,9 +256,9 @@ def _data_args(images: Path, labels: Path) -> list[str]:
 
 
 def test_train_then_eval_writes_per_volume_dice_equal_to_numpy(tmp_path, tiny_checkpoint):
-    predict = pytest.importorskip("samtune.predict", reason="samtune.predict not merged yet")
     from samtune.evaluation import Evaluator
     from samtune.models import ModelSpec
+    from samtune.predict import load_sam2_model
 
     images, labels = write_cases(tmp_path / "data")
     args = _data_args(images, labels)
@@ -293,7 +293,7 @@ def test_train_then_eval_writes_per_volume_dice_equal_to_numpy(tmp_path, tiny_ch
 
     # reference: the same model and data in this process, masks stacked and scored with numpy
     spec = ModelSpec(name="sam2.1_hiera_tiny", image_size=128, checkpoint=None)
-    model, _ = predict.load_sam2_model(str(last), spec)
+    model, _ = load_sam2_model(str(last), spec)
     dataset = datamodule(images, labels).raw_dataset("val")
     assert dataset.cases == volumes["cases"]
     result = Evaluator(max_clicks=2, progress=False, keep_masks=True).evaluate(model, dataset)
