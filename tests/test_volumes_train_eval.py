@@ -178,7 +178,7 @@ def test_classes_override_from_the_command_line_grammar(tmp_path):
 
 def _row(dataset, index: int, obj: int, class_id: int, mask: np.ndarray, protocol: str):
     return ObjectResult(
-        image_id=index, file=dataset.file_of(index), object=obj, class_id=class_id,
+        image_id=index, file=dataset[index].meta["file"], object=obj, class_id=class_id,
         class_name=CLASSES[class_id], protocol=protocol, area=int(mask.sum()), iou=0.0,
         dice=0.0, pred_iou=0.0, mask=mask,
     )  # fmt: skip
@@ -230,6 +230,42 @@ def test_volume_evaluation_equals_numpy_on_hand_made_masks(tmp_path):
         volume_evaluation(result, dataset)
 
 
+class _PerfectEvaluator:
+    """Predicts each object's own ground truth; records the keep_masks it ran with."""
+
+    def __init__(self) -> None:
+        self.keep_masks = False
+        self.ran_with: list[bool] = []
+
+    def evaluate(self, model, dataset, *, device="cpu", max_images=None) -> EvalResult:
+        self.ran_with.append(self.keep_masks)
+        result = EvalResult(protocols=("point1",), max_clicks=1, noc_thresholds=(0.9,))
+        for index in range(len(dataset)):
+            sample = dataset[index]
+            for obj, (class_id, gt) in enumerate(zip(sample.class_ids.tolist(), sample.masks)):
+                row = _row(dataset, index, obj, class_id, gt.copy(), "point1")
+                row.mask = row.mask if self.keep_masks else None
+                result.rows.append(row)
+        return result
+
+
+def test_evaluate_dataset_keeps_masks_only_for_scoring(tmp_path):
+    from samtune.evaluation.volume_report import evaluate_dataset
+
+    images, labels = write_cases(tmp_path, n=1)
+    dataset = datamodule(images, labels, val_images=images, val_labels=labels).raw_dataset("val")
+    evaluator = _PerfectEvaluator()
+    result, volumes = evaluate_dataset(evaluator, None, dataset)
+    assert evaluator.ran_with == [True] and evaluator.keep_masks is False
+    assert all(row.mask is None for row in result.rows)
+    assert volumes["protocols"]["point1"]["per_volume"] == {"case00": {"1": 1.0, "2": 1.0}}
+    evaluator.keep_masks = True
+    result, _ = evaluate_dataset(evaluator, None, dataset)
+    assert all(row.mask is not None for row in result.rows)
+    plain = [dataset[i] for i in range(2)]  # a list of Samples is no volume dataset
+    assert evaluate_dataset(_PerfectEvaluator(), None, plain)[1] is None
+
+
 # --------------------------------------------------------------------- the CLIs, end to end
 
 
@@ -262,12 +298,17 @@ def test_train_then_eval_writes_per_volume_dice_equal_to_numpy(tmp_path, tiny_ch
 
     images, labels = write_cases(tmp_path / "data")
     args = _data_args(images, labels)
-    train = _run(
-        "samtune.cli.train",
-        ["experiment=smoke", *args, "data.empty_slice_rate=1.0", f"model.checkpoint={tiny_checkpoint}",
-         "trainer.max_steps=2", "evaluate_after_training=false", f"hydra.run.dir={tmp_path / 'train'}"],
-        cwd=tmp_path,
-    )  # fmt: skip
+    train_args = [
+        "experiment=smoke",
+        *args,
+        "data.empty_slice_rate=1.0",  # empty slices in the batches: the step must skip them
+        f"model.checkpoint={tiny_checkpoint}",
+        "trainer.max_steps=2",
+        "trainer.limit_val_batches=1",
+        "evaluate_after_training=false",
+        f"hydra.run.dir={tmp_path / 'train'}",
+    ]
+    train = _run("samtune.cli.train", train_args, cwd=tmp_path)
     assert train.returncode == 0, train.stdout[-3000:] + train.stderr[-5000:]
     last = tmp_path / "train" / "checkpoints" / "last.ckpt"
     assert last.is_file()

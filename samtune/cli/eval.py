@@ -63,7 +63,7 @@ def evaluate(cfg: DictConfig, out_dir: Path, data_name: str) -> dict[str, Path]:
 
     import samtune
     from samtune.evaluation import write_results
-    from samtune.evaluation.volume_report import is_volume_dataset, volume_evaluation
+    from samtune.evaluation.volume_report import evaluate_dataset
     from samtune.predict import load_sam2_model
 
     lightning.seed_everything(int(cfg.seed), workers=True)
@@ -72,21 +72,14 @@ def evaluate(cfg: DictConfig, out_dir: Path, data_name: str) -> dict[str, Path]:
     model, info = load_sam2_model(ckpt, spec)
     datamodule = instantiate(cfg.data)
     dataset = datamodule.raw_dataset(cfg.split)
-    per_volume = is_volume_dataset(dataset)
-    evaluator = instantiate(cfg.evaluation, **({"keep_masks": True} if per_volume else {}))
-    result = evaluator.evaluate(model, dataset, device=cfg.device, max_images=cfg.max_images)
-    volumes = None
-    if per_volume:
-        volumes = volume_evaluation(result, dataset, evaluated_items=cfg.max_images)
-        for row in result.rows:
-            row.mask = None  # stacked and scored; free the memory before writing the report
-        for protocol, scores in volumes["protocols"].items():
-            log.info(
-                "%s: mean 3D Dice %.4f over %d volumes",
-                protocol,
-                scores["mean"],
-                scores["n_volumes"],
-            )
+    evaluator = instantiate(cfg.evaluation)
+    result, volumes = evaluate_dataset(
+        evaluator, model, dataset, device=cfg.device, max_images=cfg.max_images
+    )
+    for protocol, scores in (volumes or {}).get("protocols", {}).items():
+        log.info(
+            "%s: mean 3D Dice %.4f over %d volumes", protocol, scores["mean"], scores["n_volumes"]
+        )
     summary = {
         "model": info.get("name", spec.name),
         "image_size": info.get("image_size", spec.image_size),

@@ -39,6 +39,45 @@ def is_volume_dataset(dataset: Any) -> bool:
     return isinstance(dataset, VolumeSliceDataset)
 
 
+def evaluate_dataset(
+    evaluator: Any,
+    model: Any,
+    dataset: Any,
+    *,
+    device: Any = "cpu",
+    max_images: int | None = None,
+) -> tuple[EvalResult, dict[str, Any] | None]:
+    """Run ``evaluator`` on ``dataset``; on a volume dataset also score whole volumes.
+
+    On a volume dataset the evaluator keeps its predicted masks for this run (whatever its
+    ``keep_masks``), they are scored with :func:`volume_evaluation`, and then dropped from the
+    rows unless the evaluator was set to keep them.
+
+    Args:
+        evaluator: a :class:`~samtune.evaluation.Evaluator`.
+        model: the model to evaluate.
+        dataset: Samples (any dataset the evaluator takes).
+        device: where to run.
+        max_images: stop after this many items (None: all).
+
+    Returns:
+        ``(result, volumes)``; ``volumes`` is None unless ``dataset`` is a volume dataset.
+    """
+    if not is_volume_dataset(dataset):
+        return evaluator.evaluate(model, dataset, device=device, max_images=max_images), None
+    keep = evaluator.keep_masks
+    evaluator.keep_masks = True
+    try:
+        result = evaluator.evaluate(model, dataset, device=device, max_images=max_images)
+    finally:
+        evaluator.keep_masks = keep
+    volumes = volume_evaluation(result, dataset, evaluated_items=max_images)
+    if not keep:
+        for row in result.rows:
+            row.mask = None  # scored; free the memory
+    return result, volumes
+
+
 def volume_evaluation(
     result: EvalResult, dataset: Any, *, evaluated_items: int | None = None
 ) -> dict[str, Any]:
