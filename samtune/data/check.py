@@ -73,18 +73,16 @@ def check_datamodule(
     for split in splits:
         try:
             dataset = datamodule.raw_dataset(split)
-        except (ValueError, NotImplementedError) as err:
-            if split in OPTIONAL_SPLITS and not isinstance(err, DataError):
+        except Exception as err:  # a split that is not defined, or cannot be built at all
+            undefined = isinstance(err, (ValueError, NotImplementedError)) and not isinstance(
+                err, DataError
+            )
+            if split in OPTIONAL_SPLITS and undefined:
                 report["splits"][split] = {"status": "not defined", "message": str(err)}
                 continue
-            report["splits"][split] = {"status": "error", "message": str(err)}
-            report["problems"].append({"split": split, "file": None, "reason": str(err)})
-            report["ok"] = False
-            continue
-        except Exception as err:  # a dataset that cannot be built at all (a missing folder...)
-            report["splits"][split] = {"status": "error", "message": f"{type(err).__name__}: {err}"}
-            report["problems"].append({"split": split, "file": None, "reason": str(err)})
-            report["ok"] = False
+            message = str(err) if isinstance(err, ValueError) else f"{type(err).__name__}: {err}"
+            report["splits"][split] = {"status": "error", "message": message}
+            report["problems"].append({"split": split, "file": None, "reason": message})
             continue
         report["splits"][split] = _check_split(
             dataset, image_size=image_size, tiny_area=tiny_area, factor=size_outlier_factor
