@@ -1,7 +1,9 @@
 """``samtune-eval``: evaluate a SAM 2.1 model (zero-shot or tuned) with the fixed protocols.
 
 Writes ``results.json``, ``per_object.csv``, ``report.md``/``.html`` and PNGs into the Hydra
-run folder, and logs them to W&B when ``wandb=true``.
+run folder, and logs them to W&B when ``wandb=true``. On a volume dataset (``data=volumes``)
+the slice predictions are also stacked into volumes and scored with 3D Dice per class and
+volume (``volumes`` in ``results.json``, ``per_volume.csv``, a report section).
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ def evaluate(cfg: DictConfig, out_dir: Path, data_name: str) -> dict[str, Path]:
 
     import samtune
     from samtune.evaluation import write_results
+    from samtune.evaluation.volume_report import evaluate_dataset
     from samtune.predict import load_sam2_model
 
     lightning.seed_everything(int(cfg.seed), workers=True)
@@ -70,7 +73,13 @@ def evaluate(cfg: DictConfig, out_dir: Path, data_name: str) -> dict[str, Path]:
     datamodule = instantiate(cfg.data)
     dataset = datamodule.raw_dataset(cfg.split)
     evaluator = instantiate(cfg.evaluation)
-    result = evaluator.evaluate(model, dataset, device=cfg.device, max_images=cfg.max_images)
+    result, volumes = evaluate_dataset(
+        evaluator, model, dataset, device=cfg.device, max_images=cfg.max_images
+    )
+    for protocol, scores in (volumes or {}).get("protocols", {}).items():
+        log.info(
+            "%s: mean 3D Dice %.4f over %d volumes", protocol, scores["mean"], scores["n_volumes"]
+        )
     summary = {
         "model": info.get("name", spec.name),
         "image_size": info.get("image_size", spec.image_size),
@@ -84,13 +93,15 @@ def evaluate(cfg: DictConfig, out_dir: Path, data_name: str) -> dict[str, Path]:
         "samtune_version": samtune.__version__,
         "config": OmegaConf.to_container(cfg.evaluation, resolve=True),
     }
-    files = write_results(result, out_dir, summary=summary)
+    files = write_results(result, out_dir, summary=summary, volumes=volumes)
     if cfg.get("wandb"):
         from samtune.evaluation.wandb_log import log_to_wandb
 
         run = _wandb_run(cfg, out_dir)
         run.config.update({"summary": summary}, allow_val_change=True)
         log_to_wandb(result, run)
+        for protocol, scores in (volumes or {}).get("protocols", {}).items():
+            run.summary[f"eval/{protocol}/volume_dice"] = scores["mean"]
         run.finish()
     if hasattr(datamodule, "summary"):
         log.info("data: %s", datamodule.summary())

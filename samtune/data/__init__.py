@@ -26,6 +26,7 @@ _EXPORTS = {
     "CocoDataModule": "samtune.data.coco_datamodule",
     "FolderDataModule": "samtune.data.folder_datamodule",
     "SyntheticDataModule": "samtune.data.synthetic_datamodule",
+    "VolumeDataModule": "samtune.data.volume_datamodule",
 }
 
 __all__ = sorted(_EXPORTS)

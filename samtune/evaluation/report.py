@@ -17,6 +17,7 @@ from samtune.evaluation.document import (
 )
 from samtune.evaluation.plots import plot_click_curves, plot_overlays
 from samtune.evaluation.results import EvalResult, threshold_key
+from samtune.evaluation.volume_report import volume_blocks
 
 RANDOM_INIT_LINE = (
     "the model's weights were RANDOM (no SAM 2.1 checkpoint was loaded): these numbers say "
@@ -62,7 +63,12 @@ def _grouped_table(aggregates: dict[str, dict[str, Any]], group: str, first: str
 
 
 def write_report(
-    result: EvalResult, out: Path, *, summary: dict[str, Any], aggregates: dict[str, dict[str, Any]]
+    result: EvalResult,
+    out: Path,
+    *,
+    summary: dict[str, Any],
+    aggregates: dict[str, dict[str, Any]],
+    volumes: dict[str, Any] | None = None,
 ) -> dict[str, Path]:
     """Write the figures, ``report.md`` and ``report.html`` into ``out``.
 
@@ -71,6 +77,8 @@ def write_report(
         out: the folder.
         summary: run facts (see :func:`samtune.evaluation.results.write_results`).
         aggregates: ``result.aggregates()`` as already written to ``results.json``.
+        volumes: the per-volume 3D Dice as written to ``results.json``, or None; adds the
+            section "Per volume (3D Dice)".
 
     Returns:
         ``report_md``, ``report_html``, ``plot_clicks`` (if the clicks protocol ran) and
@@ -115,6 +123,8 @@ def write_report(
             Table(["clicks", "mIoU"], [[k + 1, v] for k, v in enumerate(clicks["miou_at_clicks"])]),
         ]
     blocks += [Heading("Per class"), _grouped_table(aggregates, "per_class", "class")]
+    if volumes is not None:
+        blocks += volume_blocks(volumes)
     blocks += [Heading("Overlays")]
     for protocol in result.protocols:
         best, worst = result.gallery.examples(protocol)

@@ -203,7 +203,11 @@ def write_per_object_csv(result: EvalResult, path: Path) -> Path:
 
 
 def write_results(
-    result: EvalResult, out_dir: str | os.PathLike, *, summary: dict[str, Any]
+    result: EvalResult,
+    out_dir: str | os.PathLike,
+    *,
+    summary: dict[str, Any],
+    volumes: dict[str, Any] | None = None,
 ) -> dict[str, Path]:
     """Write ``results.json``, ``per_object.csv``, ``report.md``, ``report.html`` and the PNGs.
 
@@ -212,16 +216,22 @@ def write_results(
         out_dir: folder to write into (created if needed).
         summary: run facts the caller knows: ``model``, ``image_size``, ``adapter``,
             ``checkpoint``, ``random_init``, ``data``, ``split``, ``seed``, ``samtune_version``.
+        volumes: per-volume 3D Dice from
+            :func:`samtune.evaluation.volume_report.volume_evaluation`, or None. When given it
+            goes into ``results.json`` under ``volumes``, into ``per_volume.csv`` and into a
+            report section.
 
     Returns:
         The written files by name (``results``, ``per_object``, ``report_md``, ``report_html``,
-        and one entry per PNG).
+        ``per_volume`` when ``volumes`` is given, and one entry per PNG).
     """
     from samtune.evaluation.report import write_report
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     data = results_dict(result, summary)
+    if volumes is not None:
+        data["volumes"] = _json_safe(volumes)
     results_path = out / "results.json"
     tmp = results_path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=2))
@@ -230,5 +240,17 @@ def write_results(
         "results": results_path,
         "per_object": write_per_object_csv(result, out / "per_object.csv"),
     }
-    files.update(write_report(result, out, summary=data["summary"], aggregates=data["aggregates"]))
+    if volumes is not None:
+        from samtune.evaluation.volume_report import write_per_volume_csv
+
+        files["per_volume"] = write_per_volume_csv(data["volumes"], out / "per_volume.csv")
+    files.update(
+        write_report(
+            result,
+            out,
+            summary=data["summary"],
+            aggregates=data["aggregates"],
+            volumes=data.get("volumes"),
+        )
+    )
     return files

@@ -178,13 +178,37 @@ def summarize_volumes(
     if extra:
         raise ValueError(f"predictions for volumes without ground truth: {extra}")
     ids = _class_ids(classes)
+    per_volume = {
+        case: volume_dice(predictions.get(case, {}), gt, ids)
+        for case, gt in sorted(gt_volumes.items())
+    }
+    return summarize_dice(per_volume, classes)
+
+
+def summarize_dice(
+    per_volume: Mapping[str, Mapping[int, float]],
+    classes: Sequence[int] | Mapping[int, Any],
+) -> dict[str, Any]:
+    """The means of per-volume, per-class Dice values (as ``summarize_volumes`` reports them).
+
+    For callers that score one volume at a time with ``volume_dice`` (so only one volume is in
+    memory) and summarise at the end.
+
+    Args:
+        per_volume: ``{case: {class_id: dice}}``; a class missing for a case counts as NaN.
+        classes: the label values scored, or ``{value: name}``.
+
+    Returns:
+        The dict described in ``summarize_volumes``.
+    """
+    ids = _class_ids(classes)
     if isinstance(classes, Mapping):
         names = {int(c): str(name) for c, name in classes.items()}
     else:
         names = {c: str(c) for c in ids}
     per_volume = {
-        case: volume_dice(predictions.get(case, {}), gt, ids)
-        for case, gt in sorted(gt_volumes.items())
+        case: {c: float(scores.get(c, float("nan"))) for c in ids}
+        for case, scores in sorted(per_volume.items())
     }
     class_mean = {c: _mean(scores[c] for scores in per_volume.values()) for c in ids}
     return {

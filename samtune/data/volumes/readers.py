@@ -20,6 +20,7 @@ file's own integer type, or the smallest unsigned integer type that holds float-
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -454,21 +455,27 @@ def list_volumes(source: str | Path | list[str | Path] | tuple[str | Path, ...])
     return volumes
 
 
-def _by_case(paths: list[Path], role: str) -> dict[str, Path]:
+def _by_case(paths: list[Path], role: str, fail: Callable[[Path, str], None]) -> dict[str, Path]:
     cases: dict[str, Path] = {}
+    repeated: set[str] = set()
     for p in paths:
         case = case_name(p, role=role)
         if case in cases:
-            raise DataError(
-                f"{cases[case]} and {p} both have the case name {case!r}; expected one {role} per case"
+            repeated.add(case)
+            fail(
+                p,
+                f"{cases[case]} and {p} both have the case name {case!r}; expected one {role} per case",
             )
+            continue
         cases[case] = p
-    return cases
+    return {case: p for case, p in cases.items() if case not in repeated}
 
 
 def pair_volumes(
     images: str | Path | list[str | Path] | tuple[str | Path, ...],
     labels: str | Path | list[str | Path] | tuple[str | Path, ...],
+    *,
+    problems: list[tuple[str, str]] | None = None,
 ) -> list[VolumePair]:
     """Pair image volumes with label volumes by case name and check that they match.
 
@@ -478,15 +485,25 @@ def pair_volumes(
     Args:
         images: a folder of image volumes or a list of them (see ``list_volumes``).
         labels: a folder of label volumes or a list of them.
+        problems: None (the default) raises at the first bad case. A list instead collects
+            ``(file, message)`` for every bad case, which is left out, and pairing goes on.
+            A missing folder, or one without volumes, always raises.
 
     Returns:
-        One ``VolumePair`` per case, sorted by case name.
+        One ``VolumePair`` per (good) case, sorted by case name.
 
     Raises:
-        DataError: a volume without a partner, or a pair whose shapes differ, whose spacings
-            differ by more than 1e-3 (relative), or whose axis directions differ by more than
-            1e-3. The message names both files and both values.
+        DataError: a volume without a partner, two volumes with one case name, an unreadable
+            header, or a pair whose shapes differ, whose spacings differ by more than 1e-3
+            (relative), or whose axis directions differ by more than 1e-3. The message names
+            both files and both values.
     """
+
+    def fail(file: Path, message: str) -> None:
+        if problems is None:
+            raise DataError(message)
+        problems.append((str(file), message))
+
     same_folder = (
         isinstance(images, (str, Path))
         and isinstance(labels, (str, Path))
@@ -498,24 +515,31 @@ def pair_volumes(
         image_paths = [p for p in everything if p not in label_paths]
     else:
         image_paths, label_paths = list_volumes(images), list_volumes(labels)
-    image_cases, label_cases = _by_case(image_paths, "image"), _by_case(label_paths, "label")
+    image_cases = _by_case(image_paths, "image", fail)
+    label_cases = _by_case(label_paths, "label", fail)
     for case, path in image_cases.items():
         if case not in label_cases:
-            raise DataError(
+            fail(
+                path,
                 f"image volume {path} has no label partner: no label named {case!r} "
-                f"({_expected_names(case, LABEL_NAME_SUFFIXES)}) among {_where(labels)}"
+                f"({_expected_names(case, LABEL_NAME_SUFFIXES)}) among {_where(labels)}",
             )
     for case, path in label_cases.items():
         if case not in image_cases:
-            raise DataError(
+            fail(
+                path,
                 f"label volume {path} has no image partner: no image named {case!r} "
-                f"({_expected_names(case, IMAGE_NAME_SUFFIXES)}) among {_where(images)}"
+                f"({_expected_names(case, IMAGE_NAME_SUFFIXES)}) among {_where(images)}",
             )
     pairs = []
-    for case in sorted(image_cases):
-        image_geo = read_geometry(image_cases[case])
-        label_geo = read_geometry(label_cases[case])
-        check_same_grid(image_geo, label_geo)
+    for case in sorted(set(image_cases) & set(label_cases)):
+        try:
+            image_geo = read_geometry(image_cases[case])
+            label_geo = read_geometry(label_cases[case])
+            check_same_grid(image_geo, label_geo)
+        except DataError as err:
+            fail(image_cases[case], str(err))
+            continue
         pairs.append(
             VolumePair(case=case, image=image_geo.path, label=label_geo.path, geometry=image_geo)
         )

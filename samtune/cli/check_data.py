@@ -1,0 +1,83 @@
+"""``samtune-check-data``: read every file of a dataset and list what is wrong with it.
+
+Prints counts (images or volume slices, objects per class, empty and tiny masks, size and
+spacing outliers) and every unreadable or mismatched file, writes the same as
+``data_check.json`` into the Hydra run folder, and exits with status 1 when any file is bad.
+The datamodule is built with ``on_error=skip``, so all problems are listed, not just the first.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+SKIP_LOG_NAME = "data_check_skips.jsonl"
+
+
+def check_data(cfg: DictConfig, out_dir: Path, data_name: str | None = None) -> dict[str, Any]:
+    """Build ``cfg.data`` with ``on_error=skip``, check it, and write ``data_check.json``.
+
+    Args:
+        cfg: the composed ``check_data`` config.
+        out_dir: the folder ``data_check.json`` (and the skip log) go to.
+        data_name: the data choice, recorded in the report.
+
+    Returns:
+        The report (see :func:`samtune.data.check.check_datamodule`) with ``data`` and
+        ``report_file`` added.
+    """
+    from hydra.utils import instantiate
+
+    from samtune.data.check import check_datamodule, format_check
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    overrides: dict[str, Any] = {}
+    if "on_error" in cfg.data:
+        overrides["on_error"] = "skip"
+    if "skip_log" in cfg.data:
+        skip_log = out_dir / SKIP_LOG_NAME
+        skip_log.unlink(missing_ok=True)  # a fresh log: only this check's findings
+        overrides["skip_log"] = str(skip_log)
+    datamodule = instantiate(cfg.data, **overrides)
+    report = check_datamodule(
+        datamodule,
+        splits=list(cfg.splits),
+        tiny_area=cfg.tiny_area,
+        size_outlier_factor=float(cfg.size_outlier_factor),
+    )
+    report = {"data": data_name, **report, "report_file": str(out_dir / "data_check.json")}
+    (out_dir / "data_check.json").write_text(json.dumps(report, indent=2, default=str))
+    print(format_check(report, max_listed=int(cfg.max_listed)), flush=True)
+    print(f"report: {out_dir / 'data_check.json'}", flush=True)
+    return report
+
+
+def task(cfg: DictConfig) -> None:
+    """The Hydra task: check the data; exit with status 1 when a file is bad.
+
+    Raises:
+        SystemExit: status 1 when the check found a bad file or a split that cannot be built.
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    runtime = HydraConfig.get().runtime
+    report = check_data(cfg, Path(runtime.output_dir), str(runtime.choices.get("data")))
+    if not report["ok"]:
+        raise SystemExit(1)
+
+
+def main() -> None:
+    """Entry point of ``samtune-check-data``."""
+    from samtune.cli._hydra import run_hydra_app
+
+    run_hydra_app(task, "check_data")
+
+
+if __name__ == "__main__":
+    main()
