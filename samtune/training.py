@@ -116,6 +116,7 @@ def evaluate_module(
 ) -> dict[str, Any]:
     """Evaluate the best weights of a finished run with the fixed protocols; write the report files."""
     from samtune.evaluation import write_results
+    from samtune.evaluation.volume_report import evaluate_dataset
 
     if best_ckpt and Path(best_ckpt).is_file():
         state = torch.load(best_ckpt, map_location="cpu", weights_only=False)["state_dict"]
@@ -124,10 +125,11 @@ def evaluate_module(
     evaluator = instantiate(cfg.evaluation)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device)
-    result = evaluator.evaluate(model, datamodule.raw_dataset("val"), device=device)
+    result, volumes = evaluate_dataset(evaluator, model, datamodule.raw_dataset("val"), device=device)
     files = write_results(
         result,
         out_dir,
+        volumes=volumes,
         summary={
             "model": module.spec.name,
             "image_size": int(module.spec.image_size),

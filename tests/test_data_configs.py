@@ -67,11 +67,16 @@ def _overrides(name: str, tmp_path) -> list[str]:
             f"data.train_masks={tmp_path / 'masks'}",
             "data.val_fraction=0.5",
         ]
+    if name == "volumes":
+        from test_volumes_train_eval import write_cases
+
+        images, labels = write_cases(tmp_path / "volumes", n=2)
+        return [f"data.images={images}", f"data.labels={labels}", "data.val_fraction=0.5"]
     return []
 
 
 def test_all_expected_configs_exist():
-    assert DATA_CONFIGS == ["coco", "folder", "nuclei_mini", "synthetic"]
+    assert DATA_CONFIGS == ["coco", "folder", "nuclei_mini", "synthetic", "volumes"]
 
 
 @pytest.mark.parametrize("name", DATA_CONFIGS)
@@ -84,7 +89,7 @@ def test_config_composes_and_instantiates(name, tmp_path):
     assert cfg.data.image_size == 128 and cfg.data.skip_log is None
     dm = instantiate(cfg.data)
     assert isinstance(dm, SamDataModule) and dm.image_size == 128
-    assert dm.augment is not None and dm.augment["hflip"] == cfg.data.augment.hflip
+    assert dm.augment is not None and dm.augment.get("hflip") == cfg.data.augment.get("hflip")
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert batch["images"].shape[1:] == (3, 128, 128)
