@@ -1,0 +1,8 @@
+"""Prompt simulation: SAM 2's training prompts (box or click, then correction clicks)."""
+
+from __future__ import annotations
+
+from samtune.prompts.sampling import jitter_boxes, mask_to_box, sample_pixels
+from samtune.prompts.simulator import Prompts, PromptSimulator
+
+__all__ = ["PromptSimulator", "Prompts", "jitter_boxes", "mask_to_box", "sample_pixels"]
