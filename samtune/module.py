@@ -11,6 +11,8 @@ import numpy as np
 import torch
 
 from samtune import __version__
+from samtune.cache import EmbeddingCache, encode_frozen
+from samtune.checkpointing import enable_activation_checkpointing
 from samtune.engine import Features, decode, encode, feature_sizes, upsample_logits
 from samtune.models.spec import ModelSpec
 from samtune.optim import OptimConfig, param_groups, warmup_cosine
@@ -37,6 +39,10 @@ class SamTuneModule(L.LightningModule):
         seed: seeds the prompt simulation (each step derives its own generator from it).
         num_overlays: validation overlays logged per epoch.
         run_info: free-form description saved into checkpoints (data, config, adapter config).
+        embedding_cache: ``samtune.cache.EmbeddingCache`` used when the adapter leaves the encoder
+            frozen (training and validation); ignored otherwise.
+        activation_checkpointing: checkpoint every Hiera block when the encoder trains.
+        compile_encoder: ``torch.compile`` the image encoder (static shapes).
     """
 
     def __init__(
@@ -50,6 +56,9 @@ class SamTuneModule(L.LightningModule):
         seed: int = 0,
         num_overlays: int = 4,
         run_info: dict | None = None,
+        embedding_cache: EmbeddingCache | None = None,
+        activation_checkpointing: bool = False,
+        compile_encoder: bool = False,
     ) -> None:
         super().__init__()
         self.spec = model
@@ -67,14 +76,25 @@ class SamTuneModule(L.LightningModule):
         self._val_sums: dict[str, list[float]] = defaultdict(list)
         self._overlays: list[np.ndarray] = []
         self._predictor = None
+        # --- speed and memory (docs/performance.md)
+        self.embedding_cache = None if adapter.encoder_trainable else embedding_cache
+        if activation_checkpointing and adapter.encoder_trainable:
+            enable_activation_checkpointing(self.model)
+        if compile_encoder:
+            self.model.image_encoder.compile(dynamic=False)
 
     # ----------------------------------------------------------------- forward pieces
     def encode_images(self, images: torch.Tensor) -> Features:
-        """Image features; no graph is kept when the adapter leaves the encoder frozen."""
-        if self.adapter.encoder_trainable and torch.is_grad_enabled():
-            return encode(self.model, images)
-        with torch.no_grad():
-            return encode(self.model, images)
+        """Image features; no graph through the encoder when the adapter leaves it frozen (then from
+        the embedding cache, if there is one)."""
+        if self.adapter.encoder_trainable:
+            if torch.is_grad_enabled():
+                return encode(self.model, images)
+            with torch.no_grad():
+                return encode(self.model, images)
+        if self.embedding_cache is not None:
+            return self.embedding_cache.encode(self.model, images)
+        return encode_frozen(self.model, images)
 
     def _gather_objects(
         self, masks: list[torch.Tensor], generator: torch.Generator | None
@@ -170,6 +190,18 @@ class SamTuneModule(L.LightningModule):
             )
         self.log("train/objects", float(gt.shape[0]), on_step=True, batch_size=bs)
         return terms["loss"]
+
+    def on_train_epoch_end(self) -> None:
+        cache = self.embedding_cache
+        if cache is None:
+            return
+        self.log("cache/hit_rate", cache.stats.hit_rate)
+        if self.current_epoch >= 1 and cache.stats.hits == 0:
+            log.warning(
+                "embedding cache: no hit after %d epochs; augmentations that change pixels make "
+                "every image new (see docs/performance.md): turn them off or drop the cache",
+                self.current_epoch + 1,
+            )
 
     @torch.no_grad()
     def protocol_predictions(

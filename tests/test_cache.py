@@ -228,3 +228,64 @@ def test_trainable_encoder_is_refused(tiny_model):
 def test_bad_settings_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
         EmbeddingCache(**kwargs)
+
+
+def _blob_batch(n: int = 2) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Normalised S x S images and their instance masks, from conftest's blob samples."""
+    from conftest import make_blob_sample
+
+    from samtune.engine import normalize_images
+
+    images, masks = [], []
+    for seed in range(n):
+        sample = make_blob_sample(size=(S, S), n=3, seed=seed)
+        images.append(torch.from_numpy(sample.image).permute(2, 0, 1))
+        masks.append(torch.from_numpy(sample.masks))
+    return normalize_images(torch.stack(images)), masks
+
+
+def test_module_training_loss_is_the_same_on_a_cache_hit(tiny_checkpoint):
+    """SamTuneModule with adapter=frozen: SAM 2's interactive loss (box or click, then correction
+    clicks) and its gradients are identical with a cache hit and with the encoder recomputed."""
+    from samtune.adapters import FrozenEncoder
+    from samtune.models import ModelSpec
+    from samtune.module import SamTuneModule
+    from samtune.optim import OptimConfig
+    from samtune.prompts import PromptSimulator
+
+    def make(cache):
+        spec = ModelSpec("sam2.1_hiera_tiny", image_size=S, checkpoint=str(tiny_checkpoint))
+        prompts = PromptSimulator(correction_clicks=2, max_objects_per_image=2)
+        return SamTuneModule(
+            model=spec,
+            adapter=FrozenEncoder(),
+            prompts=prompts,
+            loss=SAM2Loss(),
+            optim=OptimConfig(),
+            embedding_cache=cache,
+        )
+
+    images, masks = _blob_batch()
+
+    def step(module):
+        module.model.zero_grad(set_to_none=True)
+        generator = torch.Generator().manual_seed(7)
+        gt, img_idx = module._gather_objects(masks, generator)
+        terms = module.interactive_loss(module.encode_images(images), gt, img_idx, generator)
+        terms["loss"].backward()
+        grads = {
+            n: p.grad.clone() for n, p in module.model.named_parameters() if p.grad is not None
+        }
+        return terms["loss"].detach(), grads
+
+    plain = make(None)
+    cached = make(EmbeddingCache(storage_dtype="float32"))
+    loss_ref, grads_ref = step(plain)
+    loss_miss, _ = step(cached)
+    loss_hit, grads_hit = step(cached)
+    assert (cached.embedding_cache.stats.misses, cached.embedding_cache.stats.hits) == (2, 2)
+    assert torch.equal(loss_miss, loss_ref) and torch.equal(loss_hit, loss_ref)
+    assert grads_hit.keys() == grads_ref.keys()
+    assert "sam_mask_decoder.conv_s0.weight" in grads_hit  # trains with the cache too
+    for name in grads_ref:
+        assert torch.equal(grads_hit[name], grads_ref[name]), name
