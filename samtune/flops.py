@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.flop_counter import flop_registry
+from torch.utils.flop_counter import flop_registry, sdpa_backward_flop_count, sdpa_flop_count
 
 # Dense (no sparsity) bf16 tensor-core peaks from the vendors' data sheets, in TFLOP/s.
 GPU_PEAK_BF16_TFLOPS: dict[str, float] = {
@@ -26,6 +26,28 @@ GPU_PEAK_BF16_TFLOPS: dict[str, float] = {
     "L40S": 362.0,
     "A10": 125.0,
     "L4": 121.0,
+}
+
+
+def _shape(t: torch.Tensor) -> tuple[int, ...]:
+    return tuple(t.shape)
+
+
+def _cpu_flash_attention(query, key, value, *args, out_val=None, **kwargs) -> int:
+    return sdpa_flop_count(_shape(query), _shape(key), _shape(value))
+
+
+def _cpu_flash_attention_backward(
+    grad_out, query, key, value, *args, out_val=None, **kwargs
+) -> int:
+    return sdpa_backward_flop_count(_shape(grad_out), _shape(query), _shape(key), _shape(value))
+
+
+# torch's registry lacks the CPU kernels of scaled_dot_product_attention (on the meta device and on
+# GPUs other kernels run, which it has); without these, attention would count 0 on the CPU.
+_EXTRA_FORMULAS = {
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_flash_attention,
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_flash_attention_backward,
 }
 
 
@@ -43,7 +65,8 @@ class FlopCounter(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: D105
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        formula = flop_registry.get(func._overloadpacket)
+        packet = func._overloadpacket
+        formula = flop_registry.get(packet) or _EXTRA_FORMULAS.get(packet)
         if formula is not None:
             self.total += int(formula(*args, **kwargs, out_val=out))
         return out
