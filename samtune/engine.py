@@ -8,6 +8,7 @@ but with gradients allowed, so training, evaluation and prediction share one cod
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,11 +72,16 @@ def normalize_images(images: torch.Tensor) -> torch.Tensor:
     return (images - mean) / std
 
 
-def preprocess_like_predictor(images: list[np.ndarray], image_size: int) -> torch.Tensor:
-    """Resize and normalise HxWx3 uint8 images exactly as ``SAM2ImagePredictor.set_image`` does."""
+@functools.lru_cache(maxsize=8)
+def _predictor_transforms(image_size: int):
     from sam2.utils.transforms import SAM2Transforms
 
-    transforms = SAM2Transforms(resolution=image_size, mask_threshold=0.0)
+    return SAM2Transforms(resolution=image_size, mask_threshold=0.0)
+
+
+def preprocess_like_predictor(images: list[np.ndarray], image_size: int) -> torch.Tensor:
+    """Resize and normalise HxWx3 uint8 images exactly as ``SAM2ImagePredictor.set_image`` does."""
+    transforms = _predictor_transforms(int(image_size))
     return torch.stack([transforms(np.ascontiguousarray(img)) for img in images])
 
 

@@ -62,7 +62,7 @@ class SamTuneModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.spec = model
-        self.model = model.build()
+        self.model = model.build().train()
         self.adapter = adapter
         self.adapter.apply(self.model)
         self.prompts = prompts

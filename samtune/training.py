@@ -157,7 +157,10 @@ def evaluate_module(
             "seed": int(cfg.seed),
         },
     )
-    return {"aggregates": result.aggregates, "files": {k: str(v) for k, v in files.items()}}
+    headline = {}
+    for protocol, agg in result.aggregates().items():
+        headline[protocol] = {k: v for k, v in agg.items() if k in ("n_objects", "miou", "mdice", "noc85", "noc90")}
+    return {"aggregates": headline, "counts": result.counts(), "files": {k: str(v) for k, v in files.items()}}
 
 
 def format_summary(summary: dict[str, Any]) -> str:

@@ -1,0 +1,114 @@
+"""``samtune-eval``: evaluate a SAM 2.1 model (zero-shot or tuned) with the fixed protocols.
+
+Writes ``results.json``, ``per_object.csv``, ``report.md``/``.html`` and PNGs into the Hydra
+run folder, and logs them to W&B when ``wandb=true``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+
+def _output_dir() -> Path:
+    from hydra.core.hydra_config import HydraConfig
+
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def _data_name(cfg: DictConfig) -> str:
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        return str(HydraConfig.get().runtime.choices.get("data"))
+    except ValueError:  # not inside a Hydra app
+        return str(cfg.data.get("_target_", "data")).rsplit(".", 1)[-1]
+
+
+def _wandb_run(cfg: DictConfig, out_dir: Path) -> Any:
+    """A W&B run from the logger group (a ``WandbLogger``) or else an offline ``wandb.init``."""
+    from hydra.utils import instantiate
+
+    logger_cfg = cfg.get("logger")
+    if logger_cfg:
+        configs = [logger_cfg] if "_target_" in logger_cfg else list(logger_cfg.values())
+        for c in configs:
+            if "wandb" in str(c.get("_target_", "")).lower():
+                return instantiate(c).experiment
+    import wandb
+
+    return wandb.init(mode="offline", project="samtune", job_type="eval", dir=str(out_dir))
+
+
+def evaluate(cfg: DictConfig, out_dir: Path, data_name: str) -> dict[str, Path]:
+    """Build model, data and evaluator from ``cfg``, evaluate, and write the results.
+
+    Args:
+        cfg: the composed ``eval`` config.
+        out_dir: where the results go.
+        data_name: the data choice, recorded in the summary.
+
+    Returns:
+        The written files (see :func:`samtune.evaluation.write_results`).
+    """
+    import lightning
+    from hydra.utils import instantiate
+
+    import samtune
+    from samtune.evaluation import write_results
+    from samtune.predict import load_sam2_model
+
+    lightning.seed_everything(int(cfg.seed), workers=True)
+    spec = instantiate(cfg.model)
+    ckpt = None if cfg.ckpt is None or str(cfg.ckpt).lower() in {"none", "null"} else str(cfg.ckpt)
+    model, info = load_sam2_model(ckpt, spec)
+    datamodule = instantiate(cfg.data)
+    dataset = datamodule.raw_dataset(cfg.split)
+    evaluator = instantiate(cfg.evaluation)
+    result = evaluator.evaluate(model, dataset, device=cfg.device, max_images=cfg.max_images)
+    summary = {
+        "model": info.get("name", spec.name),
+        "image_size": info.get("image_size", spec.image_size),
+        "adapter": info.get("adapter"),
+        "checkpoint": ckpt,
+        "weights": info.get("checkpoint", getattr(spec, "resolved_checkpoint", None)),
+        "random_init": bool(info.get("random_init", False)),
+        "data": data_name,
+        "split": cfg.split,
+        "seed": int(cfg.seed),
+        "samtune_version": samtune.__version__,
+        "config": OmegaConf.to_container(cfg.evaluation, resolve=True),
+    }
+    files = write_results(result, out_dir, summary=summary)
+    if cfg.get("wandb"):
+        from samtune.evaluation.wandb_log import log_to_wandb
+
+        run = _wandb_run(cfg, out_dir)
+        run.config.update({"summary": summary}, allow_val_change=True)
+        log_to_wandb(result, run)
+        run.finish()
+    if hasattr(datamodule, "summary"):
+        log.info("data: %s", datamodule.summary())
+    log.info("results written to %s", out_dir)
+    return files
+
+
+def task(cfg: DictConfig) -> None:
+    """The Hydra task: evaluate into the run folder."""
+    evaluate(cfg, _output_dir(), _data_name(cfg))
+
+
+def main() -> None:
+    """Entry point of ``samtune-eval``."""
+    from samtune.cli._hydra import run_hydra_app
+
+    run_hydra_app(task, "eval")
+
+
+if __name__ == "__main__":
+    main()

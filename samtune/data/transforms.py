@@ -1,0 +1,196 @@
+"""From a ``Sample`` at its own resolution to the model's square input, with optional augmentation."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from samtune.data.sample import Sample
+from samtune.engine import normalize_images
+
+PROBABILITY_KEYS = ("hflip", "vflip", "rot90", "brightness_contrast", "affine")
+AUGMENT_DEFAULTS: dict[str, Any] = {
+    "hflip": 0.0,  # probability of a horizontal flip
+    "vflip": 0.0,  # probability of a vertical flip
+    "rot90": 0.0,  # probability of a rotation by 90, 180 or 270 degrees
+    "brightness_contrast": 0.0,  # probability of a brightness/contrast change
+    "affine": 0.0,  # probability of a small scale/translate/rotate
+    "brightness_limit": 0.2,  # brightness change, fraction of the range
+    "contrast_limit": 0.2,  # contrast change, fraction
+    "scale": (0.9, 1.1),  # affine scale range
+    "translate": 0.05,  # affine shift, fraction of the side, both directions
+    "rotate": 15.0,  # affine rotation, degrees, both directions
+}
+
+
+class SamTransform:
+    """Resize (and for training augment) a :class:`Sample` into the model's input.
+
+    Order: resize, then augment (when ``train`` and ``augment`` asks for it), then drop small
+    objects, then normalise.
+
+    - The image is resized to ``image_size x image_size`` without keeping the aspect ratio,
+      bilinear with antialiasing on 0..1 floats: exactly ``SAM2ImagePredictor.set_image`` (and
+      SAM 2's training), so with augmentation off the result equals
+      :func:`samtune.engine.preprocess_like_predictor`.
+    - Masks are resized with nearest neighbour at pixel centres: output pixel ``i`` takes input
+      pixel ``floor((i + 0.5) * H / image_size)`` (rows; columns alike), so masks stay binary and
+      line up with the bilinear image.
+    - Augmentations (albumentations, applied to image and masks together, masks by nearest
+      neighbour): horizontal flip, vertical flip, rot90, brightness/contrast, affine (scale,
+      translate, rotate; new pixels are 0). Each runs with its probability from ``augment``
+      (keys and defaults in :data:`AUGMENT_DEFAULTS`); all are off when ``augment`` is None or
+      ``train`` is False.
+    - Objects with fewer than ``min_object_area`` pixels after resizing and augmentation are
+      dropped and counted in ``meta["dropped_small"]``.
+
+    Args:
+        image_size: side of the square model input.
+        train: whether augmentations may run.
+        augment: probabilities and ranges, or None for no augmentation.
+        min_object_area: smallest object kept, in pixels at ``image_size``.
+        seed: seed of the augmentation random stream (None: fresh entropy).
+
+    Returns (when called on a ``Sample``):
+        ``{"image": float32 3 x S x S normalised, "masks": bool N x S x S, "class_ids": int64 N,
+        "meta": dict}``, ``meta`` being the sample's plus ``orig_size`` ``(H, W)`` and
+        ``dropped_small``.
+    """
+
+    def __init__(
+        self,
+        *,
+        image_size: int,
+        train: bool,
+        augment: Mapping[str, Any] | None = None,
+        min_object_area: int = 4,
+        seed: int | None = None,
+    ) -> None:
+        if int(image_size) != image_size or image_size < 1:
+            raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
+        if min_object_area < 0:
+            raise ValueError(f"min_object_area must be >= 0, got {min_object_area!r}")
+        self.image_size = int(image_size)
+        self.train = bool(train)
+        self.min_object_area = int(min_object_area)
+        self.augment = augment_settings(augment)
+        self.pipeline = _build_pipeline(self.augment, seed) if self.train and self.augment else None
+
+    def reseed(self, seed: int) -> None:
+        """Restart the augmentation random stream from ``seed`` (each DataLoader worker does)."""
+        if self.pipeline is not None:
+            self.pipeline.set_random_seed(seed)
+
+    def __call__(self, sample: Sample) -> dict[str, Any]:
+        height, width = sample.image.shape[:2]
+        image = resize_image(sample.image, self.image_size)
+        masks = resize_masks(sample.masks, self.image_size)
+        if self.pipeline is not None:
+            image, masks = self._augment(image, masks)
+        areas = masks.sum(axis=(1, 2))
+        keep = areas >= self.min_object_area
+        meta = {
+            **sample.meta,
+            "orig_size": (int(height), int(width)),
+            "dropped_small": int((~keep).sum()),
+        }
+        return {
+            "image": normalize_images(image[None])[0],
+            "masks": torch.from_numpy(np.ascontiguousarray(masks[keep])),
+            "class_ids": torch.as_tensor(np.asarray(sample.class_ids)[keep], dtype=torch.int64),
+            "meta": meta,
+        }
+
+    def _augment(self, image: torch.Tensor, masks: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+        array = np.ascontiguousarray(image.permute(1, 2, 0).numpy())
+        if masks.shape[0]:
+            out = self.pipeline(image=array, masks=masks.astype(np.uint8))
+            masks = np.asarray(out["masks"]).astype(bool)
+        else:
+            out = self.pipeline(image=array)
+        return torch.from_numpy(np.ascontiguousarray(out["image"])).permute(2, 0, 1).float(), masks
+
+
+def resize_image(image: np.ndarray, size: int) -> torch.Tensor:
+    """``H x W x 3`` uint8 -> ``3 x size x size`` float 0..1, as ``SAM2ImagePredictor`` resizes."""
+    from torchvision.transforms.functional import InterpolationMode, resize
+
+    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(255.0)
+    return resize(tensor, [size, size], interpolation=InterpolationMode.BILINEAR, antialias=True)
+
+
+def resize_masks(masks: np.ndarray, size: int) -> np.ndarray:
+    """``N x H x W`` bool -> ``N x size x size`` bool, nearest neighbour at pixel centres."""
+    height, width = masks.shape[1:]
+    rows = np.minimum(((np.arange(size) + 0.5) * height / size).astype(np.int64), height - 1)
+    cols = np.minimum(((np.arange(size) + 0.5) * width / size).astype(np.int64), width - 1)
+    return masks[:, rows[:, None], cols[None, :]].astype(bool, copy=False)
+
+
+def augment_settings(augment: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """Check ``augment`` and fill in defaults; None when nothing would ever run.
+
+    Raises:
+        ValueError: an unknown key (listing the known ones) or a probability outside 0..1.
+    """
+    if augment is None:
+        return None
+    unknown = sorted(set(augment) - set(AUGMENT_DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown augment keys {unknown}; known: {sorted(AUGMENT_DEFAULTS)}")
+    settings = dict(AUGMENT_DEFAULTS)
+    for key, value in augment.items():
+        if key == "scale":
+            value = tuple(float(v) for v in value)
+            if len(value) != 2 or not 0 < value[0] <= value[1]:
+                raise ValueError(
+                    f"augment.scale must be (low, high) with 0 < low <= high, got {value!r}"
+                )
+        else:
+            value = float(value)
+        if key in PROBABILITY_KEYS and not 0.0 <= value <= 1.0:
+            raise ValueError(f"augment.{key} is a probability and must be in [0, 1], got {value!r}")
+        settings[key] = value
+    if not any(settings[key] > 0 for key in PROBABILITY_KEYS):
+        return None
+    return settings
+
+
+def _build_pipeline(settings: dict[str, Any], seed: int | None):
+    import albumentations as A
+    import cv2
+
+    steps = []
+    if settings["hflip"] > 0:
+        steps.append(A.HorizontalFlip(p=settings["hflip"]))
+    if settings["vflip"] > 0:
+        steps.append(A.VerticalFlip(p=settings["vflip"]))
+    if settings["rot90"] > 0:
+        steps.append(A.RandomRotate90(p=settings["rot90"]))
+    if settings["brightness_contrast"] > 0:
+        steps.append(
+            A.RandomBrightnessContrast(
+                brightness_limit=settings["brightness_limit"],
+                contrast_limit=settings["contrast_limit"],
+                p=settings["brightness_contrast"],
+            )
+        )
+    if settings["affine"] > 0:
+        shift, angle = settings["translate"], settings["rotate"]
+        steps.append(
+            A.Affine(
+                scale=settings["scale"],
+                translate_percent=(-shift, shift),
+                rotate=(-angle, angle),
+                interpolation=cv2.INTER_LINEAR,
+                mask_interpolation=cv2.INTER_NEAREST,
+                border_mode=cv2.BORDER_CONSTANT,
+                fill=0,
+                fill_mask=0,
+                p=settings["affine"],
+            )
+        )
+    return A.Compose(steps, seed=seed)

@@ -1,0 +1,16 @@
+"""Evaluation: fixed protocols (point1, box, clicks), results, reports and comparisons."""
+
+from samtune.evaluation.clicks import center_points, error_center_clicks, tight_boxes
+from samtune.evaluation.evaluator import PROTOCOLS, Evaluator
+from samtune.evaluation.results import EvalResult, ObjectResult, write_results
+
+__all__ = [
+    "PROTOCOLS",
+    "EvalResult",
+    "Evaluator",
+    "ObjectResult",
+    "center_points",
+    "error_center_clicks",
+    "tight_boxes",
+    "write_results",
+]

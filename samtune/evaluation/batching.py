@@ -1,0 +1,113 @@
+"""Grouping samples into batches of images whose objects are decoded together."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from samtune.data.sample import Sample
+
+
+@dataclass
+class ObjectBatch:
+    """The objects of a few images, flattened: object ``j`` belongs to image ``img_idx[j]``.
+
+    Attributes:
+        samples: the images' samples.
+        keep: per image, the indices of the objects evaluated (non-empty masks).
+        gts: per image, ``K_i x H_i x W_i`` bool ground truth of those objects.
+        img_idx: ``N`` long, the image of each object.
+        hw: ``N x 2`` float32, ``(H, W)`` of each object's image.
+    """
+
+    samples: list[Sample]
+    keep: list[np.ndarray]
+    gts: list[torch.Tensor]
+    img_idx: torch.Tensor
+    hw: torch.Tensor
+
+    def split(self, values: torch.Tensor) -> list[torch.Tensor]:
+        """Cut an ``N x ...`` tensor into per-image pieces."""
+        return list(values.split([len(k) for k in self.keep]))
+
+    @classmethod
+    def from_samples(
+        cls, items: list[tuple[Sample, np.ndarray]], device: str | torch.device
+    ) -> ObjectBatch:
+        """Build a batch from ``(sample, kept object indices)`` pairs."""
+        gts = [torch.from_numpy(s.masks[keep]).to(device) for s, keep in items]
+        img_idx = torch.cat(
+            [torch.full((len(k),), i, dtype=torch.long) for i, (_, k) in enumerate(items)]
+        )
+        hw = torch.tensor(
+            [s.image.shape[:2] for s, keep in items for _ in keep], dtype=torch.float32
+        ).reshape(-1, 2)
+        return cls(
+            samples=[s for s, _ in items],
+            keep=[k for _, k in items],
+            gts=gts,
+            img_idx=img_idx.to(device),
+            hw=hw.to(device),
+        )
+
+
+@dataclass
+class SkipCounter:
+    """What the batching left out."""
+
+    images: int = 0
+    objects: int = 0
+    files: list[str] = field(default_factory=list)
+
+
+def iter_samples(dataset: Iterable, max_images: int | None) -> Iterator[Sample | None]:
+    """Items of a map-style dataset (``len`` + indexing) or of any iterable, at most ``max_images``."""
+    if hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__"):
+        n = len(dataset) if max_images is None else min(len(dataset), max_images)
+        for i in range(n):
+            yield dataset[i]
+        return
+    for i, sample in enumerate(dataset):
+        if max_images is not None and i >= max_images:
+            return
+        yield sample
+
+
+def object_batches(
+    dataset: Iterable,
+    *,
+    image_batch: int,
+    device: str | torch.device,
+    skipped: SkipCounter,
+    max_images: int | None = None,
+) -> Iterator[ObjectBatch]:
+    """Batches of ``image_batch`` images with at least one non-empty object each.
+
+    A None item (a sample the dataset skipped) and an image without any non-empty mask are
+    counted in ``skipped.images``; empty masks are counted in ``skipped.objects``.
+
+    Raises:
+        TypeError: when the dataset yields something other than a Sample.
+    """
+    pending: list[tuple[Sample, np.ndarray]] = []
+    for sample in iter_samples(dataset, max_images):
+        if sample is None:
+            skipped.images += 1
+            continue
+        if not isinstance(sample, Sample):
+            raise TypeError(f"the dataset must yield samtune Sample objects, got {type(sample)!r}")
+        nonempty = sample.masks.reshape(sample.masks.shape[0], -1).any(axis=1)
+        skipped.objects += int((~nonempty).sum())
+        if not nonempty.any():
+            skipped.images += 1
+            skipped.files.append(str(sample.meta.get("file", "?")))
+            continue
+        pending.append((sample, np.flatnonzero(nonempty)))
+        if len(pending) == image_batch:
+            yield ObjectBatch.from_samples(pending, device)
+            pending = []
+    if pending:
+        yield ObjectBatch.from_samples(pending, device)

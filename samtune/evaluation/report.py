@@ -1,0 +1,131 @@
+"""``report.md`` and ``report.html`` of one evaluation, with its PNG figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from samtune.evaluation.document import (
+    Alert,
+    Block,
+    Heading,
+    Image,
+    Paragraph,
+    Table,
+    to_html,
+    to_markdown,
+)
+from samtune.evaluation.plots import plot_click_curves, plot_overlays
+from samtune.evaluation.results import EvalResult, threshold_key
+
+RANDOM_INIT_LINE = (
+    "the model's weights were RANDOM (no SAM 2.1 checkpoint was loaded): these numbers say "
+    "nothing about SAM 2.1 or about tuning it"
+)
+SUMMARY_KEYS = (
+    "model", "image_size", "adapter", "checkpoint", "weights", "random_init", "data", "split", "seed",
+    "samtune_version",
+)  # fmt: skip
+
+
+def protocol_table(aggregates: dict[str, dict[str, Any]], noc_keys: list[str]) -> Table:
+    """One row per protocol: objects, mIoU, mDice, mean predicted IoU, NoC and NoF per threshold."""
+    header = ["protocol", "objects", "mIoU", "mDice", "mean pred. IoU"]
+    header += [f"NoC@{k}" for k in noc_keys] + [f"NoF@{k}" for k in noc_keys]
+    rows = []
+    for name, agg in aggregates.items():
+        row = [name, agg["n_objects"], agg["miou"], agg["mdice"], agg["mean_pred_iou"]]
+        row += [agg.get(f"noc{k}") for k in noc_keys] + [agg.get(f"nof{k}") for k in noc_keys]
+        rows.append(row)
+    return Table(header, rows)
+
+
+def _grouped_table(aggregates: dict[str, dict[str, Any]], group: str, first: str) -> Table:
+    """mIoU / mDice of every protocol per class or per image."""
+    keys: list[str] = []
+    for agg in aggregates.values():
+        keys += [k for k in agg[group] if k not in keys]
+    header = [first, "objects"] + [f"{p} {m}" for p in aggregates for m in ("mIoU", "mDice")]
+    if group == "per_image":
+        header.insert(1, "file")
+    rows = []
+    for key in keys:
+        entries = [agg[group].get(key) for agg in aggregates.values()]
+        known = next(e for e in entries if e is not None)
+        row: list[Any] = [key, known["n"]]
+        if group == "per_image":
+            row.insert(1, Path(known["file"]).name)
+        for e in entries:
+            row += [None, None] if e is None else [e["miou"], e["mdice"]]
+        rows.append(row)
+    return Table(header, rows)
+
+
+def write_report(
+    result: EvalResult, out: Path, *, summary: dict[str, Any], aggregates: dict[str, dict[str, Any]]
+) -> dict[str, Path]:
+    """Write the figures, ``report.md`` and ``report.html`` into ``out``.
+
+    Args:
+        result: the evaluation (its gallery gives the overlays).
+        out: the folder.
+        summary: run facts (see :func:`samtune.evaluation.results.write_results`).
+        aggregates: ``result.aggregates()`` as already written to ``results.json``.
+
+    Returns:
+        ``report_md``, ``report_html``, ``plot_clicks`` (if the clicks protocol ran) and
+        ``overlays_<protocol>`` paths.
+    """
+    files: dict[str, Path] = {}
+    noc_keys = [threshold_key(t) for t in result.noc_thresholds]
+    counts = result.counts()
+    title = f"samtune evaluation: {summary.get('model', '?')} / {summary.get('adapter') or '?'}"
+    blocks: list[Block] = [Heading(title, 1)]
+    if summary.get("random_init"):
+        blocks.append(Alert(RANDOM_INIT_LINE))
+    run = [[k, summary.get(k)] for k in SUMMARY_KEYS if k in summary]
+    run += [[k, v] for k, v in counts.items()]
+    blocks += [Heading("Run"), Table(["key", "value"], run)]
+    if counts["skipped_images"] or counts["skipped_objects"]:
+        blocks.append(
+            Alert(
+                f"{counts['skipped_images']} image(s) and {counts['skipped_objects']} object(s) "
+                "were skipped (unreadable, or empty masks)"
+            )
+        )
+    blocks += [
+        Heading("Results per protocol"),
+        Paragraph(
+            "point1: one click at the deepest point of the object, best of 3 masks; box: tight "
+            "box; clicks: point1 then correction clicks at the center of the largest error "
+            f"region, up to {result.max_clicks} clicks (NoC: clicks to reach the IoU, "
+            f"{result.max_clicks} when never reached; NoF: objects that never reach it)."
+        ),
+        protocol_table(aggregates, noc_keys),
+    ]
+    clicks = aggregates.get("clicks")
+    if clicks and clicks["miou_at_clicks"]:
+        files["plot_clicks"] = plot_click_curves(
+            {str(summary.get("model", "model")): clicks["miou_at_clicks"]},
+            out / "miou_vs_clicks.png",
+        )
+        blocks += [
+            Heading("mIoU vs clicks"),
+            Image(files["plot_clicks"].name, "mIoU vs clicks"),
+            Table(["clicks", "mIoU"], [[k + 1, v] for k, v in enumerate(clicks["miou_at_clicks"])]),
+        ]
+    blocks += [Heading("Per class"), _grouped_table(aggregates, "per_class", "class")]
+    blocks += [Heading("Overlays")]
+    for protocol in result.protocols:
+        best, worst = result.gallery.examples(protocol)
+        if not best:
+            continue
+        key = f"overlays_{protocol}"
+        files[key] = plot_overlays(best, worst, out / f"{key}.png", title=protocol)
+        blocks.append(Image(files[key].name, f"best and worst objects, {protocol}"))
+    blocks += [Heading("Per image"), _grouped_table(aggregates, "per_image", "image id")]
+    files["report_md"] = out / "report.md"
+    files["report_md"].write_text(to_markdown(blocks))
+    files["report_html"] = out / "report.html"
+    files["report_html"].write_text(to_html(blocks, title=title))
+    return files
