@@ -1,4 +1,4 @@
-"""Activation checkpointing of the Hiera blocks of a SAM 2 image encoder.
+"""Activation checkpointing of the Hiera blocks of a SAM 2 image encoder, and of prompt steps.
 
 sam2's Hiera has no checkpointing of its own. :func:`enable_activation_checkpointing` replaces
 each block's ``forward`` on the instance (the class and the state-dict keys stay as they are, so
@@ -12,6 +12,8 @@ pass of the encoder per training step.
 from __future__ import annotations
 
 import types
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch.utils.checkpoint import checkpoint
@@ -85,3 +87,15 @@ def is_activation_checkpointing(model: torch.nn.Module) -> bool:
     """Whether every Hiera block of ``model`` checkpoints (False when it has none)."""
     blocks = hiera_blocks(model)
     return bool(blocks) and all(getattr(b, _MARK, False) for b in blocks)
+
+
+def run_checkpointed(fn: Callable[..., Any], *args: Any, enabled: bool) -> Any:
+    """``fn(*args)``, under non-reentrant activation checkpointing when ``enabled`` and gradients
+    are on: only the inputs are kept and ``fn`` runs again in the backward pass.
+
+    The training loop uses it for each interactive prompt step (decoder + loss), whose activations
+    for many objects and several steps can outweigh the image encoder's.
+    """
+    if enabled and torch.is_grad_enabled():
+        return checkpoint(fn, *args, use_reentrant=False)
+    return fn(*args)

@@ -12,8 +12,8 @@ import torch
 
 from samtune import __version__
 from samtune.cache import EmbeddingCache, encode_frozen
-from samtune.checkpointing import enable_activation_checkpointing
-from samtune.engine import Features, decode, encode, feature_sizes, upsample_logits
+from samtune.checkpointing import enable_activation_checkpointing, run_checkpointed
+from samtune.engine import Decoded, Features, decode, encode, feature_sizes, upsample_logits
 from samtune.models.spec import ModelSpec
 from samtune.optim import OptimConfig, param_groups, warmup_cosine
 
@@ -42,6 +42,7 @@ class SamTuneModule(L.LightningModule):
         embedding_cache: ``samtune.cache.EmbeddingCache`` used when the adapter leaves the encoder
             frozen (training and validation); ignored otherwise.
         activation_checkpointing: checkpoint every Hiera block when the encoder trains.
+        checkpoint_prompt_steps: checkpoint each prompt step (decoder pass + loss) in training.
         compile_encoder: ``torch.compile`` the image encoder (static shapes).
     """
 
@@ -58,6 +59,7 @@ class SamTuneModule(L.LightningModule):
         run_info: dict | None = None,
         embedding_cache: EmbeddingCache | None = None,
         activation_checkpointing: bool = False,
+        checkpoint_prompt_steps: bool = False,
         compile_encoder: bool = False,
     ) -> None:
         super().__init__()
@@ -80,6 +82,7 @@ class SamTuneModule(L.LightningModule):
         self.embedding_cache = None if adapter.encoder_trainable else embedding_cache
         if activation_checkpointing and adapter.encoder_trainable:
             enable_activation_checkpointing(self.model)
+        self.checkpoint_prompt_steps = bool(checkpoint_prompt_steps)
         if compile_encoder:
             self.model.image_encoder.compile(dynamic=False)
 
@@ -134,18 +137,19 @@ class SamTuneModule(L.LightningModule):
         totals: dict[str, torch.Tensor] = {}
         steps = 1 + int(self.prompts.correction_clicks)
         for step in range(steps):
-            out = decode(
-                self.model,
+            multimask = bool(first.multimask and step == 0)
+            out, terms = run_checkpointed(
+                self._prompt_step,
                 features,
                 img_idx,
                 coords,
                 labels,
-                boxes=boxes,
-                mask_input=mask_input,
-                multimask_output=bool(first.multimask and step == 0),
+                boxes,
+                mask_input,
+                multimask,
+                gt,
+                enabled=self.checkpoint_prompt_steps,
             )
-            logits = upsample_logits(out.low_res_logits, size)
-            terms = self.loss_fn(logits, out.iou_pred, out.object_score_logits, gt)
             for k, v in terms.items():
                 totals[k] = totals[k] + v if k in totals else v
             if step + 1 == steps:
@@ -158,6 +162,31 @@ class SamTuneModule(L.LightningModule):
             labels = new_l if labels is None else torch.cat([labels, new_l], 1)
             mask_input = best_low
         return totals
+
+    def _prompt_step(
+        self,
+        features,
+        img_idx,
+        coords,
+        labels,
+        boxes,
+        mask_input,
+        multimask: bool,
+        gt: torch.Tensor,
+    ) -> tuple[Decoded, dict[str, torch.Tensor]]:
+        """One decoder pass and its loss terms (a unit of prompt-step checkpointing)."""
+        out = decode(
+            self.model,
+            features,
+            img_idx,
+            coords,
+            labels,
+            boxes=boxes,
+            mask_input=mask_input,
+            multimask_output=multimask,
+        )
+        logits = upsample_logits(out.low_res_logits, tuple(gt.shape[-2:]))
+        return out, self.loss_fn(logits, out.iou_pred, out.object_score_logits, gt)
 
     # ----------------------------------------------------------------- Lightning hooks
     def on_fit_start(self) -> None:

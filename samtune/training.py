@@ -57,6 +57,7 @@ def build_module(cfg: DictConfig) -> SamTuneModule:
         },
         embedding_cache=instantiate(cache_cfg) if use_cache else None,
         activation_checkpointing=bool(speed.get("activation_checkpointing", False)),
+        checkpoint_prompt_steps=bool(speed.get("checkpoint_prompt_steps", False)),
         compile_encoder=bool(speed.get("compile_encoder", False)),
     )
 
@@ -159,8 +160,14 @@ def evaluate_module(
     )
     headline = {}
     for protocol, agg in result.aggregates().items():
-        headline[protocol] = {k: v for k, v in agg.items() if k in ("n_objects", "miou", "mdice", "noc85", "noc90")}
-    return {"aggregates": headline, "counts": result.counts(), "files": {k: str(v) for k, v in files.items()}}
+        headline[protocol] = {
+            k: v for k, v in agg.items() if k in ("n_objects", "miou", "mdice", "noc85", "noc90")
+        }
+    return {
+        "aggregates": headline,
+        "counts": result.counts(),
+        "files": {k: str(v) for k, v in files.items()},
+    }
 
 
 def format_summary(summary: dict[str, Any]) -> str:

@@ -108,11 +108,12 @@ def test_quick_benchmark_runs_and_is_consistent(tmp_path, capsys):
     assert set(train) == set(bench.TRAIN_CONFIGS)
     hit, recomputed = train["frozen_cache_hit"], train["frozen_recomputed"]
     lora, lora_ckpt, full = train["lora"], train["lora_checkpointing"], train["full"]
+    lora_all = train["lora_checkpointing_all"]
     # the same prompts in every configuration: only the encoder's share differs
     assert len({r["objects_per_step"] for r in train.values()}) == 1
     # FLOPs: a hit skips the encoder; checkpointing recomputes its forward; full adds weight grads
     assert hit["flops_per_step"] < recomputed["flops_per_step"] < lora["flops_per_step"]
-    assert lora["flops_per_step"] < lora_ckpt["flops_per_step"]
+    assert lora["flops_per_step"] < lora_ckpt["flops_per_step"] < lora_all["flops_per_step"]
     assert lora["flops_per_step"] < full["flops_per_step"]
     assert recomputed["flop_speedup_vs_frozen"] == 1.0 and full["speedup_vs_full"] == 1.0
     batch, steps = result["settings"]["batch"], result["settings"]["steps"]
@@ -125,8 +126,9 @@ def test_quick_benchmark_runs_and_is_consistent(tmp_path, capsys):
         hit["speedup_vs_frozen"] / hit["flop_speedup_vs_frozen"]
     )
     assert lora["trainable_params"] < full["trainable_params"]
-    # timing: with the encoder skipped, the fastest hit step beats the fastest recomputed one
-    assert hit["sec_per_step_min"] < recomputed["sec_per_step_min"]
+    # timing: a hit looks features up instead of running the encoder (whole-step times are too
+    # noisy on a shared 2-core machine to compare in a test; the benchmark reports them)
+    assert hit["sec_encode"] < recomputed["sec_encode"]
 
     ev = result["eval"]
     if "error" not in ev:  # the evaluator is part of the checkout

@@ -125,3 +125,56 @@ def test_no_grad_and_state_dict_unchanged_and_reversible(tiny_model):
 def test_model_without_hiera_blocks_is_an_error():
     with pytest.raises(ValueError, match="Hiera blocks"):
         enable_activation_checkpointing(torch.nn.Linear(2, 2))
+
+
+def test_module_step_same_loss_and_gradients_with_all_checkpointing(tiny_checkpoint):
+    """SamTuneModule with LoRA: Hiera-block and prompt-step checkpointing change no number."""
+    from conftest import make_blob_sample
+
+    from samtune.adapters import LoRAAdapter
+    from samtune.engine import normalize_images
+    from samtune.losses import SAM2Loss
+    from samtune.models import ModelSpec
+    from samtune.module import SamTuneModule
+    from samtune.optim import OptimConfig
+    from samtune.prompts import PromptSimulator
+
+    sample = make_blob_sample(size=(128, 128), n=3, seed=3)
+    images = normalize_images(torch.from_numpy(sample.image).permute(2, 0, 1)[None])
+    masks = [torch.from_numpy(sample.masks)]
+
+    def step(checkpointing: bool):
+        torch.manual_seed(0)  # LoRA init
+        module = SamTuneModule(
+            model=ModelSpec("sam2.1_hiera_tiny", image_size=128, checkpoint=str(tiny_checkpoint)),
+            adapter=LoRAAdapter(rank=4),
+            prompts=PromptSimulator(correction_clicks=2, max_objects_per_image=2),
+            loss=SAM2Loss(),
+            optim=OptimConfig(),
+            activation_checkpointing=checkpointing,
+            checkpoint_prompt_steps=checkpointing,
+        )
+        with torch.no_grad():  # lora_B starts at zero; make the LoRA path matter
+            for name, p in module.model.named_parameters():
+                if "lora_B" in name:
+                    p.copy_(torch.full_like(p, 0.01))
+        generator = torch.Generator().manual_seed(5)
+        gt, img_idx = module._gather_objects(masks, generator)
+        saved = []
+        with torch.autograd.graph.saved_tensors_hooks(
+            lambda t: saved.append(t.numel() * t.element_size()) or t, lambda t: t
+        ):
+            terms = module.interactive_loss(module.encode_images(images), gt, img_idx, generator)
+        terms["loss"].backward()
+        grads = {n: p.grad for n, p in module.model.named_parameters() if p.grad is not None}
+        return terms, grads, sum(saved)
+
+    terms_ref, grads_ref, saved_ref = step(False)
+    terms_ckpt, grads_ckpt, saved_ckpt = step(True)
+    for k in terms_ref:
+        assert torch.equal(terms_ckpt[k], terms_ref[k]), k
+    assert grads_ckpt.keys() == grads_ref.keys()
+    assert any("lora_" in n for n in grads_ref) and any("sam_mask_decoder" in n for n in grads_ref)
+    for name in grads_ref:
+        assert torch.equal(grads_ckpt[name], grads_ref[name]), name
+    assert saved_ckpt < 0.3 * saved_ref, (saved_ckpt, saved_ref)
