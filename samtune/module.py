@@ -11,7 +11,9 @@ import numpy as np
 import torch
 
 from samtune import __version__
-from samtune.engine import Features, decode, encode, feature_sizes, upsample_logits
+from samtune.cache import EmbeddingCache, encode_frozen
+from samtune.checkpointing import enable_activation_checkpointing, run_checkpointed
+from samtune.engine import Decoded, Features, decode, encode, feature_sizes, upsample_logits
 from samtune.models.spec import ModelSpec
 from samtune.optim import OptimConfig, param_groups, warmup_cosine
 
@@ -37,6 +39,11 @@ class SamTuneModule(L.LightningModule):
         seed: seeds the prompt simulation (each step derives its own generator from it).
         num_overlays: validation overlays logged per epoch.
         run_info: free-form description saved into checkpoints (data, config, adapter config).
+        embedding_cache: ``samtune.cache.EmbeddingCache`` used when the adapter leaves the encoder
+            frozen (training and validation); ignored otherwise.
+        activation_checkpointing: checkpoint every Hiera block when the encoder trains.
+        checkpoint_prompt_steps: checkpoint each prompt step (decoder pass + loss) in training.
+        compile_encoder: ``torch.compile`` the image encoder (static shapes).
     """
 
     def __init__(
@@ -50,6 +57,10 @@ class SamTuneModule(L.LightningModule):
         seed: int = 0,
         num_overlays: int = 4,
         run_info: dict | None = None,
+        embedding_cache: EmbeddingCache | None = None,
+        activation_checkpointing: bool = False,
+        checkpoint_prompt_steps: bool = False,
+        compile_encoder: bool = False,
     ) -> None:
         super().__init__()
         self.spec = model
@@ -67,14 +78,26 @@ class SamTuneModule(L.LightningModule):
         self._val_sums: dict[str, list[float]] = defaultdict(list)
         self._overlays: list[np.ndarray] = []
         self._predictor = None
+        # --- speed and memory (docs/performance.md)
+        self.embedding_cache = None if adapter.encoder_trainable else embedding_cache
+        if activation_checkpointing and adapter.encoder_trainable:
+            enable_activation_checkpointing(self.model)
+        self.checkpoint_prompt_steps = bool(checkpoint_prompt_steps)
+        if compile_encoder:
+            self.model.image_encoder.compile(dynamic=False)
 
     # ----------------------------------------------------------------- forward pieces
     def encode_images(self, images: torch.Tensor) -> Features:
-        """Image features; no graph is kept when the adapter leaves the encoder frozen."""
-        if self.adapter.encoder_trainable and torch.is_grad_enabled():
-            return encode(self.model, images)
-        with torch.no_grad():
-            return encode(self.model, images)
+        """Image features; no graph through the encoder when the adapter leaves it frozen (then from
+        the embedding cache, if there is one)."""
+        if self.adapter.encoder_trainable:
+            if torch.is_grad_enabled():
+                return encode(self.model, images)
+            with torch.no_grad():
+                return encode(self.model, images)
+        if self.embedding_cache is not None:
+            return self.embedding_cache.encode(self.model, images)
+        return encode_frozen(self.model, images)
 
     def _gather_objects(
         self, masks: list[torch.Tensor], generator: torch.Generator | None
@@ -114,18 +137,19 @@ class SamTuneModule(L.LightningModule):
         totals: dict[str, torch.Tensor] = {}
         steps = 1 + int(self.prompts.correction_clicks)
         for step in range(steps):
-            out = decode(
-                self.model,
+            multimask = bool(first.multimask and step == 0)
+            out, terms = run_checkpointed(
+                self._prompt_step,
                 features,
                 img_idx,
                 coords,
                 labels,
-                boxes=boxes,
-                mask_input=mask_input,
-                multimask_output=bool(first.multimask and step == 0),
+                boxes,
+                mask_input,
+                multimask,
+                gt,
+                enabled=self.checkpoint_prompt_steps,
             )
-            logits = upsample_logits(out.low_res_logits, size)
-            terms = self.loss_fn(logits, out.iou_pred, out.object_score_logits, gt)
             for k, v in terms.items():
                 totals[k] = totals[k] + v if k in totals else v
             if step + 1 == steps:
@@ -138,6 +162,31 @@ class SamTuneModule(L.LightningModule):
             labels = new_l if labels is None else torch.cat([labels, new_l], 1)
             mask_input = best_low
         return totals
+
+    def _prompt_step(
+        self,
+        features,
+        img_idx,
+        coords,
+        labels,
+        boxes,
+        mask_input,
+        multimask: bool,
+        gt: torch.Tensor,
+    ) -> tuple[Decoded, dict[str, torch.Tensor]]:
+        """One decoder pass and its loss terms (a unit of prompt-step checkpointing)."""
+        out = decode(
+            self.model,
+            features,
+            img_idx,
+            coords,
+            labels,
+            boxes=boxes,
+            mask_input=mask_input,
+            multimask_output=multimask,
+        )
+        logits = upsample_logits(out.low_res_logits, tuple(gt.shape[-2:]))
+        return out, self.loss_fn(logits, out.iou_pred, out.object_score_logits, gt)
 
     # ----------------------------------------------------------------- Lightning hooks
     def on_fit_start(self) -> None:
@@ -170,6 +219,18 @@ class SamTuneModule(L.LightningModule):
             )
         self.log("train/objects", float(gt.shape[0]), on_step=True, batch_size=bs)
         return terms["loss"]
+
+    def on_train_epoch_end(self) -> None:
+        cache = self.embedding_cache
+        if cache is None:
+            return
+        self.log("cache/hit_rate", cache.stats.hit_rate)
+        if self.current_epoch >= 1 and cache.stats.hits == 0:
+            log.warning(
+                "embedding cache: no hit after %d epochs; augmentations that change pixels make "
+                "every image new (see docs/performance.md): turn them off or drop the cache",
+                self.current_epoch + 1,
+            )
 
     @torch.no_grad()
     def protocol_predictions(

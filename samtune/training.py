@@ -17,21 +17,35 @@ from samtune.module import SamTuneModule
 log = logging.getLogger(__name__)
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes in bf16 natively (AVX512-BF16 or AMX), read from /proc/cpuinfo."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def resolve_precision(precision: str | None) -> str:
-    """``null`` means bf16 autocast on a GPU (with TF32 matmuls) and full fp32 on the CPU."""
+    """``null`` means bf16 autocast on a GPU (with TF32 matmuls on Ampere and later), bf16 autocast
+    on a CPU with native bf16, and full fp32 on other CPUs (where emulated bf16 is slower)."""
     if precision not in (None, "null", "auto"):
         return str(precision)
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")
         return "bf16-mixed"
-    return "32-true"
+    return "bf16-mixed" if cpu_has_native_bf16() else "32-true"
 
 
 def build_module(cfg: DictConfig) -> SamTuneModule:
-    """The LightningModule described by ``cfg`` (model, adapter, prompts, loss, optim)."""
+    """The LightningModule described by ``cfg`` (model, adapter, prompts, loss, optim, speed)."""
+    adapter = instantiate(cfg.adapter)
+    speed = cfg.get("speed") or {}
+    cache_cfg = speed.get("embedding_cache")
+    use_cache = cache_cfg is not None and not adapter.encoder_trainable
     return SamTuneModule(
         model=instantiate(cfg.model),
-        adapter=instantiate(cfg.adapter),
+        adapter=adapter,
         prompts=instantiate(cfg.prompts),
         loss=instantiate(cfg.loss),
         optim=instantiate(cfg.optim),
@@ -41,6 +55,10 @@ def build_module(cfg: DictConfig) -> SamTuneModule:
             "data": describe_data(cfg),
             "config": OmegaConf.to_container(cfg, resolve=True),
         },
+        embedding_cache=instantiate(cache_cfg) if use_cache else None,
+        activation_checkpointing=bool(speed.get("activation_checkpointing", False)),
+        checkpoint_prompt_steps=bool(speed.get("checkpoint_prompt_steps", False)),
+        compile_encoder=bool(speed.get("compile_encoder", False)),
     )
 
 
