@@ -143,6 +143,17 @@ def test_quick_benchmark_runs_and_is_consistent(tmp_path, capsys):
     if "error" not in ev:  # the evaluator is part of the checkout
         assert ev["evaluated_objects"] == ev["objects"] > 0
         assert ev["samtune_objects_per_s"] > 0 and ev["official_objects_per_s"] > 0
+        assert ev["samtune_one_object_per_decode_objects_per_s"] > 0
     pr = result["predictor"]
     if "error" not in pr:
         assert pr["official_s"] > 0 and pr["samtune_s"] > 0
+
+
+def test_every_option_the_sections_read_has_a_default():
+    """The full (non --quick) run reads only options that parse_args defines."""
+    import re
+
+    bench = _load_benchmark()
+    source = (REPO / "scripts" / "benchmark.py").read_text()
+    used = set(re.findall(r"\bargs\.([a-z_]+)\b", source))
+    assert used <= set(vars(bench.parse_args([]))), used - set(vars(bench.parse_args([])))
