@@ -9,6 +9,8 @@ Sections (``--sections``):
   peak memory, FLOPs/step; ratios to "frozen recomputed" and "full",
   measured next to what the FLOPs predict. Each configuration runs in its own process so that
   its peak memory is its own (RSS on the CPU, ``max_memory_allocated`` on a GPU).
+- ``cache``: adapter=frozen, cache-hit and recomputed steps alternating in one process (same
+  model, prompts and load), the speed-up measured next to the one FLOPs predict.
 - ``eval``: objects/s of samtune's ``Evaluator`` (``point1``) vs a loop over the official
   ``SAM2ImagePredictor`` (``set_image`` once per image, ``predict`` once per object), same
   weights, images and clicks.
@@ -54,7 +56,7 @@ TRAIN_CONFIGS = (
     "lora_checkpointing_all",  # Hiera blocks and prompt steps (decoder + loss) checkpointed
     "full",
 )
-SECTIONS = ("encoder", "train", "eval", "predictor")
+SECTIONS = ("encoder", "train", "cache", "eval", "predictor")
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "nuclei-mini"
 QUICK_PROMPTS = {"correction_clicks": 1, "max_objects_per_image": 2}
 
@@ -303,50 +305,99 @@ def build_train_module(
     )
 
 
+class _TrainRig:
+    """One configuration's module, optimiser, batch and step function."""
+
+    def __init__(self, job: dict[str, Any]) -> None:
+        from samtune.optim import param_groups
+
+        torch.set_num_threads(job["threads"])
+        self.device = device = torch.device(job["device"])
+        if device.type == "cuda":
+            torch.set_float32_matmul_precision("high")
+            torch.cuda.reset_peak_memory_stats(device)
+        self.base_rss = rss_bytes()
+        self.job = job
+        samples = load_samples(Path(job["data"]) if job["data"] else None, job["batch"])
+        images, masks = training_batch(samples, job["image_size"])
+        self.images, self.masks = images.to(device), [m.to(device) for m in masks]
+        config = "frozen_cache_hit" if job["config"] == "frozen_interleaved" else job["config"]
+        self.module = build_train_module(
+            config,
+            job["size"],
+            job["image_size"],
+            job["prompts"],
+            share_model=not job.get("isolated", False),
+        )
+        self.module.to(device).train()
+        groups = param_groups(
+            self.module.model,
+            lr=1e-4,
+            encoder_lr_scale=self.module.adapter.encoder_lr_scale,
+            weight_decay=0.01,
+        )
+        self.optimizer = torch.optim.AdamW(groups)
+        self.objects: list[int] = []
+        self.encode_times: list[float] = []
+
+    def step(self, seed: int) -> None:
+        """One training step whose prompts are drawn from ``seed``."""
+        module, device = self.module, self.device
+        generator = torch.Generator().manual_seed(seed)
+        self.optimizer.zero_grad(set_to_none=True)
+        with autocast(device, self.job["precision"]):
+            gt, img_idx = module._gather_objects(self.masks, generator)
+            sync(device)
+            t0 = time.perf_counter()
+            features = module.encode_images(self.images)
+            sync(device)
+            self.encode_times.append(time.perf_counter() - t0)
+            terms = module.interactive_loss(features, gt, img_idx, generator)
+        terms["loss"].backward()
+        self.optimizer.step()
+        self.objects.append(int(gt.shape[0]))
+
+
+def interleaved_job(job: dict[str, Any]) -> dict[str, Any]:
+    """adapter=frozen, alternating cache-hit and recomputed steps in one process: the fairest
+    speed comparison on a machine whose load drifts (same model, prompts and allocator state)."""
+    from samtune.flops import FlopCounter
+
+    rig = _TrainRig(job)
+    cache = rig.module.embedding_cache
+    with FlopCounter() as recomputed_flops:  # a miss: the encoder runs (and fills the cache)
+        rig.step(1000)
+    with FlopCounter() as hit_flops:
+        rig.step(1000)
+    times: dict[str, list[float]] = {"hit": [], "recomputed": []}
+    for i in range(job["steps"]):
+        for mode in ("recomputed", "hit"):
+            rig.module.embedding_cache = cache if mode == "hit" else None
+            times[mode].extend(timed(lambda i=i: rig.step(1001 + i), rig.device, 1))
+    out = {
+        **{k: job[k] for k in ("size", "image_size", "batch", "precision")},
+        "steps_each": job["steps"],
+        "sec_hit": min(times["hit"]),
+        "sec_recomputed": min(times["recomputed"]),
+        "times": times,
+        "flops_hit": hit_flops.total,
+        "flops_recomputed": recomputed_flops.total,
+    }
+    out["speedup"] = out["sec_recomputed"] / out["sec_hit"]
+    out["flop_speedup"] = out["flops_recomputed"] / max(1, out["flops_hit"])
+    out["fraction_of_flop_speedup"] = out["speedup"] / out["flop_speedup"]
+    return out
+
+
 def train_job(job: dict[str, Any]) -> dict[str, Any]:
     """Run one training configuration and measure it (meant for a fresh process)."""
     from samtune.flops import FlopCounter
-    from samtune.optim import param_groups
 
-    torch.set_num_threads(job["threads"])
-    device = torch.device(job["device"])
-    if device.type == "cuda":
-        torch.set_float32_matmul_precision("high")
-        torch.cuda.reset_peak_memory_stats(device)
-    base_rss = rss_bytes()
-    samples = load_samples(Path(job["data"]) if job["data"] else None, job["batch"])
-    images, masks = training_batch(samples, job["image_size"])
-    images, masks = images.to(device), [m.to(device) for m in masks]
-
-    module = build_train_module(
-        job["config"],
-        job["size"],
-        job["image_size"],
-        job["prompts"],
-        share_model=not job.get("isolated", False),
-    )
-    module.to(device).train()
-    groups = param_groups(
-        module.model, lr=1e-4, encoder_lr_scale=module.adapter.encoder_lr_scale, weight_decay=0.01
-    )
-    optimizer = torch.optim.AdamW(groups)
-
-    objects, encode_times = [], []
-
-    def step(seed: int) -> None:
-        generator = torch.Generator().manual_seed(seed)
-        optimizer.zero_grad(set_to_none=True)
-        with autocast(device, job["precision"]):
-            gt, img_idx = module._gather_objects(masks, generator)
-            sync(device)
-            t0 = time.perf_counter()
-            features = module.encode_images(images)
-            sync(device)
-            encode_times.append(time.perf_counter() - t0)
-            terms = module.interactive_loss(features, gt, img_idx, generator)
-        terms["loss"].backward()
-        optimizer.step()
-        objects.append(int(gt.shape[0]))
+    if job["config"] == "frozen_interleaved":
+        return interleaved_job(job)
+    rig = _TrainRig(job)
+    module, device, step = rig.module, rig.device, rig.step
+    objects, encode_times, base_rss = rig.objects, rig.encode_times, rig.base_rss
 
     if job["config"] == "frozen_cache_hit":
         step(999)  # fills the cache; not measured
@@ -456,6 +507,32 @@ def bench_train(args, device: torch.device) -> list[dict[str, Any]]:
     return rows
 
 
+def bench_cache(args, device: torch.device) -> list[dict[str, Any]]:
+    """Frozen + cache hit vs frozen recomputed, alternating steps in one process, per size."""
+    rows = []
+    for size in args.train_sizes:
+        job = {
+            "config": "frozen_interleaved",
+            "size": size,
+            "image_size": args.image_size,
+            "batch": args.batch,
+            "steps": args.pairs,
+            "device": str(device),
+            "precision": args.train_precision,
+            "threads": torch.get_num_threads(),
+            "data": str(args.data) if args.data else "",
+            "prompts": args.prompt_overrides,
+        }
+        row = run_train_job(job, args.isolate)
+        rows.append(row)
+        print(
+            f"  cache {size}: hit {row['sec_hit']:.2f} s, recomputed {row['sec_recomputed']:.2f} s "
+            f"({row['speedup']:.2f}x; FLOPs predict {row['flop_speedup']:.2f}x)",
+            flush=True,
+        )
+    return rows
+
+
 # ---------------------------------------------------------------------------- evaluation
 def _official_predictor(model: torch.nn.Module):
     """The official predictor around ``model``; below 1024 px its hard-coded feature sizes are
@@ -524,15 +601,25 @@ def bench_eval(args, device: torch.device) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- predictor
+def _sam2_hydra() -> None:
+    """``build_sam2`` composes sam2's configs through Hydra's global state, which importing sam2
+    sets up once; set it up again if someone (a test fixture, a Hydra app) has cleared it."""
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    if not GlobalHydra.instance().is_initialized():
+        initialize_config_module("sam2", version_base="1.2")
+
+
 def bench_predictor(args, device: torch.device) -> dict[str, Any]:
     """Latency of set_image + one predict: samtune.load_predictor vs the official build."""
     import inspect
 
     from sam2.build_sam import build_sam2
-    from samtune.predict import load_predictor  # ImportError: section skipped
 
     import samtune
     from samtune.models import build_sam2_model, get_model_info
+    from samtune.predict import load_predictor  # ImportError: section skipped
 
     name, size = args.eval_size, args.predictor_image_size
     samples = [s for s in load_samples(args.data, 2) if s.masks.shape[0] > 0]
@@ -542,6 +629,7 @@ def bench_predictor(args, device: torch.device) -> dict[str, Any]:
         torch.manual_seed(0)
         torch.save({"model": build_sam2_model(name, image_size=size).state_dict()}, ckpt)
         overrides = [] if size == 1024 else [f"++model.image_size={size}"]
+        _sam2_hydra()
         official = _official_predictor(
             build_sam2(
                 get_model_info(name).sam2_config,
@@ -623,6 +711,19 @@ def format_tables(result: dict[str, Any]) -> str:
                     f"\n{r['size']}: cache hit reaches {r['fraction_of_flop_speedup']:.0%} of the speed-up FLOPs predict "
                     f"({r['speedup_vs_frozen']:.2f}x of {r['flop_speedup_vs_frozen']:.2f}x)"
                 )
+        lines.append("")
+    cache = result.get("cache")
+    if isinstance(cache, list) and cache:
+        lines += [
+            "| frozen, alternating steps | px | batch | hit s/step | recomputed s/step | speed-up | FLOPs predict | fraction |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in cache:
+            lines.append(
+                f"| {r['size']} | {r['image_size']} | {r['batch']} | {r['sec_hit']:.2f} | "
+                f"{r['sec_recomputed']:.2f} | {r['speedup']:.2f}x | {r['flop_speedup']:.2f}x | "
+                f"{r['fraction_of_flop_speedup']:.0%} |"
+            )
         lines.append("")
     ev = result.get("eval")
     if isinstance(ev, dict) and "speedup" in ev:
@@ -707,6 +808,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-image-size", type=int, default=1024)
     p.add_argument("--eval-images", type=int, default=4)
     p.add_argument(
+        "--eval-max-objects", type=int, default=None, help="objects per image (None: all)"
+    )
+    p.add_argument(
         "--eval-batch", type=int, default=4, help="images the evaluator encodes together"
     )
     p.add_argument("--eval-precision", choices=["auto", "fp32", "bf16"], default="auto")
@@ -727,6 +831,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             args.predictor_image_size
         ) = 128
         args.batch, args.steps, args.reps, args.eval_images, args.eval_max_objects = 1, 1, 1, 1, 6
+        args.pairs = 1
         args.prompt_overrides = dict(QUICK_PROMPTS)
     if args.isolate is None:
         args.isolate = not args.quick
@@ -763,6 +868,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     sections = {
         "encoder": bench_encoder,
         "train": bench_train,
+        "cache": bench_cache,
         "eval": bench_eval,
         "predictor": bench_predictor,
     }
@@ -774,7 +880,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         except ImportError as exc:  # a part of samtune this checkout does not have yet
             result[name] = {"error": f"{type(exc).__name__}: {exc}"}
             print(f"  skipped: {exc}", flush=True)
+        except Exception as exc:  # keep the other sections' numbers
+            if args.quick:
+                raise
+            result[name] = {"error": f"{type(exc).__name__}: {exc}"}
+            log.exception("benchmark section %s failed", name)
         result.setdefault("section_seconds", {})[name] = round(time.perf_counter() - t0, 1)
+        if args.json != "-":  # what is measured so far survives a later failure
+            Path(args.json).write_text(json.dumps(result, indent=1, default=str))
     return result
 
 
