@@ -143,7 +143,9 @@ def evaluate_module(
     evaluator = instantiate(cfg.evaluation)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device)
-    result, volumes = evaluate_dataset(evaluator, model, datamodule.raw_dataset("val"), device=device)
+    result, volumes = evaluate_dataset(
+        evaluator, model, datamodule.raw_dataset("val"), device=device
+    )
     files = write_results(
         result,
         out_dir,

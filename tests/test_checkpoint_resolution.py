@@ -127,7 +127,7 @@ def test_on_missing_random_falls_back_loudly(tmp_path, caplog):
         cache_dir=str(tmp_path),
         allow_download=False,
     )
-    with caplog.at_level("WARNING"):
+    with caplog.at_level("WARNING", logger="samtune.models.spec"):
         assert spec.resolve() is None
     assert spec.random_init and "RANDOM WEIGHTS" in caplog.text
 

@@ -81,7 +81,9 @@ def test_data_options_instantiate(tmp_path):
     options = sorted(p.stem for p in (CONFIG_DIR / "data").glob("*.yaml"))
     for option in options:
         extra = overrides.get(option)
-        if extra is None:  # volumes: covered with its own synthetic NIfTI files in test_data_configs
+        if (
+            extra is None
+        ):  # volumes: covered with its own synthetic NIfTI files in test_data_configs
             continue
         cfg = _compose("train", [f"data={option}", "model.image_size=128", *extra], tmp_path)
         dm = instantiate(cfg.data)

@@ -91,7 +91,7 @@ def test_not_sam2_format_is_named(tmp_path):
 
 def test_spec_null_checkpoint_is_random_init_and_says_so(caplog):
     spec = ModelSpec(name="sam2.1_hiera_tiny", image_size=128, checkpoint=None)
-    with caplog.at_level("WARNING"):
+    with caplog.at_level("WARNING", logger="samtune.models.spec"):
         model = spec.build()
     assert spec.random_init and spec.resolved_checkpoint is None
     assert "RANDOM WEIGHTS" in caplog.text

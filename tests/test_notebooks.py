@@ -16,7 +16,9 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
 
     monkeypatch.setenv("SAMTUNE_CACHE", str(tmp_path / "cache"))  # never a real download
     nb = nbformat.read(path, as_version=4)
-    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    NotebookClient(
+        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
     outputs = "".join(
         o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
     )

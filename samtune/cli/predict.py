@@ -22,7 +22,7 @@ def predict_task(cfg: DictConfig) -> None:
         ckpt=cfg.ckpt,
         images=cfg.images,
         out=cfg.out,
-        prompts=cfg.get("prompts"),
+        prompts=cfg.get("prompts_file"),
         mode=cfg.mode,
         multimask=cfg.multimask,
         image_size=cfg.get("image_size"),
@@ -34,7 +34,18 @@ def predict_task(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    """Console entry point."""
+    """Console entry point.
+
+    ``prompts`` is also the name of the training config group that simulates prompts, so Hydra
+    would read ``prompts=FILE`` as a choice in that group; the entry point hands it on as
+    ``prompts_file=FILE`` (either spelling works on the command line).
+    """
+    import sys
+
+    sys.argv = [
+        "prompts_file=" + arg.split("=", 1)[1] if arg.startswith("prompts=") else arg
+        for arg in sys.argv
+    ]
     run_hydra_app(predict_task, "predict")
 
 

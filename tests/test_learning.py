@@ -1,0 +1,108 @@
+"""A learning check on real nuclei images: tuning on a handful of them lowers their loss.
+
+No SAM 2.1 checkpoint can be had here, so the model starts from random weights. Measured here:
+from random weights the decoder first learns to predict almost nothing (the loss falls fast),
+and prompt-specific nucleus masks (a rising mIoU) did not appear within 150 steps on whole
+images nor 80 steps on crops, far more than a test may run on a CPU. This test therefore checks
+that the SAM 2 loss on 64 x 64 crops of four nuclei images falls clearly under tuning, and
+reports (prints) their point1/box mIoU before and after; the mIoU check needs the official
+weights (see README). The encoder is frozen, so its features are computed once, as the
+embedding cache does in training.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from samtune.data import CocoDataset
+from samtune.data.datamodule import collate
+from samtune.data.demo import NUCLEI_MINI
+from samtune.data.sample import Sample
+from samtune.data.transforms import SamTransform
+
+CROP = 64
+
+
+def nuclei_crops(image_ids=(1, 20, 22, 7)) -> list[Sample]:
+    """The 64 x 64 window of each image holding the most nuclei (>= 30 px of each inside it)."""
+    ds = CocoDataset(
+        root=NUCLEI_MINI / "images", ann_file=NUCLEI_MINI / "annotations" / "train.json"
+    )
+    by_id = {ds.load(i).meta["image_id"]: i for i in range(len(ds))}
+    crops = []
+    for image_id in image_ids:
+        sample = ds.load(by_id[image_id])
+        h, w = sample.image.shape[:2]
+        best = None
+        for y in range(0, h - CROP + 1, 16):
+            for x in range(0, w - CROP + 1, 16):
+                inside = (
+                    sample.masks[:, y : y + CROP, x : x + CROP]
+                    .reshape(len(sample.masks), -1)
+                    .sum(1)
+                )
+                n = int((inside >= 30).sum())
+                if best is None or n > best[0]:
+                    best = (n, y, x)
+        _, y, x = best
+        masks = sample.masks[:, y : y + CROP, x : x + CROP]
+        keep = masks.reshape(len(masks), -1).sum(1) >= 30
+        crops.append(
+            Sample(
+                image=np.ascontiguousarray(sample.image[y : y + CROP, x : x + CROP]),
+                masks=masks[keep],
+                meta={"file": sample.meta["file"], "image_id": image_id},
+            )
+        )
+    return crops
+
+
+def _miou(module, features, batch) -> dict[str, float]:
+    gt, idx = module._gather_objects(batch["masks"], None)
+    out = {}
+    for protocol in ("point1", "box"):
+        pred, _ = module.protocol_predictions(features, gt, idx, protocol)
+        inter = (pred & gt).flatten(1).sum(1).float()
+        union = (pred | gt).flatten(1).sum(1).float().clamp(min=1)
+        out[protocol] = float((inter / union).mean())
+    return out
+
+
+def test_tuning_on_a_few_nuclei_crops_lowers_their_loss():
+    from samtune.adapters import FrozenEncoder
+    from samtune.losses import SAM2Loss
+    from samtune.models import ModelSpec
+    from samtune.module import SamTuneModule
+    from samtune.optim import OptimConfig
+    from samtune.prompts import PromptSimulator
+
+    torch.manual_seed(0)
+    crops = nuclei_crops()
+    assert all(len(c.masks) >= 2 for c in crops)
+    batch = collate([SamTransform(image_size=128, train=False)(c) for c in crops])
+    module = SamTuneModule(
+        model=ModelSpec(name="sam2.1_hiera_tiny", image_size=128, checkpoint=None),
+        adapter=FrozenEncoder(),
+        prompts=PromptSimulator(correction_clicks=1, max_objects_per_image=8),
+        loss=SAM2Loss(),
+        optim=OptimConfig(lr=1e-3),
+    )
+    with torch.no_grad():
+        features = module.encode_images(batch["images"])
+    params = [p for p in module.model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-3)
+    before = _miou(module, features, batch)
+    losses = []
+    for step in range(30):
+        generator = torch.Generator().manual_seed(step)
+        gt, idx = module._gather_objects(batch["masks"], generator)
+        loss = module.interactive_loss(features, gt, idx, generator)["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    after = _miou(module, features, batch)
+    print("before", before, "after", after, "loss", losses[0], losses[-1])
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:3])
+    assert all(np.isfinite(v) for v in after.values())
