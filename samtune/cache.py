@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from samtune.engine import IMAGENET_MEAN, IMAGENET_STD, Features
+from samtune.engine import IMAGENET_MEAN, IMAGENET_STD, Features, features_from_backbone
 
 log = logging.getLogger(__name__)
 
@@ -132,16 +132,12 @@ def _apply_convs(model: torch.nn.Module, levels: list[torch.Tensor]) -> list[tor
 def features_from_levels(model: torch.nn.Module, levels: list[torch.Tensor]) -> Features:
     """:class:`Features` from the FPN levels after ``conv_s0``/``conv_s1``, as ``encode`` makes them.
 
-    Follows ``SAM2Base._prepare_backbone_features`` and the no-memory embedding step of
-    :func:`samtune.engine.encode` in the same order, so the values are identical.
+    The same code path as :func:`samtune.engine.encode`, so the values are identical (the
+    positional encodings that ``forward_image`` also returns are not used by the features).
     """
-    backbone_out = {"backbone_fpn": list(levels), "vision_pos_enc": list(levels)}
-    _, vision_feats, _, feat_sizes = model._prepare_backbone_features(backbone_out)
-    if model.directly_add_no_mem_embed:
-        vision_feats[-1] = vision_feats[-1] + model.no_mem_embed
-    b = levels[0].shape[0]
-    feats = [f.permute(1, 2, 0).reshape(b, -1, *size) for f, size in zip(vision_feats, feat_sizes)]
-    return Features(image_embed=feats[-1], high_res=feats[:-1])
+    return features_from_backbone(
+        model, {"backbone_fpn": list(levels), "vision_pos_enc": list(levels)}
+    )
 
 
 def encode_frozen(model: torch.nn.Module, images: torch.Tensor) -> Features:

@@ -98,15 +98,23 @@ def feature_sizes(model: torch.nn.Module) -> list[tuple[int, int]]:
     ]
 
 
-def encode(model: torch.nn.Module, images: torch.Tensor) -> Features:
-    """Run the image encoder on normalised ``B x 3 x S x S`` images."""
-    backbone_out = model.forward_image(images)
+def features_from_backbone(model: torch.nn.Module, backbone_out: dict) -> Features:
+    """:class:`Features` from ``forward_image``'s output (FPN levels after ``conv_s0``/``conv_s1``).
+
+    Follows ``SAM2Base._prepare_backbone_features`` and adds the no-memory embedding, as
+    ``SAM2ImagePredictor.set_image`` does.
+    """
     _, vision_feats, _, feat_sizes = model._prepare_backbone_features(backbone_out)
     if model.directly_add_no_mem_embed:
         vision_feats[-1] = vision_feats[-1] + model.no_mem_embed
-    b = images.shape[0]
+    b = backbone_out["backbone_fpn"][0].shape[0]
     feats = [f.permute(1, 2, 0).reshape(b, -1, *size) for f, size in zip(vision_feats, feat_sizes)]
     return Features(image_embed=feats[-1], high_res=feats[:-1])
+
+
+def encode(model: torch.nn.Module, images: torch.Tensor) -> Features:
+    """Run the image encoder on normalised ``B x 3 x S x S`` images."""
+    return features_from_backbone(model, model.forward_image(images))
 
 
 def boxes_to_points(boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
