@@ -1,13 +1,15 @@
-"""A learning check on real nuclei images: tuning on a handful of them lowers their loss.
+"""A learning check on real nuclei images: tuning on a handful of them raises their mIoU.
 
-No SAM 2.1 checkpoint can be had here, so the model starts from random weights. Measured here:
-from random weights the decoder first learns to predict almost nothing (the loss falls fast),
-and prompt-specific nucleus masks (a rising mIoU) did not appear within 150 steps on whole
-images nor 80 steps on crops, far more than a test may run on a CPU. This test therefore checks
-that the SAM 2 loss on 64 x 64 crops of four nuclei images falls clearly under tuning, and
-reports (prints) their point1/box mIoU before and after; the mIoU check needs the official
-weights (see README). The encoder is frozen, so its features are computed once, as the
+No SAM 2.1 checkpoint can be had here, so the model starts from random weights and its point1
+and box mIoU start near 0. The check overfits the decoder on 64 x 64 crops of four nuclei
+images (shown at 128 px, so the nuclei cover several low-res logit pixels) and requires both
+mIoUs to rise clearly. The encoder is frozen, so its features are computed once, as the
 embedding cache does in training.
+
+The loss is SAM 2's with the focal weight lowered from 20 to 1. Measured here from random
+weights (tiny, 128 px, lr 1e-3, these four crops): with focal x20 the decoder first learns to
+predict almost nothing and point1/box mIoU were 0.11/0.01 after 100 steps; with focal x1 they
+were 0.45/0.59. Tuning a real checkpoint keeps SAM 2's weights (configs/loss/default.yaml).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from samtune.data.sample import Sample
 from samtune.data.transforms import SamTransform
 
 CROP = 64
+STEPS = 120
 
 
 def nuclei_crops(image_ids=(1, 20, 22, 7)) -> list[Sample]:
@@ -69,7 +72,7 @@ def _miou(module, features, batch) -> dict[str, float]:
     return out
 
 
-def test_tuning_on_a_few_nuclei_crops_lowers_their_loss():
+def test_tuning_on_a_few_nuclei_crops_raises_their_miou():
     from samtune.adapters import FrozenEncoder
     from samtune.losses import SAM2Loss
     from samtune.models import ModelSpec
@@ -85,7 +88,7 @@ def test_tuning_on_a_few_nuclei_crops_lowers_their_loss():
         model=ModelSpec(name="sam2.1_hiera_tiny", image_size=128, checkpoint=None),
         adapter=FrozenEncoder(),
         prompts=PromptSimulator(correction_clicks=1, max_objects_per_image=8),
-        loss=SAM2Loss(),
+        loss=SAM2Loss(focal_weight=1.0),
         optim=OptimConfig(lr=1e-3),
     )
     with torch.no_grad():
@@ -93,16 +96,16 @@ def test_tuning_on_a_few_nuclei_crops_lowers_their_loss():
     params = [p for p in module.model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-3)
     before = _miou(module, features, batch)
-    losses = []
-    for step in range(30):
+    for step in range(STEPS):
         generator = torch.Generator().manual_seed(step)
         gt, idx = module._gather_objects(batch["masks"], generator)
         loss = module.interactive_loss(features, gt, idx, generator)["loss"]
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        losses.append(float(loss.detach()))
     after = _miou(module, features, batch)
-    print("before", before, "after", after, "loss", losses[0], losses[-1])
-    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:3])
-    assert all(np.isfinite(v) for v in after.values())
+    print("training-set mIoU before", before, "after", after)
+    for protocol in ("point1", "box"):
+        assert before[protocol] < 0.1, (protocol, before)
+        assert after[protocol] > 0.3, (protocol, before, after)
+        assert after[protocol] > before[protocol] + 0.25, (protocol, before, after)

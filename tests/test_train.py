@@ -1,4 +1,4 @@
-"""Training end to end through samtune-train, and a real learning check on nuclei images."""
+"""Training end to end through samtune-train (the learning check is in test_learning.py)."""
 
 from __future__ import annotations
 
