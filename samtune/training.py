@@ -63,12 +63,19 @@ def build_module(cfg: DictConfig) -> SamTuneModule:
 
 
 def describe_data(cfg: DictConfig) -> str:
-    """A short name for the data of a run: the datamodule class and its main path, if any."""
-    target = str(cfg.data.get("_target_", "?")).rsplit(".", 1)[-1]
+    """A short name for the data of a run, the same for training and evaluation runs: the ``data``
+    config choice (else the datamodule class) and its main path, if any."""
+    from hydra.core.hydra_config import HydraConfig
+
+    name = None
+    if HydraConfig.initialized():
+        name = HydraConfig.get().runtime.choices.get("data")
+    if not name:
+        name = str(cfg.data.get("_target_", "?")).rsplit(".", 1)[-1]
     for key in ("root", "images", "train_images"):
         if cfg.data.get(key):
-            return f"{target}({cfg.data.get(key)})"
-    return target
+            return f"{name}({cfg.data.get(key)})"
+    return str(name)
 
 
 def run_training(cfg: DictConfig) -> dict[str, Any]:

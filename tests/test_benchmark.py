@@ -143,7 +143,12 @@ def test_quick_benchmark_runs_and_is_consistent(tmp_path, capsys):
     if "error" not in ev:  # the evaluator is part of the checkout
         assert ev["evaluated_objects"] == ev["objects"] > 0
         assert ev["samtune_objects_per_s"] > 0 and ev["official_objects_per_s"] > 0
-        assert ev["samtune_one_object_per_decode_objects_per_s"] > 0
+        assert ev["samtune_all_objects_per_decode_objects_per_s"] > 0
+        # the evaluator's "auto" settings, resolved for the CPU
+        from samtune.evaluation.evaluator import cpu_decode_chunk
+
+        assert ev["samtune_image_batch"] == 1
+        assert ev["samtune_objects_per_decode"] == cpu_decode_chunk(ev["image_size"])
     pr = result["predictor"]
     if "error" not in pr:
         assert pr["official_s"] > 0 and pr["samtune_s"] > 0

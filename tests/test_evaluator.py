@@ -181,3 +181,39 @@ def test_bad_settings_are_refused():
         Evaluator(max_clicks=0)
     with pytest.raises(ValueError, match="noc_thresholds"):
         Evaluator(noc_thresholds=(85,))
+    with pytest.raises(ValueError, match="image_batch"):
+        Evaluator(image_batch="fast")
+    with pytest.raises(ValueError, match="objects_per_decode"):
+        Evaluator(objects_per_decode=0)
+
+
+def test_auto_settings_follow_the_device_and_image_size():
+    from samtune.evaluation.evaluator import cpu_decode_chunk
+
+    class Sized:
+        def __init__(self, image_size):
+            self.image_size = image_size
+
+    assert cpu_decode_chunk(1024) == 2
+    assert cpu_decode_chunk(512) == 8
+    assert cpu_decode_chunk(256) == 32
+    assert cpu_decode_chunk(4096) == 1
+    auto = Evaluator()
+    assert auto.settings_for(Sized(1024), torch.device("cpu")) == (1, 2)
+    assert auto.settings_for(Sized(256), torch.device("cpu")) == (1, 32)
+    assert auto.settings_for(Sized(1024), torch.device("cuda")) == (4, None)
+    fixed = Evaluator(image_batch=3, objects_per_decode=None)
+    assert fixed.settings_for(Sized(1024), torch.device("cpu")) == (3, None)
+
+
+def test_selecting_one_image_for_many_objects_gives_views_equal_to_copies():
+    from samtune.engine import Features
+
+    feats = Features(torch.randn(2, 8, 4, 4), [torch.randn(2, 2, 16, 16), torch.randn(2, 4, 8, 8)])
+    one = feats.select(torch.tensor([1, 1, 1]))
+    mixed = feats.select(torch.tensor([1, 0, 1]))
+    for got, level in zip([one.image_embed, *one.high_res], [feats.image_embed, *feats.high_res]):
+        assert got.shape[0] == 3
+        assert got.data_ptr() == level[1].data_ptr()  # a view, no copy
+        assert torch.equal(got, level[[1, 1, 1]])
+    assert torch.equal(mixed.image_embed, feats.image_embed[[1, 0, 1]])

@@ -23,15 +23,6 @@ def _output_dir() -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
-def _data_name(cfg: DictConfig) -> str:
-    from hydra.core.hydra_config import HydraConfig
-
-    try:
-        return str(HydraConfig.get().runtime.choices.get("data"))
-    except ValueError:  # not inside a Hydra app
-        return str(cfg.data.get("_target_", "data")).rsplit(".", 1)[-1]
-
-
 def _wandb_run(cfg: DictConfig, out_dir: Path) -> Any:
     """A W&B run from the logger group (a ``WandbLogger``) or else an offline ``wandb.init``."""
     from hydra.utils import instantiate
@@ -111,7 +102,9 @@ def evaluate(cfg: DictConfig, out_dir: Path, data_name: str) -> dict[str, Path]:
 
 def task(cfg: DictConfig) -> None:
     """The Hydra task: evaluate into the run folder."""
-    evaluate(cfg, _output_dir(), _data_name(cfg))
+    from samtune.training import describe_data
+
+    evaluate(cfg, _output_dir(), describe_data(cfg))
 
 
 def main() -> None:

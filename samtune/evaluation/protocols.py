@@ -81,6 +81,7 @@ class ProtocolRunner:
         self.batch = batch
         self.image_size = int(model.image_size)
         self.chunk = objects_per_decode
+        self.image_pe = model.sam_prompt_encoder.get_dense_pe()
 
     def run(self, protocol: str, *, max_clicks: int) -> Outcome:
         """Run ``protocol`` (``point1``, ``box`` or ``clicks`` with ``max_clicks`` clicks)."""
@@ -122,6 +123,7 @@ class ProtocolRunner:
                     boxes=take(boxes),
                     mask_input=take(mask_input),
                     multimask_output=multimask_output,
+                    image_pe=self.image_pe,
                 )
             )
         if len(parts) == 1:
