@@ -845,10 +845,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="dense bf16 peak, when the GPU is not in samtune.flops",
     )
+    p.add_argument(
+        "--prompts",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="prompt recipe overrides of the train and cache sections, as in configs/prompts "
+        "(e.g. max_objects_per_image=4 correction_clicks=2)",
+    )
     p.add_argument("--json", default="benchmark.json", help="where to write the JSON ('-': stdout)")
     p.add_argument("--train-job", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.prompt_overrides = {}
+    for item in args.prompts:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            p.error(f"--prompts takes KEY=VALUE items, got {item!r}")
+        args.prompt_overrides[key] = __import__("yaml").safe_load(value)
     if args.quick:
         args.encoder_sizes, args.train_sizes = [SIZES[0]], [SIZES[0]]
         args.encoder_image_size = args.image_size = args.eval_image_size = (
