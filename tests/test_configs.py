@@ -89,3 +89,32 @@ def test_data_options_instantiate(tmp_path):
         dm = instantiate(cfg.data)
         dm.setup("fit")
         assert len(dm.raw_dataset("train")) > 0, option
+
+
+def test_zero_shot_with_random_weights_starts_where_training_starts(tmp_path):
+    """Same default seed in train.yaml and eval.yaml, so a random-weights zero-shot evaluation
+    scores exactly the weights a random-weights training run starts from."""
+    import lightning as L
+    import torch
+    from omegaconf import open_dict
+
+    from samtune.training import build_module
+
+    train = _compose(
+        "train", ["model.image_size=128", "model.checkpoint=null", "adapter=frozen"], tmp_path
+    )
+    evaluation = _compose("eval", ["model.image_size=128", "model.checkpoint=null"], tmp_path)
+    assert train.seed == evaluation.seed
+    with open_dict(train):  # the task sees the config without its hydra node
+        train.pop("hydra")
+
+    L.seed_everything(int(train.seed))
+    instantiate(train.data)
+    start = build_module(train).model.state_dict()
+
+    from samtune.predict import load_sam2_model
+
+    L.seed_everything(int(evaluation.seed))
+    zero_shot, _ = load_sam2_model(None, instantiate(evaluation.model))
+    for key, value in zero_shot.state_dict().items():
+        assert torch.equal(start[key], value), key
