@@ -114,6 +114,16 @@ def _columns(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
     return cols
 
 
+def _cell(key: str, value: Any) -> Any:
+    """A table cell: NoC (a mean number of clicks) with 2 decimals, random init as yes/no; the CSV
+    keeps the raw values."""
+    if key == "random_init" and isinstance(value, bool):
+        return "yes" if value else "no"
+    if "/noc" in key and isinstance(value, float) and math.isfinite(value):
+        return f"{value:.2f}"
+    return value
+
+
 def _label(row: dict[str, Any], several_data: bool) -> str:
     label = f"{row['model']} / {row['adapter']}"
     return f"{label} / {row['data']}" if several_data else label
@@ -141,7 +151,9 @@ def write_comparison(rows: list[dict[str, Any]], out_dir: str | os.PathLike) -> 
         for row in rows:
             values = [row.get(k) for k, _ in base + cols] + [row["path"]]
             writer.writerow(["" if v is None else v for v in values])
-    table = Table([t for _, t in base + cols], [[r.get(k) for k, _ in base + cols] for r in rows])
+    table = Table(
+        [t for _, t in base + cols], [[_cell(k, r.get(k)) for k, _ in base + cols] for r in rows]
+    )
     blocks: list[Block] = [Heading("samtune comparison", 1)]
     if any(r["random_init"] for r in rows):
         blocks.append(Alert("rows marked 'random init' were evaluated with RANDOM weights"))
