@@ -691,6 +691,13 @@ def _fmt(v: Any, spec: str = ".2f") -> str:
     return "-" if v is None else format(v, spec)
 
 
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A Markdown table (then a blank line) through the reports' own renderer."""
+    from samtune.evaluation.document import Table, to_markdown
+
+    return to_markdown([Table(header, rows)]).split("\n")
+
+
 def format_tables(result: dict[str, Any]) -> str:
     """Markdown tables of a benchmark result."""
     lines = [
@@ -699,68 +706,132 @@ def format_tables(result: dict[str, Any]) -> str:
     ]
     enc = result.get("encoder")
     if isinstance(enc, list) and enc:
-        lines += [
-            "| encoder | px | precision | images/s | GFLOP/image | achieved GFLOP/s | of peak |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for r in enc:
-            lines.append(
-                f"| {r['model']} | {r['image_size']} | {r['precision']} | {r['images_per_s']:.2f} | "
-                f"{r['gflop_per_image']:.1f} | {r['achieved_gflops']:.1f} | {_fmt(r.get('fraction_of_peak'), '.1%')} |"
-            )
-        lines.append("")
+        lines += _table(
+            [
+                "encoder",
+                "px",
+                "precision",
+                "images/s",
+                "GFLOP/image",
+                "achieved GFLOP/s",
+                "of peak",
+            ],
+            [
+                [
+                    r["model"],
+                    str(r["image_size"]),
+                    r["precision"],
+                    f"{r['images_per_s']:.2f}",
+                    f"{r['gflop_per_image']:.1f}",
+                    f"{r['achieved_gflops']:.1f}",
+                    _fmt(r.get("fraction_of_peak"), ".1%"),
+                ]
+                for r in enc
+            ],
+        )
     train = result.get("train")
     if isinstance(train, list) and train:
+        lines += _table(
+            [
+                "model",
+                "config",
+                "s/step",
+                "vs frozen recomputed (FLOPs predict)",
+                "vs full (FLOPs predict)",
+                "peak MB",
+                "memory vs full",
+                "GFLOP/step",
+            ],
+            [
+                [
+                    r["size"],
+                    r["config"],
+                    f"{r['sec_per_step']:.2f}",
+                    f"{_fmt(r.get('speedup_vs_frozen'))}x ({_fmt(r.get('flop_speedup_vs_frozen'))}x)",
+                    f"{_fmt(r.get('speedup_vs_full'))}x ({_fmt(r.get('flop_speedup_vs_full'))}x)",
+                    f"{r['peak_memory_mb']:.0f}",
+                    _fmt(r.get("memory_vs_full")),
+                    f"{r['flops_per_step'] / 1e9:.1f}",
+                ]
+                for r in train
+            ],
+        )
         lines += [
-            "| model | config | s/step | vs frozen recomputed (FLOPs predict) | vs full (FLOPs predict) | peak MB | memory vs full | GFLOP/step |",
-            "|---|---|---|---|---|---|---|---|",
+            f"{r['size']}: cache hit reaches {r['fraction_of_flop_speedup']:.0%} of the speed-up "
+            f"FLOPs predict ({r['speedup_vs_frozen']:.2f}x of {r['flop_speedup_vs_frozen']:.2f}x)\n"
+            for r in train
+            if "fraction_of_flop_speedup" in r
         ]
-        for r in train:
-            lines.append(
-                f"| {r['size']} | {r['config']} | {r['sec_per_step']:.2f} | "
-                f"{_fmt(r.get('speedup_vs_frozen'))}x ({_fmt(r.get('flop_speedup_vs_frozen'))}x) | "
-                f"{_fmt(r.get('speedup_vs_full'))}x ({_fmt(r.get('flop_speedup_vs_full'))}x) | "
-                f"{r['peak_memory_mb']:.0f} | {_fmt(r.get('memory_vs_full'))} | {r['flops_per_step'] / 1e9:.1f} |"
-            )
-        for r in train:
-            if "fraction_of_flop_speedup" in r:
-                lines.append(
-                    f"\n{r['size']}: cache hit reaches {r['fraction_of_flop_speedup']:.0%} of the speed-up FLOPs predict "
-                    f"({r['speedup_vs_frozen']:.2f}x of {r['flop_speedup_vs_frozen']:.2f}x)"
-                )
-        lines.append("")
     cache = result.get("cache")
     if isinstance(cache, list) and cache:
-        lines += [
-            "| frozen, alternating steps | px | batch | hit s/step | recomputed s/step | speed-up | FLOPs predict | fraction |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        for r in cache:
-            lines.append(
-                f"| {r['size']} | {r['image_size']} | {r['batch']} | {r['sec_hit']:.2f} | "
-                f"{r['sec_recomputed']:.2f} | {r['speedup']:.2f}x | {r['flop_speedup']:.2f}x | "
-                f"{r['fraction_of_flop_speedup']:.0%} |"
-            )
-        lines.append("")
+        lines += _table(
+            [
+                "frozen, alternating steps",
+                "px",
+                "batch",
+                "hit s/step",
+                "recomputed s/step",
+                "speed-up",
+                "FLOPs predict",
+                "fraction",
+            ],
+            [
+                [
+                    r["size"],
+                    str(r["image_size"]),
+                    str(r["batch"]),
+                    f"{r['sec_hit']:.2f}",
+                    f"{r['sec_recomputed']:.2f}",
+                    f"{r['speedup']:.2f}x",
+                    f"{r['flop_speedup']:.2f}x",
+                    f"{r['fraction_of_flop_speedup']:.0%}",
+                ]
+                for r in cache
+            ],
+        )
     ev = result.get("eval")
     if isinstance(ev, dict) and "speedup" in ev:
-        lines += [
-            "| evaluation (point1) | px | images | objects | official loop obj/s | samtune default obj/s (speed-up) | samtune, 4 images and all objects per decode (speed-up) |",
-            "|---|---|---|---|---|---|---|",
-            f"| {ev['model']} | {ev['image_size']} | {ev['images']} | {ev['objects']} | "
-            f"{ev['official_objects_per_s']:.2f} | {ev['samtune_objects_per_s']:.2f} ({ev['speedup']:.2f}x; "
-            f"image_batch {ev['samtune_image_batch']}, objects_per_decode {ev['samtune_objects_per_decode']}) | "
-            f"{ev['samtune_all_objects_per_decode_objects_per_s']:.2f} ({ev['speedup_all_objects_per_decode']:.2f}x) |",
-            "",
-        ]
+        settings = (
+            f"image_batch {ev['samtune_image_batch']}, "
+            f"objects_per_decode {ev['samtune_objects_per_decode']}"
+        )
+        lines += _table(
+            [
+                "evaluation (point1)",
+                "px",
+                "images",
+                "objects",
+                "official loop obj/s",
+                "samtune default obj/s (speed-up)",
+                "samtune, 4 images and all objects per decode (speed-up)",
+            ],
+            [
+                [
+                    ev["model"],
+                    str(ev["image_size"]),
+                    str(ev["images"]),
+                    str(ev["objects"]),
+                    f"{ev['official_objects_per_s']:.2f}",
+                    f"{ev['samtune_objects_per_s']:.2f} ({ev['speedup']:.2f}x; {settings})",
+                    f"{ev['samtune_all_objects_per_decode_objects_per_s']:.2f} "
+                    f"({ev['speedup_all_objects_per_decode']:.2f}x)",
+                ]
+            ],
+        )
     pr = result.get("predictor")
     if isinstance(pr, dict) and "overhead" in pr:
-        lines += [
-            "| predictor (set_image + predict) | px | official s | samtune s | overhead |",
-            "|---|---|---|---|---|",
-            f"| {pr['model']} | {pr['image_size']} | {pr['official_s']:.3f} | {pr['samtune_s']:.3f} | {pr['overhead']:+.1%} |",
-            "",
-        ]
+        lines += _table(
+            ["predictor (set_image + predict)", "px", "official s", "samtune s", "overhead"],
+            [
+                [
+                    pr["model"],
+                    str(pr["image_size"]),
+                    f"{pr['official_s']:.3f}",
+                    f"{pr['samtune_s']:.3f}",
+                    f"{pr['overhead']:+.1%}",
+                ]
+            ],
+        )
     for section in SECTIONS:
         if isinstance(result.get(section), dict) and "error" in result[section]:
             lines.append(f"{section}: not measured ({result[section]['error']})")
