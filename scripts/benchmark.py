@@ -46,6 +46,7 @@ if str(REPO) not in sys.path:
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+import yaml  # noqa: E402
 
 SIZES = ("sam2.1_hiera_tiny", "sam2.1_hiera_small", "sam2.1_hiera_base_plus", "sam2.1_hiera_large")
 TRAIN_CONFIGS = (
@@ -932,7 +933,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         key, sep, value = item.partition("=")
         if not sep or not key:
             p.error(f"--prompts takes KEY=VALUE items, got {item!r}")
-        args.prompt_overrides[key] = __import__("yaml").safe_load(value)
+        args.prompt_overrides[key] = yaml.safe_load(value)
     if args.quick:
         args.encoder_sizes, args.train_sizes = [SIZES[0]], [SIZES[0]]
         args.encoder_image_size = args.image_size = args.eval_image_size = (

@@ -88,7 +88,6 @@ class Evaluator:
                 f"got {objects_per_decode!r}"
             )
         self.objects_per_decode = objects_per_decode
-        self._chunk: int | None = None
 
     def settings_for(self, model: torch.nn.Module, device: torch.device) -> tuple[int, int | None]:
         """``(image_batch, objects_per_decode)`` with ``"auto"`` resolved for ``device``."""
@@ -131,7 +130,7 @@ class Evaluator:
         was_training = model.training
         model.eval()
         model.to(device)
-        image_batch, self._chunk = self.settings_for(model, torch.device(device))
+        image_batch, objects_per_decode = self.settings_for(model, torch.device(device))
         start = time.perf_counter()
         bar = self._progress_bar(dataset, max_images)
         objects = 0
@@ -146,7 +145,7 @@ class Evaluator:
                     max_images=max_images,
                 )
                 for batch in batches:
-                    self._evaluate_batch(model, batch, result)
+                    self._evaluate_batch(model, batch, result, objects_per_decode)
                     objects += int(batch.img_idx.numel())
                     if bar is not None:
                         bar.update(result.images + skipped.images - bar.n)
@@ -180,13 +179,17 @@ class Evaluator:
 
     # ------------------------------------------------------------------ protocols
     def _evaluate_batch(
-        self, model: torch.nn.Module, batch: ObjectBatch, result: EvalResult
+        self,
+        model: torch.nn.Module,
+        batch: ObjectBatch,
+        result: EvalResult,
+        objects_per_decode: int | None,
     ) -> None:
         image_size = int(model.image_size)
         images = engine.preprocess_like_predictor([s.image for s in batch.samples], image_size)
         device = batch.img_idx.device
         features = engine.encode(model, images.to(device))
-        runner = ProtocolRunner(model, features, batch, objects_per_decode=self._chunk)
+        runner = ProtocolRunner(model, features, batch, objects_per_decode=objects_per_decode)
         for protocol in self.protocols:
             outcome = runner.run(protocol, max_clicks=self.max_clicks)
             self._record(protocol, batch, outcome, result)
