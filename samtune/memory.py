@@ -54,8 +54,8 @@ class StepMemoryInputs:
     Attributes:
         image_size: ``model.image_size`` (square inputs).
         batch: images per step (``data.batch_size``).
-        objects_per_image: objects prompted per image (``prompts.max_objects_per_image``, or the
-            most any image has when that is null).
+        objects_per_image: objects prompted per image (``prompts.max_objects_per_image``; a
+            mean where it is known, as in the benchmark).
         prompt_steps: decoder passes per object (1 + ``prompts.correction_clicks``).
         encoder: ``frozen`` (no gradient through the encoder), ``lora`` or ``full``.
         total_params: all parameters of the model.
@@ -68,7 +68,7 @@ class StepMemoryInputs:
 
     image_size: int
     batch: int
-    objects_per_image: int
+    objects_per_image: float
     prompt_steps: int
     encoder: str
     total_params: int
@@ -79,9 +79,11 @@ class StepMemoryInputs:
     bf16: bool = False
 
     def __post_init__(self) -> None:
-        for key in ("image_size", "batch", "objects_per_image", "prompt_steps"):
+        for key in ("image_size", "batch", "prompt_steps"):
             if int(getattr(self, key)) < 1:
                 raise ValueError(f"{key} must be a positive integer, got {getattr(self, key)!r}")
+        if not self.objects_per_image > 0:
+            raise ValueError(f"objects_per_image must be positive, got {self.objects_per_image!r}")
         if self.encoder not in ("frozen", "lora", "full"):
             raise ValueError(f"encoder must be frozen, lora or full, got {self.encoder!r}")
 
@@ -248,26 +250,58 @@ class MemoryBudgetError(RuntimeError):
 ALL_OBJECTS_ASSUMED = 64  # objects per image assumed when prompts.max_objects_per_image is null
 
 
-def step_inputs(cfg: Any, module: Any, precision: str) -> StepMemoryInputs:
-    """The memory-relevant settings of a composed ``train`` config and its built module."""
-    speed = cfg.get("speed") or {}
+def module_inputs(
+    module: Any,
+    *,
+    batch: int,
+    objects_per_image: float,
+    bf16: bool,
+    activation_checkpointing: bool | None = None,
+    checkpoint_prompt_steps: bool | None = None,
+) -> StepMemoryInputs:
+    """The inputs of :func:`estimate_step_memory` for a built ``SamTuneModule``.
+
+    The checkpointing switches default to what the module does (``module.checkpoint_prompt_steps``;
+    activation checkpointing when its Hiera blocks are wrapped).
+    """
+    from samtune.checkpointing import hiera_blocks
+
     adapter = module.adapter
     encoder = "frozen" if not adapter.encoder_trainable else adapter.name
     if encoder not in ("lora", "full"):
         encoder = "full"
-    cap = getattr(module.prompts, "max_objects_per_image", None)
+    if activation_checkpointing is None:
+        activation_checkpointing = any(
+            "forward" in vars(b) for b in hiera_blocks(module.model)
+        )  # enable_activation_checkpointing replaces each block's forward on the instance
+    if checkpoint_prompt_steps is None:
+        checkpoint_prompt_steps = bool(module.checkpoint_prompt_steps)
     return StepMemoryInputs(
         image_size=int(module.spec.image_size),
-        batch=int(cfg.data.get("batch_size", 1)),
-        objects_per_image=int(cap) if cap else ALL_OBJECTS_ASSUMED,
+        batch=int(batch),
+        objects_per_image=objects_per_image,
         prompt_steps=1 + int(getattr(module.prompts, "correction_clicks", 0)),
         encoder=encoder,
         total_params=int(module.param_report["total"]),
         trainable_params=int(module.param_report["trainable"]),
         encoder_units=encoder_units(module.model),
+        activation_checkpointing=bool(activation_checkpointing),
+        checkpoint_prompt_steps=bool(checkpoint_prompt_steps),
+        bf16=bool(bf16),
+    )
+
+
+def step_inputs(cfg: Any, module: Any, precision: str) -> StepMemoryInputs:
+    """The memory-relevant settings of a composed ``train`` config and its built module."""
+    speed = cfg.get("speed") or {}
+    cap = getattr(module.prompts, "max_objects_per_image", None)
+    return module_inputs(
+        module,
+        batch=int(cfg.data.get("batch_size", 1)),
+        objects_per_image=int(cap) if cap else ALL_OBJECTS_ASSUMED,
+        bf16="bf16" in str(precision),
         activation_checkpointing=bool(speed.get("activation_checkpointing", False)),
         checkpoint_prompt_steps=bool(speed.get("checkpoint_prompt_steps", False)),
-        bf16="bf16" in str(precision),
     )
 
 
