@@ -22,7 +22,10 @@ WHEN = ("auto", "always", "never")
 
 
 def stdout_is_terminal() -> bool:
-    """Whether standard output is an interactive terminal (else a file, a pipe, a batch log)."""
+    """Whether standard output is interactive: a terminal, or a Jupyter kernel (whose widgets draw
+    progress bars), else a file, a pipe or a batch log."""
+    if "ipykernel" in sys.modules:
+        return True
     try:
         return sys.stdout.isatty()
     except (AttributeError, ValueError):
