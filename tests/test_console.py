@@ -98,6 +98,7 @@ def test_noise_filter_keeps_real_messages():
 
     f = NoiseFilter()
     assert not f.filter(record("💡 Tip: For seamless cloud logging, try installing [litlogger]"))
+    assert not f.filter(record("Computing image embeddings for the provided image..."))
     assert f.filter(record("GPU available: False, used: False"))
     assert f.filter(record("the loss is NaN at step 3"))
 

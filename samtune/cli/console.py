@@ -19,6 +19,10 @@ NOISE_MESSAGES: tuple[str, ...] = (
     r"Tip: For seamless cloud",  # Lightning's litlogger / litmodels advertisements
     r"\blitlogger\b",
     r"\blitmodels\b",
+    # sam2's SAM2ImagePredictor.set_image, three lines per image on the root logger
+    r"^For numpy array image, we assume \(HxWxC\) format$",
+    r"^Computing image embeddings for the provided image\.\.\.$",
+    r"^Image embeddings computed\.$",
 )
 # (category, message regex) of deprecation warnings raised inside dependencies, not samtune.
 NOISE_WARNINGS: tuple[tuple[type[Warning], str], ...] = (
