@@ -11,13 +11,13 @@ from samtune.cli._hydra import run_hydra_app
 
 def task(cfg: DictConfig) -> float | None:
     """Run one training job; the return value (best val mIoU) lets Hydra sweepers optimise it."""
-    from samtune.memory import MemoryBudgetError
-    from samtune.training import run_training
+    from samtune.training.memory import MemoryBudgetError
+    from samtune.training.run import run_training
 
     try:
         summary = run_training(cfg)
     except MemoryBudgetError as exc:  # a message for the user, not a traceback
-        logging.getLogger("samtune.memory").error("%s", exc)
+        logging.getLogger("samtune.training.memory").error("%s", exc)
         raise SystemExit(1) from None
     return (summary.get("best_val") or {}).get("val/miou")
 
