@@ -427,7 +427,8 @@ def train_job(job: dict[str, Any]) -> dict[str, Any]:
 def memory_estimate(module, job: dict[str, Any], objects: int) -> dict[str, Any]:
     """samtune's estimate of the step's peak memory (``samtune.training.memory``, what training checks
     before it starts), for the objects this step prompted, next to what was measured."""
-    from samtune.training.memory import estimate_step_memory, module_inputs
+    from samtune.training.memory import estimate_step_memory
+    from samtune.training.memory_check import module_inputs
 
     inputs = module_inputs(
         module,

@@ -12,7 +12,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from samtune.training.memory import fit_memory
+from samtune.training.memory_check import fit_memory
 from samtune.training.module import SamTuneModule
 from samtune.training.progress import stdout_is_terminal
 

@@ -1,4 +1,5 @@
-"""The training step's memory estimate and the check before training (samtune.training.memory)."""
+"""The training step's memory estimate (samtune.training.memory) and the check before training
+(samtune.training.memory_check)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from samtune.training.memory import (
     changes_to_fit,
     encoder_units,
     estimate_step_memory,
-    fit_memory,
 )
+from samtune.training.memory_check import fit_memory, module_inputs, step_inputs
 
 BASE = StepMemoryInputs(
     image_size=1024,
@@ -138,8 +139,6 @@ def smoke_run():
 
 def test_over_budget_stops_naming_the_settings_or_applies_them(smoke_run):
     cfg, module = smoke_run
-    from samtune.training.memory import step_inputs
-
     # the real tiny model: widths 96/192/384/768, 1/2/7/2 blocks at strides 4/8/16/32
     units = 96 / 16 + 2 * 192 / 64 + 7 * 384 / 256 + 2 * 768 / 1024
     assert encoder_units(module.model) == pytest.approx(units)
@@ -170,8 +169,6 @@ def test_over_budget_stops_naming_the_settings_or_applies_them(smoke_run):
     ]
     assert cfg.speed.checkpoint_prompt_steps is True and cfg.speed.activation_checkpointing is True
     assert module.checkpoint_prompt_steps
-    from samtune.training.memory import module_inputs
-
     applied = module_inputs(module, batch=2, objects_per_image=4, bf16=False)
     assert applied.activation_checkpointing and applied.checkpoint_prompt_steps
 
