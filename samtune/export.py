@@ -26,6 +26,7 @@ from samtune.models import (
     get_model_info,
     guess_size_from_state_dict,
 )
+from samtune.models.build import log_resolution
 from samtune.models.checkpoint import sha256_of
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,7 @@ def model_from_lightning_checkpoint(
     meta = ckpt["samtune"]
     name = str(meta["model"]["name"])
     size = int(image_size if image_size is not None else meta["model"]["image_size"])
+    log_resolution(path, int(meta["model"]["image_size"]), size)
     # float32 like a freshly built model (a bf16-true run stores bf16 weights)
     state = {
         k[len(MODEL_PREFIX) :]: v.float() if v.is_floating_point() else v
