@@ -10,14 +10,21 @@ from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf
 
-from samtune.cli._hydra import run_hydra_app
+from samtune.cli._hydra import command_line_keys, run_hydra_app
 
 
 def serve_task(cfg: DictConfig) -> None:
-    """Load the models and serve them until interrupted."""
+    """Load the models and serve them until interrupted.
+
+    ``model.image_size=N`` on the command line serves a file at ``N`` px like ``image_size=N``
+    (a resolution given on the command line beats the one recorded with the weights).
+    """
     from samtune.serving.run import serve
 
-    serve(OmegaConf.to_container(cfg, resolve=True))
+    config = OmegaConf.to_container(cfg, resolve=True)
+    if config.get("image_size") is None and "model.image_size" in command_line_keys():
+        config["image_size"] = int(cfg.model.image_size)
+    serve(config)
 
 
 def main() -> None:

@@ -1,0 +1,348 @@
+"""samtune-serve answers Roboflow's SAM 2 API as sam2's own predictor would, through the real
+``inference-sdk`` client and through raw HTTP."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import threading
+
+import httpx
+import numpy as np
+import pytest
+from conftest import SMALL_SIZE, make_blob_sample
+from serving_helpers import b64_image, best_masks, official_predictor, png_bytes, rle_to_mask
+
+from samtune.serving import EmbeddingCache, KeyCheck, Limits, ServedModel, Server, create_app
+from samtune.serving.run import background_server
+
+KEY = "secret-key"
+POINTS = [[{"x": 60, "y": 40, "positive": True}], [{"x": 20, "y": 80, "positive": True}]]
+# Roboflow boxes: centre x, y and width, height
+BOXES = [
+    {"x": 60, "y": 45, "width": 50, "height": 40},
+    {"x": 30, "y": 60, "width": 40, "height": 50},
+]
+LIMITS = Limits(
+    max_body_bytes=2**20, max_image_pixels=20_000, max_prompts=4, max_points_per_prompt=8
+)
+
+
+@pytest.fixture(scope="module")
+def image() -> np.ndarray:
+    return make_blob_sample().image  # 96 x 120 RGB
+
+
+@pytest.fixture(scope="module")
+def png(image, tmp_path_factory):
+    path = tmp_path_factory.mktemp("img") / "blobs.png"
+    path.write_bytes(png_bytes(image))
+    return path
+
+
+@pytest.fixture(scope="module")
+def official(tiny_checkpoint):
+    return official_predictor(tiny_checkpoint, SMALL_SIZE)
+
+
+@pytest.fixture(scope="module")
+def service(tiny_checkpoint):
+    """A server on a free 127.0.0.1 port with one key and small limits; yields (url, model)."""
+    served = ServedModel.load(None, tiny_checkpoint, image_size=SMALL_SIZE)
+    server = Server(
+        {served.version_id: served},
+        cache=EmbeddingCache(64 * 2**20),
+        keys=KeyCheck([KEY]),
+        limits=LIMITS,
+    )
+    with background_server(create_app(server)) as url:
+        yield url, served
+
+
+def post(url: str, route: str, body: dict, **kwargs) -> httpx.Response:
+    return httpx.post(f"{url}{route}?api_key={KEY}", json=body, timeout=60, **kwargs)
+
+
+def client(url: str, key: str = KEY):
+    from inference_sdk import InferenceHTTPClient
+
+    return InferenceHTTPClient(api_url=url, api_key=key)
+
+
+def test_client_masks_equal_the_official_predictor(service, official, png, image):
+    pytest.importorskip("inference_sdk")
+    url, served = service
+    assert served.version_id == "hiera_tiny" and served.image_size == SMALL_SIZE
+    coords = np.array([[[p["x"], p["y"]] for p in pts] for pts in POINTS], dtype=float)
+    expected, scores = best_masks(
+        official, image, point_coords=coords, point_labels=np.ones((2, 1)), multimask_output=True
+    )
+    answer = client(url).sam2_segment_image(
+        str(png),
+        prompts=[{"points": pts} for pts in POINTS],
+        sam2_version_id="hiera_tiny",
+        multimask_output=True,
+        mask_input_format="rle",
+    )
+    preds = answer["predictions"]
+    assert [p["format"] for p in preds] == ["rle", "rle"]
+    got = np.stack([rle_to_mask(p["masks"]) for p in preds])
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_allclose([p["confidence"] for p in preds], scores, rtol=1e-5)
+    # the comparison has teeth: the two prompts give two different, non-trivial masks
+    assert not np.array_equal(expected[0], expected[1])
+    assert all(0 < m.sum() < m.size for m in expected)
+
+    # boxes (centre + size) and the default polygon format
+    xyxy = np.array(
+        [
+            [
+                b["x"] - b["width"] / 2,
+                b["y"] - b["height"] / 2,
+                b["x"] + b["width"] / 2,
+                b["y"] + b["height"] / 2,
+            ]
+            for b in BOXES
+        ]
+    )
+    expected, _ = best_masks(official, image, box=xyxy, multimask_output=False)
+    answer = client(url).sam2_segment_image(
+        str(png), prompts=[{"box": b} for b in BOXES], multimask_output=False
+    )
+    for pred, mask in zip(answer["predictions"], expected, strict=True):
+        assert pred["format"] == "polygon"
+        filled = fill_polygons(pred["masks"], mask.shape)
+        assert filled[mask].all()  # the external contours enclose every mask pixel
+        for polygon in pred["masks"]:
+            xs, ys = np.array(polygon).T
+            assert mask[ys, xs].all()  # and run along mask pixels
+
+
+def fill_polygons(polygons: list, shape: tuple[int, int]) -> np.ndarray:
+    import cv2
+
+    canvas = np.zeros(shape, np.uint8)
+    for polygon in polygons:
+        if polygon:
+            cv2.fillPoly(canvas, [np.array(polygon, np.int32)], 1)
+            cv2.polylines(canvas, [np.array(polygon, np.int32)], True, 1)
+    return canvas.astype(bool)
+
+
+def test_embed_once_then_segment_by_image_id_raw_http(service, official, png, image):
+    url, served = service
+    before = served.encodes
+    r = post(
+        url, "/sam2/embed_image", {"image": b64_image(png.read_bytes()), "image_id": "img-001"}
+    )
+    assert r.status_code == 200 and r.json()["image_id"] == "img-001" and r.json()["time"] >= 0
+    # without image_id the id is Roboflow's: md5 of the RGB bytes, 12 hex digits
+    other = image.copy()
+    other[5, 5] = [7, 8, 9]
+    r = post(url, "/sam2/embed_image", {"image": b64_image(png_bytes(other))})
+    assert r.json()["image_id"] == hashlib.md5(other.tobytes()).hexdigest()[:12]
+    assert served.encodes == before + 2
+    # segment by image_id alone: no image, no encoder run; binary answer (.npz)
+    body = {
+        "image_id": "img-001",
+        "prompts": {
+            "prompts": [
+                {
+                    "points": [
+                        {"x": 60, "y": 40, "positive": True},
+                        {"x": 20, "y": 80, "positive": False},
+                    ]
+                }
+            ]
+        },
+        "format": "binary",
+        "multimask_output": True,
+        "sam2_version_id": "hiera_tiny",
+    }
+    r = post(url, "/sam2/segment_image", body)
+    assert r.status_code == 200, r.text
+    npz = np.load(io.BytesIO(r.content))
+    expected, scores = best_masks(
+        official,
+        image,
+        point_coords=np.array([[60.0, 40.0], [20.0, 80.0]]),
+        point_labels=np.array([1, 0]),
+        multimask_output=True,
+    )
+    np.testing.assert_array_equal(npz["masks"], expected)
+    assert npz["low_res_masks"].shape == (1, SMALL_SIZE // 4, SMALL_SIZE // 4)
+    np.testing.assert_allclose(npz["confidence"], scores, rtol=1e-5)
+    # the same call on the sam3 alias, a flat list of prompts, JSON RLE
+    body.update(format="rle", prompts=body["prompts"]["prompts"])
+    r = post(url, "/sam3/visual_segment", body)
+    np.testing.assert_array_equal(rle_to_mask(r.json()["predictions"][0]["masks"]), expected[0])
+    assert served.encodes == before + 2
+
+
+def test_client_numpy_image_travels_as_jpeg(service, official, image):
+    """The client sends a numpy array (OpenCV's BGR order) as JPEG; the server decodes it as
+    Roboflow's does, so the masks equal the predictor's on the decoded JPEG."""
+    pytest.importorskip("inference_sdk")
+    import cv2
+    from inference_sdk.http.utils.encoding import numpy_array_to_base64_jpeg
+
+    url, _ = service
+    bgr = np.ascontiguousarray(image[:, :, ::-1])
+    jpeg = __import__("base64").b64decode(numpy_array_to_base64_jpeg(bgr))
+    decoded = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]
+    expected, _ = best_masks(
+        official,
+        np.ascontiguousarray(decoded),
+        point_coords=np.array([[60.0, 40.0]]),
+        point_labels=np.array([1]),
+        multimask_output=True,
+    )
+    answer = client(url).sam2_segment_image(
+        bgr, prompts=[{"points": POINTS[0]}], mask_input_format="rle"
+    )
+    np.testing.assert_array_equal(rle_to_mask(answer["predictions"][0]["masks"]), expected[0])
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        ({"image": {"type": "base64", "value": "@@not base64@@"}}, 400, "image.value"),
+        ({"image": b64_image(b"hello, not an image")}, 400, "image"),
+        ({"image": {"type": "url", "value": "http://example.com/a.png"}}, 400, "image.type"),
+        ({"image_id": "never-embedded"}, 400, "image"),
+        ({"image_id": "img-001", "sam2_version_id": "hiera_large"}, 400, "sam2_version_id"),
+        ({"image_id": "img-001", "format": "png"}, 400, "format"),
+        (
+            {
+                "image_id": "img-001",
+                "prompts": [{"box": {"x": 100, "y": 40, "width": 80, "height": 10}}],
+            },
+            400,
+            "prompts[0].box",
+        ),
+        (
+            {
+                "image_id": "img-001",
+                "prompts": [{"box": {"x": 50, "y": 40, "width": 0, "height": 10}}],
+            },
+            400,
+            "prompts[0].box",
+        ),
+        ({"image_id": "img-001", "prompts": [{"points": [{"x": 500, "y": 4}]}]}, 400, "prompts[0]"),
+        (
+            {
+                "image_id": "img-001",
+                "prompts": [
+                    {"box": {"x": 50, "y": 40, "width": 10, "height": 10}},
+                    {"points": [{"x": 5, "y": 4}]},
+                ],
+            },
+            400,
+            "prompts[1]",
+        ),
+        (
+            {
+                "image_id": "img-001",
+                "prompts": [
+                    {"points": [{"x": 5, "y": 4}]},
+                    {"points": [{"x": 5, "y": 4}, {"x": 6, "y": 4}]},
+                ],
+            },
+            400,
+            "prompts[1]",
+        ),
+        ({"image_id": "img-001", "prompts": [{"points": [{"x": 5, "y": 4}]}] * 5}, 400, "prompts"),
+        (
+            {"image_id": "img-001", "prompts": [{"points": [{"x": 5, "y": 4}] * 9}]},
+            400,
+            "prompts[0].points",
+        ),
+        (
+            {"image_id": "img-001", "prompts": [{"points": [{"x": "left", "y": 4}]}]},
+            422,
+            "prompts.prompts[0].points[0].x",
+        ),
+        ({"image_id": "img-001", "multimask_output": "maybe"}, 422, "multimask_output"),
+        ({"image_id": "img-001", "mask_input": [[[1, 2]]]}, 400, "mask_input"),
+        ({"image_id": "x" * 300}, 422, "image_id"),
+        ({"image": b64_image(png_bytes(np.zeros((150, 150, 3), np.uint8)))}, 413, "image"),
+        ({"image": {"type": "base64", "value": "A" * (2**20 + 8)}}, 413, "body"),
+    ],
+)
+def test_bad_requests_get_4xx_json_naming_the_field(service, png, body, status, field):
+    url, _ = service
+    post(url, "/sam2/embed_image", {"image": b64_image(png.read_bytes()), "image_id": "img-001"})
+    r = post(url, "/sam2/segment_image", body)
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/json")
+    answer = r.json()
+    assert answer["field"] == field and answer["message"], answer
+    assert "Traceback" not in r.text
+
+
+def test_invalid_json_is_422_naming_the_body(service):
+    url, _ = service
+    r = httpx.post(
+        f"{url}/sam2/segment_image?api_key={KEY}",
+        content=b"{not json",
+        headers={"content-type": "application/json"},
+        timeout=60,
+    )
+    assert r.status_code == 422 and r.json()["field"] == "body"
+
+
+def test_api_key_from_query_body_or_bearer(service, png):
+    url, _ = service
+    body = {"image": b64_image(png.read_bytes()), "image_id": "img-001"}
+    route = f"{url}/sam2/embed_image"
+    assert httpx.post(route, json=body, timeout=60).status_code == 401
+    r = httpx.post(route + "?api_key=wrong", json=body, timeout=60)
+    assert r.status_code == 403 and r.json()["field"] == "api_key"
+    assert httpx.post(route, json={**body, "api_key": KEY}, timeout=60).status_code == 200
+    headers = {"Authorization": f"Bearer {KEY}"}
+    assert httpx.post(route, json=body, headers=headers, timeout=60).status_code == 200
+    assert httpx.get(f"{url}/info", timeout=60).status_code == 401
+    info = httpx.get(f"{url}/info", headers=headers, timeout=60).json()
+    assert info["auth"] is True and info["models"][0]["image_size"] == SMALL_SIZE
+    assert httpx.get(f"{url}/health", timeout=60).json()["status"] == "ok"
+
+
+def test_client_sees_the_errors(service, png):
+    pytest.importorskip("inference_sdk")
+    from inference_sdk.http.errors import HTTPCallErrorError
+
+    url, _ = service
+    with pytest.raises(HTTPCallErrorError) as err:
+        client(url, "wrong").sam2_segment_image(str(png), prompts=[{"points": POINTS[0]}])
+    assert err.value.status_code == 403
+    with pytest.raises(HTTPCallErrorError) as err:
+        client(url).sam2_segment_image(
+            str(png), prompts=[{"points": POINTS[0]}], sam2_version_id="hiera_large"
+        )
+    assert err.value.status_code == 400 and "hiera_large" in err.value.api_message
+
+
+def test_concurrent_requests_for_a_new_image_encode_it_once(service, image):
+    url, served = service
+    fresh = image.copy()
+    fresh[0, 0] = [1, 2, 3]  # an image the cache has not seen
+    body = {
+        "image": b64_image(png_bytes(fresh)),
+        "image_id": "fresh",
+        "format": "rle",
+        "prompts": [{"points": POINTS[0]}],
+    }
+    before = served.encodes
+    answers: list = [None] * 6
+
+    def call(i: int) -> None:
+        answers[i] = post(url, "/sam2/segment_image", body)
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(answers))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert all(a is not None and a.status_code == 200 for a in answers)
+    assert len({a.json()["predictions"][0]["masks"]["counts"] for a in answers}) == 1
+    assert served.encodes == before + 1
