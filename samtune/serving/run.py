@@ -146,6 +146,24 @@ def startup_report(server: Server, *, host: str, port: int) -> str:
     return "\n".join(lines)
 
 
+class _PredictorChatter(logging.Filter):
+    """Drops the INFO lines ``SAM2ImagePredictor`` writes to the root logger on every image."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.levelno < logging.WARNING
+            and record.name == "root"
+            and record.pathname.replace("\\", "/").endswith("sam2/sam2_image_predictor.py")
+        )
+
+
+def quiet_predictor_logs() -> None:
+    """Keep sam2's per-request INFO lines out of the server's log (warnings still pass)."""
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, _PredictorChatter) for f in handler.filters):
+            handler.addFilter(_PredictorChatter())
+
+
 def serve(cfg: Mapping[str, Any]) -> None:
     """Load the models, say what is served, and run uvicorn until interrupted."""
     import uvicorn
@@ -155,8 +173,11 @@ def serve(cfg: Mapping[str, Any]) -> None:
     server = build_server(cfg)
     host, port = str(cfg.get("host", "127.0.0.1")), int(cfg.get("port", 9001))
     report = startup_report(server, host=host, port=port)
-    log.warning(report) if not server.keys.enabled else log.info(report)
-    print(report, flush=True)
+    if server.keys.enabled:
+        log.info(report)
+    else:
+        log.warning(report)
+    quiet_predictor_logs()
     uvicorn.run(
         create_app(server), host=host, port=port, log_level=str(cfg.get("log_level", "info"))
     )
