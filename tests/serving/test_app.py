@@ -346,3 +346,73 @@ def test_concurrent_requests_for_a_new_image_encode_it_once(service, image):
     assert all(a is not None and a.status_code == 200 for a in answers)
     assert len({a.json()["predictions"][0]["masks"]["counts"] for a in answers}) == 1
     assert served.encodes == before + 1
+
+
+def concurrent_mix(url: str, official, image: np.ndarray, *, clients: int, rounds: int) -> None:
+    """``clients`` threads send segment calls over two images and two prompt sets in a bounded
+    loop; every answer must be the official mask of its own image and prompts (no cross-talk)."""
+    images = [image, np.ascontiguousarray(image[::-1])]
+    prompt_sets = [[{"points": POINTS[0]}], [{"box": BOXES[0]}]]
+    expected = {}
+    for i, img in enumerate(images):
+        official.set_image(img)
+        for j, prompts in enumerate(prompt_sets):
+            if "points" in prompts[0]:
+                p = prompts[0]["points"][0]
+                kwargs = {
+                    "point_coords": np.array([[p["x"], p["y"]]]),
+                    "point_labels": np.array([1]),
+                }
+            else:
+                b = prompts[0]["box"]
+                kwargs = {
+                    "box": np.array(
+                        [
+                            b["x"] - b["width"] / 2,
+                            b["y"] - b["height"] / 2,
+                            b["x"] + b["width"] / 2,
+                            b["y"] + b["height"] / 2,
+                        ]
+                    )
+                }
+            expected[i, j] = best_masks(official, img, multimask_output=True, **kwargs)[0][0]
+    bodies = {
+        (i, j): {
+            "image": b64_image(png_bytes(img)),
+            "image_id": f"mix-{i}",
+            "format": "rle",
+            "prompts": prompts,
+        }
+        for i, img in enumerate(images)
+        for j, prompts in enumerate(prompt_sets)
+    }
+    failures: list = []
+
+    def worker(k: int) -> None:
+        with httpx.Client(timeout=120) as http:
+            for r in range(rounds):
+                key = ((k + r) % 2, (k // 2 + r) % 2)
+                answer = http.post(f"{url}/sam2/segment_image?api_key={KEY}", json=bodies[key])
+                if answer.status_code != 200:
+                    failures.append((key, answer.text))
+                    continue
+                got = rle_to_mask(answer.json()["predictions"][0]["masks"])
+                if not np.array_equal(got, expected[key]):
+                    failures.append((key, "mask differs"))
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    assert not any(t.is_alive() for t in threads)
+    assert failures == []
+
+
+def test_concurrent_requests_get_their_own_masks(service, official, image):
+    concurrent_mix(service[0], official, image, clients=4, rounds=3)
+
+
+@pytest.mark.slow
+def test_concurrency_soak(service, official, image):
+    concurrent_mix(service[0], official, image, clients=16, rounds=15)
