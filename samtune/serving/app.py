@@ -80,7 +80,7 @@ class Server:
             The embedding, its image id and whether it came from the cache.
         """
         if image_id is not None:
-            found = self.cache.get((served.version_id, image_id))
+            found = self.cache.get((served.version_id, image_id), count_miss=False)
             if found is not None:
                 return found, image_id, True
             if image is None:

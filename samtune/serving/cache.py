@@ -70,10 +70,14 @@ class EmbeddingCache:
         with self._lock:
             return key in self._items
 
-    def get(self, key: Hashable) -> Embedding | None:
-        """The cached embedding (now the most recently used), or None."""
+    def get(self, key: Hashable, *, count_miss: bool = True) -> Embedding | None:
+        """The cached embedding (now the most recently used), or None.
+
+        ``count_miss=False`` leaves a miss out of the statistics (a look before
+        :meth:`get_or_compute`, which counts it).
+        """
         with self._lock:
-            return self._get(key)
+            return self._get(key, count_miss=count_miss)
 
     def put(self, key: Hashable, value: Embedding) -> None:
         """Keep ``value`` under ``key``, evicting the least recently used to stay in budget."""
@@ -123,10 +127,10 @@ class EmbeddingCache:
                 "evictions": self.evictions,
             }
 
-    def _get(self, key: Hashable) -> Embedding | None:
+    def _get(self, key: Hashable, *, count_miss: bool = True) -> Embedding | None:
         value = self._items.get(key)
         if value is None:
-            self.misses += 1
+            self.misses += int(count_miss)
             return None
         self._items.move_to_end(key)
         self.hits += 1

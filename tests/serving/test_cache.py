@@ -62,3 +62,11 @@ def test_a_failed_computation_is_not_cached_and_waiters_retry():
         cache.get_or_compute(("m", "x"), lambda: (_ for _ in ()).throw(RuntimeError("boom")))
     value, cached = cache.get_or_compute(("m", "x"), lambda: emb(40))
     assert not cached and value.nbytes == 40 and len(cache) == 1
+
+
+def test_statistics_count_each_miss_once():
+    cache = EmbeddingCache(max_bytes=10_000)
+    assert cache.get(("m", "a"), count_miss=False) is None
+    cache.get_or_compute(("m", "a"), lambda: emb(40))
+    cache.get_or_compute(("m", "a"), lambda: emb(40))
+    assert (cache.stats()["misses"], cache.stats()["hits"]) == (1, 1)
