@@ -10,6 +10,7 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 CLIENT_PINS ?= inference-sdk==1.8.3 dataclasses-json==0.6.7 marshmallow==3.26.2 \
 	typing-inspect==0.9.0 mypy-extensions==1.2.0 backoff==2.2.1 tldextract==5.1.3 \
 	requests-file==3.0.1 supervision==0.30.9 pyDeprecate==0.13.0 defusedxml==0.7.1
+DEMO_ARGS ?=
 
 .PHONY: setup test test-all demo lint format benchmark clean
 
@@ -31,7 +32,7 @@ test-all: setup
 	$(PY) -m pytest -q -m "slow or not slow"
 
 demo: setup
-	$(PY) scripts/demo.py
+	$(PY) scripts/demo.py $(DEMO_ARGS)
 
 lint: setup
 	$(PY) -m ruff check samtune tests scripts

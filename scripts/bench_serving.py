@@ -204,8 +204,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import httpx
     from sam2.sam2_image_predictor import SAM2ImagePredictor
 
+    from samtune.inference.predict import fit_feature_sizes
     from samtune.models import build_sam2_model
-    from samtune.predict import fit_feature_sizes
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -352,7 +352,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def table(results: dict[str, Any]) -> str:
     """The results as Markdown tables."""
-    from samtune.evaluation.document import Heading, Paragraph, Table, to_markdown
+    from samtune.evaluation.report.render import Heading, Paragraph, Table, to_markdown
 
     lat = Table(["call", "p50 ms", "p95 ms", "n", "p50 vs in-process", "server handler p50 ms"])
     for key, value in results["latency"].items():

@@ -49,15 +49,15 @@ def evaluate(cfg: DictConfig, out_dir: Path, data_name: str) -> dict[str, Path]:
         data_name: the data choice, recorded in the summary.
 
     Returns:
-        The written files (see :func:`samtune.evaluation.write_results`).
+        The written files (see :func:`samtune.evaluation.report.files.write_results`).
     """
     import lightning
     from hydra.utils import instantiate
 
     import samtune
-    from samtune.evaluation import write_results
-    from samtune.evaluation.volume_report import evaluate_dataset
-    from samtune.predict import load_sam2_model
+    from samtune.evaluation.evaluator import evaluate_dataset
+    from samtune.evaluation.report.files import write_results
+    from samtune.inference.predict import load_sam2_model
 
     lightning.seed_everything(int(cfg.seed), workers=True)
     spec = instantiate(cfg.model)
@@ -94,7 +94,7 @@ def evaluate(cfg: DictConfig, out_dir: Path, data_name: str) -> dict[str, Path]:
     }
     files = write_results(result, out_dir, summary=summary, volumes=volumes)
     if cfg.get("wandb"):
-        from samtune.evaluation.wandb_log import log_to_wandb
+        from samtune.evaluation.report.wandb_log import log_to_wandb
 
         run = _wandb_run(cfg, out_dir)
         run.config.update({"summary": summary}, allow_val_change=True)
@@ -110,7 +110,7 @@ def evaluate(cfg: DictConfig, out_dir: Path, data_name: str) -> dict[str, Path]:
 
 def task(cfg: DictConfig) -> None:
     """The Hydra task: evaluate into the run folder."""
-    from samtune.training import describe_data
+    from samtune.training.run import describe_data
 
     evaluate(cfg, _output_dir(), describe_data(cfg))
 

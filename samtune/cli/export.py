@@ -16,7 +16,12 @@ from samtune.cli._hydra import run_hydra_app
 
 def export_task(cfg: DictConfig) -> None:
     """Export ``cfg.ckpt`` to ``cfg.out`` (``format=samtune`` or ``roboflow``) and print the files."""
-    from samtune.export import ROBOFLOW_CONFIG, export_checkpoint, export_roboflow, sidecar_path
+    from samtune.models.export import (
+        ROBOFLOW_CONFIG,
+        export_checkpoint,
+        export_roboflow,
+        sidecar_path,
+    )
 
     fmt = str(cfg.get("format", "samtune")).lower()
     if fmt == "roboflow":

@@ -2,7 +2,7 @@
 
 from samtune.evaluation.clicks import center_points, error_center_clicks, tight_boxes
 from samtune.evaluation.evaluator import PROTOCOLS, Evaluator
-from samtune.evaluation.results import EvalResult, ObjectResult, write_results
+from samtune.evaluation.results import EvalResult, ObjectResult
 
 __all__ = [
     "PROTOCOLS",
@@ -12,5 +12,4 @@ __all__ = [
     "center_points",
     "error_center_clicks",
     "tight_boxes",
-    "write_results",
 ]

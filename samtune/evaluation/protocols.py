@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import torch
 
-from samtune import engine
 from samtune.evaluation.batching import ObjectBatch
 from samtune.evaluation.clicks import center_points, error_center_clicks, tight_boxes
 from samtune.metrics.functional import mask_iou
+from samtune.segmenter import sam2 as engine
 
 PROTOCOLS = ("point1", "box", "clicks")
 MASK_INPUT_CLAMP = 32.0  # SAM2ImagePredictor clamps the low-res logits it returns to +-32

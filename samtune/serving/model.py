@@ -62,7 +62,7 @@ class ServedModel:
     Args:
         version_id: the ``sam2_version_id`` that reaches it (None: from its size, ``hiera_tiny``...).
         model: the ``SAM2Base`` (moved to ``device``).
-        info: what :func:`samtune.predict.load_sam2_model` says about the weights.
+        info: what :func:`samtune.inference.predict.load_sam2_model` says about the weights.
         device: where it runs.
     """
 
@@ -76,7 +76,7 @@ class ServedModel:
     ) -> None:
         from sam2.sam2_image_predictor import SAM2ImagePredictor
 
-        from samtune.predict import fit_feature_sizes
+        from samtune.inference.predict import fit_feature_sizes
 
         self.version_id = version_id or VERSION_IDS[info["name"]]
         self.info = dict(info)
@@ -110,7 +110,7 @@ class ServedModel:
             image_size: serve at this resolution instead of the recorded one.
             device: ``cpu``, ``cuda``, ``cuda:1``, ...
         """
-        from samtune.predict import load_sam2_model
+        from samtune.inference.predict import load_sam2_model
 
         path = resolve_weights_path(ckpt)
         model, info = load_sam2_model(path, spec, image_size=image_size)

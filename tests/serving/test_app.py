@@ -10,11 +10,11 @@ import threading
 import httpx
 import numpy as np
 import pytest
-from conftest import SMALL_SIZE, make_blob_sample
-from serving_helpers import b64_image, best_masks, official_predictor, png_bytes, rle_to_mask
 
 from samtune.serving import EmbeddingCache, KeyCheck, Limits, ServedModel, Server, create_app
 from samtune.serving.run import background_server
+from tests.helpers import SMALL_SIZE, make_blob_sample
+from tests.serving.helpers import b64_image, best_masks, official_predictor, png_bytes, rle_to_mask
 
 KEY = "secret-key"
 POINTS = [[{"x": 60, "y": 40, "positive": True}], [{"x": 20, "y": 80, "positive": True}]]

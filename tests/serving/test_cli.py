@@ -12,14 +12,14 @@ import time
 import httpx
 import numpy as np
 import pytest
-from conftest import REPO, SMALL_SIZE, make_blob_sample
 from hydra import initialize_config_dir
-from serving_helpers import b64_image, best_masks, official_predictor, png_bytes, rle_to_mask
-from test_export import make_lightning_checkpoint
 
-from samtune.adapters import LoRAAdapter
 from samtune.cli._hydra import CONFIG_DIR
+from samtune.models.adapters import LoRAAdapter
 from samtune.serving.run import build_server, startup_report
+from tests.helpers import REPO, SMALL_SIZE, make_blob_sample
+from tests.models.helpers import make_lightning_checkpoint
+from tests.serving.helpers import b64_image, best_masks, official_predictor, png_bytes, rle_to_mask
 
 
 def compose(name: str, overrides: list[str]):
