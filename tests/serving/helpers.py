@@ -5,9 +5,22 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
+import httpx
 import numpy as np
 
+from samtune.serving import Limits
+
 SAM2_CONFIG = "configs/sam2.1/sam2.1_hiera_t.yaml"
+KEY = "secret-key"
+POINTS = [[{"x": 60, "y": 40, "positive": True}], [{"x": 20, "y": 80, "positive": True}]]
+# Roboflow boxes: centre x, y and width, height
+BOXES = [
+    {"x": 60, "y": 45, "width": 50, "height": 40},
+    {"x": 30, "y": 60, "width": 40, "height": 50},
+]
+LIMITS = Limits(
+    max_body_bytes=2**20, max_image_pixels=20_000, max_prompts=4, max_points_per_prompt=8
+)
 
 
 def official_predictor(checkpoint: Path, image_size: int):
@@ -70,3 +83,13 @@ def rle_to_mask(rle: dict) -> np.ndarray:
     from pycocotools import mask as mask_utils
 
     return mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode()}).astype(bool)
+
+
+def post(url: str, route: str, body: dict, **kwargs) -> httpx.Response:
+    return httpx.post(f"{url}{route}?api_key={KEY}", json=body, timeout=60, **kwargs)
+
+
+def client(url: str, key: str = KEY):
+    from inference_sdk import InferenceHTTPClient
+
+    return InferenceHTTPClient(api_url=url, api_key=key)

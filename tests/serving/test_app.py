@@ -11,62 +11,18 @@ import httpx
 import numpy as np
 import pytest
 
-from samtune.serving import EmbeddingCache, KeyCheck, Limits, ServedModel, Server, create_app
-from samtune.serving.run import background_server
-from tests.helpers import SMALL_SIZE, make_blob_sample
-from tests.serving.helpers import b64_image, best_masks, official_predictor, png_bytes, rle_to_mask
-
-KEY = "secret-key"
-POINTS = [[{"x": 60, "y": 40, "positive": True}], [{"x": 20, "y": 80, "positive": True}]]
-# Roboflow boxes: centre x, y and width, height
-BOXES = [
-    {"x": 60, "y": 45, "width": 50, "height": 40},
-    {"x": 30, "y": 60, "width": 40, "height": 50},
-]
-LIMITS = Limits(
-    max_body_bytes=2**20, max_image_pixels=20_000, max_prompts=4, max_points_per_prompt=8
+from tests.helpers import SMALL_SIZE
+from tests.serving.helpers import (
+    BOXES,
+    KEY,
+    POINTS,
+    b64_image,
+    best_masks,
+    client,
+    png_bytes,
+    post,
+    rle_to_mask,
 )
-
-
-@pytest.fixture(scope="module")
-def image() -> np.ndarray:
-    return make_blob_sample().image  # 96 x 120 RGB
-
-
-@pytest.fixture(scope="module")
-def png(image, tmp_path_factory):
-    path = tmp_path_factory.mktemp("img") / "blobs.png"
-    path.write_bytes(png_bytes(image))
-    return path
-
-
-@pytest.fixture(scope="module")
-def official(tiny_checkpoint):
-    return official_predictor(tiny_checkpoint, SMALL_SIZE)
-
-
-@pytest.fixture(scope="module")
-def service(tiny_checkpoint):
-    """A server on a free 127.0.0.1 port with one key and small limits; yields (url, model)."""
-    served = ServedModel.load(None, tiny_checkpoint, image_size=SMALL_SIZE)
-    server = Server(
-        {served.version_id: served},
-        cache=EmbeddingCache(64 * 2**20),
-        keys=KeyCheck([KEY]),
-        limits=LIMITS,
-    )
-    with background_server(create_app(server)) as url:
-        yield url, served
-
-
-def post(url: str, route: str, body: dict, **kwargs) -> httpx.Response:
-    return httpx.post(f"{url}{route}?api_key={KEY}", json=body, timeout=60, **kwargs)
-
-
-def client(url: str, key: str = KEY):
-    from inference_sdk import InferenceHTTPClient
-
-    return InferenceHTTPClient(api_url=url, api_key=key)
 
 
 def test_client_masks_equal_the_official_predictor(service, official, png, image):
@@ -201,125 +157,6 @@ def test_client_numpy_image_travels_as_jpeg(service, official, image):
         bgr, prompts=[{"points": POINTS[0]}], mask_input_format="rle"
     )
     np.testing.assert_array_equal(rle_to_mask(answer["predictions"][0]["masks"]), expected[0])
-
-
-@pytest.mark.parametrize(
-    ("body", "status", "field"),
-    [
-        ({"image": {"type": "base64", "value": "@@not base64@@"}}, 400, "image.value"),
-        ({"image": b64_image(b"hello, not an image")}, 400, "image"),
-        ({"image": {"type": "url", "value": "http://example.com/a.png"}}, 400, "image.type"),
-        ({"image_id": "never-embedded"}, 400, "image"),
-        ({"image_id": "img-001", "sam2_version_id": "hiera_large"}, 400, "sam2_version_id"),
-        ({"image_id": "img-001", "format": "png"}, 400, "format"),
-        (
-            {
-                "image_id": "img-001",
-                "prompts": [{"box": {"x": 100, "y": 40, "width": 80, "height": 10}}],
-            },
-            400,
-            "prompts[0].box",
-        ),
-        (
-            {
-                "image_id": "img-001",
-                "prompts": [{"box": {"x": 50, "y": 40, "width": 0, "height": 10}}],
-            },
-            400,
-            "prompts[0].box",
-        ),
-        ({"image_id": "img-001", "prompts": [{"points": [{"x": 500, "y": 4}]}]}, 400, "prompts[0]"),
-        (
-            {
-                "image_id": "img-001",
-                "prompts": [
-                    {"box": {"x": 50, "y": 40, "width": 10, "height": 10}},
-                    {"points": [{"x": 5, "y": 4}]},
-                ],
-            },
-            400,
-            "prompts[1]",
-        ),
-        (
-            {
-                "image_id": "img-001",
-                "prompts": [
-                    {"points": [{"x": 5, "y": 4}]},
-                    {"points": [{"x": 5, "y": 4}, {"x": 6, "y": 4}]},
-                ],
-            },
-            400,
-            "prompts[1]",
-        ),
-        ({"image_id": "img-001", "prompts": [{"points": [{"x": 5, "y": 4}]}] * 5}, 400, "prompts"),
-        (
-            {"image_id": "img-001", "prompts": [{"points": [{"x": 5, "y": 4}] * 9}]},
-            400,
-            "prompts[0].points",
-        ),
-        (
-            {"image_id": "img-001", "prompts": [{"points": [{"x": "left", "y": 4}]}]},
-            422,
-            "prompts.prompts[0].points[0].x",
-        ),
-        ({"image_id": "img-001", "multimask_output": "maybe"}, 422, "multimask_output"),
-        ({"image_id": "img-001", "mask_input": [[[1, 2]]]}, 400, "mask_input"),
-        ({"image_id": "x" * 300}, 422, "image_id"),
-        ({"image": b64_image(png_bytes(np.zeros((150, 150, 3), np.uint8)))}, 413, "image"),
-        ({"image": {"type": "base64", "value": "A" * (2**20 + 8)}}, 413, "body"),
-    ],
-)
-def test_bad_requests_get_4xx_json_naming_the_field(service, png, body, status, field):
-    url, _ = service
-    post(url, "/sam2/embed_image", {"image": b64_image(png.read_bytes()), "image_id": "img-001"})
-    r = post(url, "/sam2/segment_image", body)
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith("application/json")
-    answer = r.json()
-    assert answer["field"] == field and answer["message"], answer
-    assert "Traceback" not in r.text
-
-
-def test_invalid_json_is_422_naming_the_body(service):
-    url, _ = service
-    r = httpx.post(
-        f"{url}/sam2/segment_image?api_key={KEY}",
-        content=b"{not json",
-        headers={"content-type": "application/json"},
-        timeout=60,
-    )
-    assert r.status_code == 422 and r.json()["field"] == "body"
-
-
-def test_api_key_from_query_body_or_bearer(service, png):
-    url, _ = service
-    body = {"image": b64_image(png.read_bytes()), "image_id": "img-001"}
-    route = f"{url}/sam2/embed_image"
-    assert httpx.post(route, json=body, timeout=60).status_code == 401
-    r = httpx.post(route + "?api_key=wrong", json=body, timeout=60)
-    assert r.status_code == 403 and r.json()["field"] == "api_key"
-    assert httpx.post(route, json={**body, "api_key": KEY}, timeout=60).status_code == 200
-    headers = {"Authorization": f"Bearer {KEY}"}
-    assert httpx.post(route, json=body, headers=headers, timeout=60).status_code == 200
-    assert httpx.get(f"{url}/info", timeout=60).status_code == 401
-    info = httpx.get(f"{url}/info", headers=headers, timeout=60).json()
-    assert info["auth"] is True and info["models"][0]["image_size"] == SMALL_SIZE
-    assert httpx.get(f"{url}/health", timeout=60).json()["status"] == "ok"
-
-
-def test_client_sees_the_errors(service, png):
-    pytest.importorskip("inference_sdk")
-    from inference_sdk.http.errors import HTTPCallErrorError
-
-    url, _ = service
-    with pytest.raises(HTTPCallErrorError) as err:
-        client(url, "wrong").sam2_segment_image(str(png), prompts=[{"points": POINTS[0]}])
-    assert err.value.status_code == 403
-    with pytest.raises(HTTPCallErrorError) as err:
-        client(url).sam2_segment_image(
-            str(png), prompts=[{"points": POINTS[0]}], sam2_version_id="hiera_large"
-        )
-    assert err.value.status_code == 400 and "hiera_large" in err.value.api_message
 
 
 def test_concurrent_requests_for_a_new_image_encode_it_once(service, image):
