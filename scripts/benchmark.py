@@ -140,6 +140,7 @@ def cpu_has_native_bf16() -> bool:
 # ---------------------------------------------------------------------------- data
 def load_samples(data: Path | None, limit: int, *, seed: int = 0) -> list:
     """Up to ``limit`` nuclei-mini images as ``Sample`` (original resolution), or synthetic blobs."""
+    from samtune.data.datasets.synthetic import SyntheticDataset
     from samtune.data.sample import Sample
 
     samples = []
@@ -158,27 +159,11 @@ def load_samples(data: Path | None, limit: int, *, seed: int = 0) -> list:
             )
         if samples:
             return samples
-    rng = np.random.default_rng(seed)
-    for i in range(limit):  # synthetic: bright ellipses on a dark background
-        h, w = 256, 320
-        yy, xx = np.mgrid[:h, :w]
-        image = rng.integers(0, 40, size=(h, w, 3)).astype(np.uint8)
-        masks = []
-        for _ in range(12):
-            cy, cx, ry, rx = (
-                rng.uniform(0.1, 0.9) * h,
-                rng.uniform(0.1, 0.9) * w,
-                rng.uniform(6, 20),
-                rng.uniform(6, 20),
-            )
-            m = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
-            image[m] = rng.integers(150, 255, size=3)
-            masks.append(m)
-        samples.append(
-            Sample(
-                image=image, masks=np.stack(masks), meta={"file": f"synthetic{i}", "image_id": i}
-            )
-        )
+    # no data: samtune's synthetic data, 12 bright ellipses of 8-22 px radius per image
+    synthetic = SyntheticDataset(
+        num_images=limit, size=(256, 320), objects=(12, 12), radius=(0.03, 0.07), seed=seed
+    )
+    samples = [synthetic.load(i) for i in range(limit)]
     return samples
 
 

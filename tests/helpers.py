@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from samtune.data.datasets.synthetic import SyntheticDataset
 from samtune.data.sample import Sample
 
 REPO = Path(__file__).resolve().parents[1]
@@ -19,22 +20,14 @@ NIFTI_SPACING = (0.8, 0.7, 2.5)
 TINY_VOLUME_SHAPE = (32, 32, 6)
 
 
-def make_blob_sample(size: tuple[int, int] = (96, 120), n: int = 3, seed: int = 0):
-    """A synthetic image with ``n`` bright ellipses on a dark noisy background, and their masks."""
-    rng = np.random.default_rng(seed)
-    h, w = size
-    yy, xx = np.mgrid[:h, :w]
-    image = rng.integers(0, 40, size=(h, w, 3)).astype(np.uint8)
-    masks = []
-    for _ in range(n):
-        cy, cx = rng.uniform(0.2, 0.8) * h, rng.uniform(0.2, 0.8) * w
-        ry, rx = rng.uniform(0.08, 0.18) * h, rng.uniform(0.08, 0.18) * w
-        m = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
-        image[m] = rng.integers(150, 255, size=3)
-        masks.append(m)
-    return Sample(
-        image=image, masks=np.stack(masks), meta={"file": f"blob{seed}.png", "image_id": seed}
-    )
+def make_blob_sample(size: tuple[int, int] = (96, 120), n: int = 3, seed: int = 0) -> Sample:
+    """One image of samtune's synthetic data: ``n`` bright ellipses on a dark noisy background.
+
+    Named ``blob<seed>.png`` with ``image_id`` ``seed``, so samples of different seeds differ.
+    """
+    sample = SyntheticDataset(num_images=1, size=size, objects=(n, n), seed=seed).load(0)
+    sample.meta.update(file=f"blob{seed}.png", image_id=seed)
+    return sample
 
 
 def tiny_dataset(tmp_path: Path) -> tuple[Path, Path]:

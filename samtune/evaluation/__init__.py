@@ -1,6 +1,6 @@
 """Evaluation: fixed protocols (point1, box, clicks), results, reports and comparisons."""
 
-from samtune.evaluation.clicks import center_points, error_center_clicks, tight_boxes
+from samtune.evaluation.clicks import center_points, error_center_clicks
 from samtune.evaluation.evaluator import PROTOCOLS, Evaluator
 from samtune.evaluation.results import EvalResult, ObjectResult
 
@@ -11,5 +11,4 @@ __all__ = [
     "ObjectResult",
     "center_points",
     "error_center_clicks",
-    "tight_boxes",
 ]

@@ -39,7 +39,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from samtune.data.sample import DataError
+from samtune.data.io import IMAGE_SUFFIXES, read_image, read_size
 from samtune.models import (
     CheckpointError,
     ModelSpec,
@@ -54,8 +54,6 @@ from samtune.segmenter.sam2 import feature_sizes
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-TIFF_SUFFIXES = (".tif", ".tiff")
 VIDEO_PREDICTOR_TARGET = "sam2.sam2_video_predictor.SAM2VideoPredictor"
 # What ``sam2.build_sam.build_sam2_video_predictor`` sets on top of the image postprocessing.
 VIDEO_POSTPROCESSING_OVERRIDES = {"binarize_mask_from_pts_for_mem_enc": True, "fill_hole_area": 8}
@@ -292,20 +290,6 @@ class ObjectPrompt:
     box: np.ndarray | None = None
 
 
-def image_size_of(path: Path) -> tuple[int, int]:
-    """``(height, width)`` of an image file as :func:`read_image` reads it (header only, but TIFF)."""
-    from PIL import Image
-
-    if path.suffix.lower() in TIFF_SUFFIXES:
-        return read_image(path).shape[:2]
-    try:
-        with Image.open(path) as img:
-            width, height = img.size
-    except Exception as exc:  # PIL raises many types for unreadable files
-        raise DataError(f"image {path} cannot be read: {exc}") from exc
-    return height, width
-
-
 def _as_points(value: Any, where: str) -> np.ndarray:
     try:
         points = np.asarray(value, dtype=np.float64)
@@ -418,7 +402,7 @@ def read_prompts(
             raise PromptError(
                 f"{prompts_file}: image {image_name!r} needs a non-empty list of objects, got {objects!r}"
             )
-        height, width = image_size_of(image_path)
+        height, width = read_size(image_path)
         parsed[image_name] = [
             parse_object(
                 obj,
@@ -434,13 +418,6 @@ def read_prompts(
 # ---------------------------------------------------------------------------------------------
 # predicting a folder
 # ---------------------------------------------------------------------------------------------
-
-
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """An image file as ``H x W x 3`` uint8 RGB, converted as the datasets convert it."""
-    from samtune.data.io import read_image as read_dataset_image
-
-    return read_dataset_image(path)
 
 
 def coco_result(

@@ -69,7 +69,19 @@ class Decoded:
     object_score_logits: torch.Tensor
 
     def best(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per object, the mask logits and predicted IoU of the mask with the highest predicted IoU."""
+        """Per object, the mask logits and predicted IoU of the mask with the highest predicted IoU.
+
+        Returns:
+            ``N x 1 x S/4 x S/4`` logits and ``N`` predicted IoUs (the input itself when M = 1).
+
+        Raises:
+            ValueError: logits that are not ``N x M x H x W`` or IoUs that are not ``N x M``.
+        """
+        if self.low_res_logits.dim() != 4 or self.iou_pred.shape != self.low_res_logits.shape[:2]:
+            raise ValueError(
+                f"Decoded.best: expected N x M x H x W logits and N x M IoUs, got "
+                f"{tuple(self.low_res_logits.shape)} and {tuple(self.iou_pred.shape)}"
+            )
         idx = self.iou_pred.argmax(dim=1)
         rows = torch.arange(idx.numel(), device=idx.device)
         return self.low_res_logits[rows, idx].unsqueeze(1), self.iou_pred[rows, idx]

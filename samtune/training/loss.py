@@ -87,26 +87,6 @@ def mask_iou(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return inter / union.clamp(min=1.0)
 
 
-def select_best(mask_logits: torch.Tensor, iou_pred: torch.Tensor) -> torch.Tensor:
-    """Per object, the logits of the mask with the highest predicted IoU.
-
-    Args:
-        mask_logits: ``N x M x H x W`` logits.
-        iou_pred: ``N x M`` predicted IoUs.
-
-    Returns:
-        ``N x H x W`` logits (the input itself when M = 1).
-    """
-    if mask_logits.dim() != 4 or iou_pred.shape != mask_logits.shape[:2]:
-        raise ValueError(
-            f"select_best: expected N x M x H x W logits and N x M IoUs, got "
-            f"{tuple(mask_logits.shape)} and {tuple(iou_pred.shape)}"
-        )
-    best = iou_pred.argmax(dim=1)
-    rows = torch.arange(mask_logits.shape[0], device=mask_logits.device)
-    return mask_logits[rows, best]
-
-
 class SAM2Loss(torch.nn.Module):
     """SAM 2's loss: focal + dice on the best of the masks, IoU prediction on all, object score.
 

@@ -12,9 +12,10 @@ import torch
 
 from samtune import __version__
 from samtune.models.spec import ModelSpec
+from samtune.prompts.sampling import mask_to_box
 from samtune.segmenter.cache import EmbeddingCache, encode_frozen
 from samtune.segmenter.checkpointing import enable_activation_checkpointing, run_checkpointed
-from samtune.segmenter.sam2 import Decoded, Features, decode, encode, feature_sizes, upsample_logits
+from samtune.segmenter.sam2 import Decoded, Features, decode, encode, upsample_logits
 from samtune.training.optim import OptimConfig, param_groups, warmup_cosine
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,6 @@ class SamTuneModule(L.LightningModule):
         self.best_metrics: dict[str, float] = {}
         self._val_sums: dict[str, list[float]] = defaultdict(list)
         self._overlays: list[np.ndarray] = []
-        self._predictor = None
         # --- speed and memory (docs/performance.md)
         self.embedding_cache = None if adapter.encoder_trainable else embedding_cache
         if activation_checkpointing and adapter.encoder_trainable:
@@ -237,7 +237,7 @@ class SamTuneModule(L.LightningModule):
         self, features: Features, gt: torch.Tensor, img_idx: torch.Tensor, protocol: str
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Predicted masks (N x S x S bool) and clicks for one evaluation protocol at input resolution."""
-        from samtune.evaluation.clicks import center_points, tight_boxes
+        from samtune.evaluation.clicks import center_points
 
         size = tuple(gt.shape[-2:])
         if protocol == "point1":
@@ -247,7 +247,7 @@ class SamTuneModule(L.LightningModule):
             logits, _ = out.best()
             return upsample_logits(logits, size)[:, 0] > 0, pts
         if protocol == "box":
-            boxes = tight_boxes(gt.cpu()).to(gt.device)
+            boxes = mask_to_box(gt)
             out = decode(
                 self.model, features, img_idx, None, None, boxes=boxes, multimask_output=False
             )
@@ -345,23 +345,3 @@ class SamTuneModule(L.LightningModule):
             "version": __version__,
             "config": self.run_info.get("config", {}),
         }
-
-    # ----------------------------------------------------------------- prediction
-    def predict_step(self, batch: dict, batch_idx: int = 0, dataloader_idx: int = 0):
-        """Predict like ``SAM2ImagePredictor``: ``batch`` holds ``image`` (HxWx3 uint8) and the keyword
-        arguments of ``SAM2ImagePredictor.predict`` (``point_coords``, ``point_labels``, ``box``,
-        ``mask_input``, ``multimask_output``, ``return_logits``). Returns ``(masks, scores, low_res_logits)``.
-        """
-        from sam2.sam2_image_predictor import SAM2ImagePredictor
-
-        if self._predictor is None:
-            self._predictor = SAM2ImagePredictor(self.model)
-            self._predictor._bb_feat_sizes = feature_sizes(self.model)
-        kwargs = {k: v for k, v in batch.items() if k != "image"}
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            self._predictor.set_image(np.asarray(batch["image"]))
-            return self._predictor.predict(**kwargs)
-        finally:
-            self.model.train(was_training)

@@ -7,7 +7,8 @@ import pytest
 import torch
 from scipy.ndimage import distance_transform_edt
 
-from samtune.evaluation.clicks import center_points, error_center_clicks, tight_boxes
+from samtune.evaluation.clicks import center_points, error_center_clicks
+from samtune.prompts import mask_to_box
 
 
 def _deepest_reference(region: np.ndarray) -> tuple[float, int, int]:
@@ -66,19 +67,19 @@ def test_empty_mask_raises():
     with pytest.raises(ValueError, match="mask 1 is empty"):
         center_points(masks)
     with pytest.raises(ValueError, match="mask 1 is empty"):
-        tight_boxes(masks)
+        mask_to_box(masks)
 
 
-def test_tight_boxes_follow_sam2_mask_to_box():
-    from sam2.utils.misc import mask_to_box
+def test_box_prompt_follows_sam2_mask_to_box():
+    from sam2.utils.misc import mask_to_box as sam2_mask_to_box
 
     masks = torch.from_numpy(_random_blobs(10, seed=1))
-    ours = tight_boxes(masks)
-    ref = mask_to_box(masks[:, None])[:, 0].float()
+    ours = mask_to_box(masks)
+    ref = sam2_mask_to_box(masks[:, None])[:, 0].float()
     assert torch.equal(ours, ref)
     one = torch.zeros(1, 10, 12, dtype=torch.bool)
     one[0, 2:5, 7:11] = True
-    assert tight_boxes(one).tolist() == [[7.0, 2.0, 10.0, 4.0]]
+    assert mask_to_box(one).tolist() == [[7.0, 2.0, 10.0, 4.0]]
 
 
 def _square(mask: torch.Tensor, y0: int, x0: int, size: int) -> None:

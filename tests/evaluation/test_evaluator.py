@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from samtune.data.sample import Sample
-from samtune.evaluation import Evaluator, center_points, error_center_clicks, tight_boxes
+from samtune.evaluation import Evaluator, center_points, error_center_clicks
 from samtune.metrics import mask_iou, number_of_clicks
+from samtune.prompts import mask_to_box
 from tests.helpers import make_blob_sample
 
 MAX_CLICKS = 3
@@ -35,7 +36,7 @@ def _predictor_reference(model, samples: list[Sample]) -> dict:
     for sample in samples:
         predictor.set_image(sample.image)
         gt = torch.from_numpy(sample.masks)
-        centers, boxes = center_points(gt).numpy(), tight_boxes(gt).numpy()
+        centers, boxes = center_points(gt).numpy(), mask_to_box(gt).numpy()
         key = sample.meta["image_id"]
         for i in range(gt.shape[0]):
             masks, ious, low = predictor.predict(

@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 
 from samtune.data import VolumeDataModule
-from samtune.data.datamodules.volumes import VolumeGroupSampler, seeded_split
+from samtune.data.datamodules.base import seeded_split
+from samtune.data.datamodules.volumes import VolumeGroupSampler
 from samtune.evaluation.report.volumes import write_per_volume_csv
 from samtune.evaluation.results import EvalResult, ObjectResult
 from samtune.evaluation.volumes import volume_evaluation

@@ -12,10 +12,10 @@ import torch
 from PIL import Image
 
 from samtune import load_predictor, load_video_predictor
+from samtune.data.io import read_size
 from samtune.data.sample import DataError
 from samtune.inference.predict import (
     PromptError,
-    image_size_of,
     load_sam2_model,
     read_image,
     read_prompts,
@@ -356,7 +356,7 @@ def test_read_image_converts_to_rgb_uint8(tmp_path):
     chw = np.random.default_rng(0).random((3, 12, 10)).astype(np.float32)
     tifffile.imwrite(tmp_path / "c.tif", chw)
     assert read_image(tmp_path / "c.tif").shape == (12, 10, 3)
-    assert image_size_of(tmp_path / "c.tif") == (12, 10)
+    assert read_size(tmp_path / "c.tif") == (12, 10)
     (tmp_path / "bad.png").write_bytes(b"not an image")
     with pytest.raises(DataError, match="bad.png.*cannot read image"):
         read_image(tmp_path / "bad.png")

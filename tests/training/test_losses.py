@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from samtune.training.loss import SAM2Loss, select_best
+from samtune.training.loss import SAM2Loss
 from tests.helpers import REPO
 
 
@@ -164,18 +164,6 @@ def test_empty_targets_are_supervised_when_object_score_is_off():
     assert on["focal"].item() == pytest.approx(f0 / 2, rel=1e-5)
     assert off["focal"].item() == pytest.approx((f0 + f1) / 2, rel=1e-5)
     assert off["object_score"].item() == 0.0
-
-
-def test_select_best_picks_highest_predicted_iou():
-    logits = torch.arange(2 * 3 * 2 * 2, dtype=torch.float32).reshape(2, 3, 2, 2)
-    iou_pred = torch.tensor([[0.1, 0.9, 0.3], [0.8, 0.2, 0.5]])
-    best = select_best(logits, iou_pred)
-    assert best.shape == (2, 2, 2)
-    assert torch.equal(best[0], logits[0, 1]) and torch.equal(best[1], logits[1, 0])
-    single = select_best(logits[:, :1], iou_pred[:, :1])
-    assert torch.equal(single, logits[:, 0])
-    with pytest.raises(ValueError, match="select_best"):
-        select_best(logits, iou_pred[:, :2])
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
@@ -64,6 +65,24 @@ def seed_worker(worker_id: int) -> None:
     transform = getattr(info.dataset, "transform", None)
     if isinstance(transform, SamTransform):
         transform.reseed(info.seed % 2**32)
+
+
+def seeded_split(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Seeded random ``(train, val)`` indices of ``n`` items.
+
+    ``round(n * fraction)`` items go to val, but at least one and at most ``n - 1`` when
+    ``fraction > 0`` and ``n >= 2``. Both lists are sorted.
+
+    Raises:
+        ValueError: ``fraction`` outside ``[0, 1)``.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {fraction!r}")
+    n_val = int(round(n * fraction))
+    if fraction > 0 and n >= 2:
+        n_val = min(max(n_val, 1), n - 1)
+    order = np.random.default_rng(seed).permutation(n)
+    return sorted(order[n_val:].tolist()), sorted(order[:n_val].tolist())
 
 
 class SamDataModule(L.LightningDataModule):

@@ -5,9 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from samtune.data.datamodules.base import SamDataModule
+from samtune.data.datamodules.base import SamDataModule, seeded_split
 from samtune.data.datasets.folder import FolderDataset
 
 
@@ -70,18 +68,10 @@ class FolderDataModule(SamDataModule):
             return self._folder(self.train_images, self.train_masks)
         if self._train_folder is None:
             self._train_folder = self._folder(self.train_images, self.train_masks)
-        train_idx, val_idx = self.split_indices(len(self._train_folder))
+        train_idx, val_idx = seeded_split(len(self._train_folder), self.val_fraction, self.seed)
         if split == "train":
             return self._train_folder.subset(train_idx, keep_rejects=True)
         return self._train_folder.subset(val_idx)
-
-    def split_indices(self, n: int) -> tuple[list[int], list[int]]:
-        """Seeded random ``(train, val)`` indices of ``n`` images."""
-        n_val = int(round(n * self.val_fraction))
-        if self.val_fraction > 0 and n >= 2:
-            n_val = min(max(n_val, 1), n - 1)
-        order = np.random.default_rng(self.seed).permutation(n)
-        return sorted(order[n_val:].tolist()), sorted(order[:n_val].tolist())
 
     def _folder(self, images: str | Path, masks: str | Path) -> FolderDataset:
         return FolderDataset(

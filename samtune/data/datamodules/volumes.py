@@ -14,30 +14,18 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from samtune.data.datamodules.base import SamDataModule, TransformedDataset, collate, seed_worker
+from samtune.data.datamodules.base import (
+    SamDataModule,
+    TransformedDataset,
+    collate,
+    seed_worker,
+    seeded_split,
+)
 from samtune.data.datasets.volumes import VolumePair, VolumeSliceDataset, pair_volumes
 from samtune.data.sample import DataError
 
 PathList = str | Path | Sequence[str | Path]
 CaseSplit = tuple[list[VolumePair], list[VolumePair], list[tuple[str, str]]]
-
-
-def seeded_split(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Seeded random ``(train, val)`` indices of ``n`` items.
-
-    ``round(n * fraction)`` items go to val, but at least one and at most ``n - 1`` when
-    ``fraction > 0`` and ``n >= 2``. Both lists are sorted.
-
-    Raises:
-        ValueError: ``fraction`` outside ``[0, 1)``.
-    """
-    if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {fraction!r}")
-    n_val = int(round(n * fraction))
-    if fraction > 0 and n >= 2:
-        n_val = min(max(n_val, 1), n - 1)
-    order = np.random.default_rng(seed).permutation(n)
-    return sorted(order[n_val:].tolist()), sorted(order[:n_val].tolist())
 
 
 class VolumeGroupSampler(Sampler[int]):

@@ -25,6 +25,8 @@ class SyntheticDataset(SampleDataset):
         num_images: number of images.
         size: ``(height, width)``, each at least 16.
         objects: inclusive range of the number of ellipses per image, ``1 <= low <= high``.
+        radius: range of an ellipse's semi-axes as fractions of the image's height (rows) and
+            width (columns), ``0 < low <= high``.
         seed: seed of the whole dataset.
     """
 
@@ -34,6 +36,7 @@ class SyntheticDataset(SampleDataset):
         num_images: int = 8,
         size: Sequence[int] = (96, 128),
         objects: Sequence[int] = (1, 4),
+        radius: Sequence[float] = (0.06, 0.16),
         seed: int = 0,
     ) -> None:
         super().__init__(on_error="raise", min_area=1)
@@ -42,6 +45,9 @@ class SyntheticDataset(SampleDataset):
             raise ValueError(f"size must be (height, width) with both >= 16, got {size!r}")
         if len(objects) != 2 or not 1 <= objects[0] <= objects[1]:
             raise ValueError(f"objects must be (low, high) with 1 <= low <= high, got {objects!r}")
+        radius = tuple(float(v) for v in radius)
+        if len(radius) != 2 or not 0.0 < radius[0] <= radius[1]:
+            raise ValueError(f"radius must be (low, high) with 0 < low <= high, got {radius!r}")
         if num_images < 1:
             raise ValueError(f"num_images must be >= 1, got {num_images!r}")
         self.num_images, self.size, self.objects, self.seed = (
@@ -50,6 +56,7 @@ class SyntheticDataset(SampleDataset):
             objects,
             int(seed),
         )
+        self.radius = radius
         self.counts["images"] = self.num_images
         self.counts["objects"] = sum(len(self._ellipses(i)) for i in range(self.num_images))
 
@@ -85,7 +92,7 @@ class SyntheticDataset(SampleDataset):
         for _ in range(wanted):
             for _ in range(_PLACEMENT_TRIES):
                 cy, cx = rng.uniform(0.15, 0.85) * height, rng.uniform(0.15, 0.85) * width
-                ry, rx = rng.uniform(0.06, 0.16) * height, rng.uniform(0.06, 0.16) * width
+                ry, rx = rng.uniform(*self.radius) * height, rng.uniform(*self.radius) * width
                 mask = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0
                 if mask.any() and not (mask & taken).any():
                     taken |= mask
