@@ -86,7 +86,7 @@ FORCED = {"trainer.max_epochs"}
 # Commands that are documented but not run here (every command starting so), and why.
 NOT_RUN: dict[str, str] = {
     "make test": "the test suite itself (CI runs it); make test-all adds the slow tests",
-    "make benchmark": "minutes to hours; tests/test_benchmark.py runs its sections at small sizes",
+    "make benchmark": "minutes to hours; tests/scripts/test_benchmark.py runs its sections at small sizes",
     ".venv/bin/python scripts/benchmark.py": "the same benchmark with its own options",
 }
 
