@@ -1,0 +1,1 @@
+"""One datamodule per data format, on the shared :class:`~samtune.data.datamodule.SamDataModule`."""
