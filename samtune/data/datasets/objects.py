@@ -30,6 +30,8 @@ class Item:
         objects: objects kept (set while indexing).
         dropped_small: objects below ``min_area`` (set while indexing).
         meta: extra ``meta`` entries of the item's samples.
+        counts: format-specific counts (e.g. shapes ignored) that :meth:`read_objects` sets;
+            added to the dataset's ``stats`` while indexing.
     """
 
     image: Path
@@ -38,6 +40,7 @@ class Item:
     objects: int = 0
     dropped_small: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
 
 
 class ObjectFilesDataset(SampleDataset):
@@ -84,7 +87,9 @@ class ObjectFilesDataset(SampleDataset):
             except DataError as err:
                 self.reject(str(item.image), str(err))
                 continue
-            areas = masks.reshape(masks.shape[0], -1).sum(axis=1)
+            for key, value in item.counts.items():
+                self.counts[key] = self.counts.get(key, 0) + value
+            areas = masks.sum(axis=(1, 2))
             item.objects = int((areas >= max(self.min_area, 1)).sum())
             item.dropped_small = int(((areas > 0) & (areas < self.min_area)).sum())
             self.counts["dropped_empty"] += int((areas == 0).sum())
@@ -111,7 +116,7 @@ class ObjectFilesDataset(SampleDataset):
         item = self._items[index]
         image = read_image(item.image)
         masks, class_ids = self.read_objects(item, image.shape[:2])
-        keep = masks.reshape(masks.shape[0], -1).sum(axis=1) >= max(self.min_area, 1)
+        keep = masks.sum(axis=(1, 2)) >= max(self.min_area, 1)
         meta = {
             "file": str(item.image),
             "image_id": item.image_id,
@@ -124,18 +129,24 @@ class ObjectFilesDataset(SampleDataset):
     def subset(self, indices: list[int], *, keep_rejects: bool = False) -> ObjectFilesDataset:
         """A dataset of the items ``indices`` only (same settings, counts recomputed).
 
-        The ``skipped`` list and the ``dropped_*`` counts of indexing are carried over only with
-        ``keep_rejects=True`` (give it to exactly one subset of a split so they count once).
+        The ``skipped`` list, the ``dropped_images``/``dropped_empty`` counts and the
+        format-specific counts of indexing are carried over only with ``keep_rejects=True``
+        (give it to exactly one subset of a split so they count once).
         """
         clone = object.__new__(type(self))
         clone.__dict__.update(self.__dict__)
         clone._items = [self._items[i] for i in indices]
         clone.skipped = list(self.skipped) if keep_rejects else []
-        kept = ("dropped_images", "dropped_empty") if keep_rejects else ()
-        clone.counts = {key: (value if key in kept else 0) for key, value in self.counts.items()}
+        clone.counts = {
+            key: (value if keep_rejects and key not in _PER_ITEM else 0)
+            for key, value in self.counts.items()
+        }
         clone.counts["dropped_small"] = sum(item.dropped_small for item in clone._items)
         clone._recount()
         return clone
+
+
+_PER_ITEM = ("images", "objects", "dropped_small")
 
 
 def polygon_mask(points: np.ndarray, size: tuple[int, int]) -> np.ndarray:
