@@ -96,14 +96,18 @@ def test_config_composes_and_instantiates(name, tmp_path):
     assert len(dm.raw_dataset("val")) >= 1
 
 
-@pytest.mark.parametrize("name", ["coco", "folder"])
+@pytest.mark.parametrize("name", ["coco", "folder", "per_object", "yolo", "labelme", "semantic"])
 def test_required_paths_are_marked_missing(name):
     from omegaconf import OmegaConf
 
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
         cfg = compose(overrides=[f"+data={name}", "+model.image_size=128"])
     required = {
-        "coco": ["root", "train_json", "val_json"],
+        "coco": ["root"],  # the jsons are found in an export folder when not given
         "folder": ["train_images", "train_masks"],
+        "per_object": ["root"],
+        "yolo": ["root"],
+        "labelme": ["root"],
+        "semantic": ["train_images", "train_masks", "classes"],
     }[name]
     assert [key for key in required if OmegaConf.is_missing(cfg.data, key)] == required

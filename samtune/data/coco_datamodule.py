@@ -1,4 +1,4 @@
-"""Datamodule for COCO json files."""
+"""Datamodule for COCO json files, and for Roboflow's COCO export folder."""
 
 from __future__ import annotations
 
@@ -7,15 +7,45 @@ from typing import Any
 
 from samtune.data.coco import CocoDataset
 from samtune.data.datamodule import SamDataModule
+from samtune.data.sample import DataError
+
+ROBOFLOW_JSON = "_annotations.coco.json"
+ROBOFLOW_SPLITS = {"train": ("train",), "val": ("valid", "val"), "test": ("test",)}
+
+
+def find_export_splits(root: str | Path) -> dict[str, Path]:
+    """``{split: json}`` of a COCO export folder (Roboflow's layout): ``train/``, ``valid/`` (or
+    ``val/``) and ``test/``, each holding its images and ``_annotations.coco.json``.
+
+    Raises:
+        DataError: ``root`` holds no ``train/_annotations.coco.json``.
+    """
+    root = Path(root)
+    found = {}
+    for split, folders in ROBOFLOW_SPLITS.items():
+        for folder in folders:
+            if (root / folder / ROBOFLOW_JSON).is_file():
+                found[split] = root / folder / ROBOFLOW_JSON
+                break
+    if "train" not in found:
+        raise DataError(
+            f"{root}: give data.train_json and data.val_json, or a COCO export folder holding "
+            f"train/{ROBOFLOW_JSON} (and valid/, test/ alike, as Roboflow writes them)"
+        )
+    return found
 
 
 class CocoDataModule(SamDataModule):
-    """Train/val (and optionally test) splits, each a COCO json over one image folder.
+    """Train/val (and optionally test) splits, each a COCO json over an image folder.
+
+    With ``train_json`` None, ``root`` is a COCO export folder as Roboflow writes it (see
+    :func:`find_export_splits`): each split's images sit next to its json. An export without a
+    val split needs ``val_json`` (whose images, too, sit next to it).
 
     Args:
-        root: folder the jsons' ``file_name`` entries are relative to.
-        train_json: COCO json of the train split.
-        val_json: COCO json of the val split.
+        root: folder the jsons' ``file_name`` entries are relative to, or the export folder.
+        train_json: COCO json of the train split, or None to find the export's splits.
+        val_json: COCO json of the val split (None: the export's ``valid/``).
         test_json: COCO json of the test split, or None.
         **kwargs: the :class:`SamDataModule` arguments (``image_size`` is required).
     """
@@ -24,18 +54,33 @@ class CocoDataModule(SamDataModule):
         self,
         *,
         root: str | Path,
-        train_json: str | Path,
-        val_json: str | Path,
+        train_json: str | Path | None = None,
+        val_json: str | Path | None = None,
         test_json: str | Path | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.root = Path(root)
-        self.jsons = {"train": train_json, "val": val_json, "test": test_json}
+        self.jsons: dict[str, Path | str | None] = {
+            "train": train_json,
+            "val": val_json,
+            "test": test_json,
+        }
+        self.roots = {split: self.root for split in self.jsons}
+        if train_json is None:  # an export folder: each json's images sit next to it
+            for split, path in find_export_splits(self.root).items():
+                self.jsons[split] = self.jsons[split] or path
+            for split, path in self.jsons.items():
+                self.roots[split] = Path(path).parent if path is not None else self.root
+        if self.jsons["val"] is None:
+            raise DataError(
+                f"{self.root}: no val split: give data.val_json (the export has no valid/ or val/ "
+                f"folder with {ROBOFLOW_JSON})"
+            )
 
     def make_dataset(self, split: str) -> CocoDataset:
         """The COCO dataset of ``split``."""
         ann_file = self.jsons.get(split)
         if ann_file is None:
             raise ValueError(f"{type(self).__name__}: no json given for the {split!r} split")
-        return CocoDataset(root=self.root, ann_file=ann_file, on_error=self.on_error)
+        return CocoDataset(root=self.roots[split], ann_file=ann_file, on_error=self.on_error)
