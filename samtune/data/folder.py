@@ -174,17 +174,19 @@ class FolderDataset(SampleDataset):
     def subset(self, indices: list[int], *, keep_rejects: bool = False) -> FolderDataset:
         """A dataset of the items ``indices`` only (same settings, counts recomputed).
 
-        Images skipped or dropped while indexing belong to no item; the ``skipped`` list and the
-        ``dropped_images`` count are carried over only with ``keep_rejects=True`` (give it to
-        exactly one subset of a split so they are reported once).
+        Images skipped or dropped while indexing belong to no item; the ``skipped`` list, the
+        ``dropped_images`` count and other whole-folder counts are carried over only with
+        ``keep_rejects=True`` (give it to exactly one subset of a split so they count once).
         """
         clone = object.__new__(type(self))
         clone.__dict__.update(self.__dict__)
         clone._pairs = [self._pairs[i] for i in indices]
         clone.skipped = list(self.skipped) if keep_rejects else []
-        clone.counts = {key: 0 for key in self.counts}
-        if keep_rejects:
-            clone.counts["dropped_images"] = self.counts["dropped_images"]
+        per_item = ("images", "objects", "dropped_small")
+        clone.counts = {
+            key: (value if keep_rejects and key not in per_item else 0)
+            for key, value in self.counts.items()
+        }
         clone.counts["images"] = len(clone._pairs)
         clone.counts["objects"] = sum(pair.objects for pair in clone._pairs)
         clone.counts["dropped_small"] = sum(pair.dropped_small for pair in clone._pairs)
