@@ -72,11 +72,33 @@ def _overrides(name: str, tmp_path) -> list[str]:
 
         images, labels = write_cases(tmp_path / "volumes", n=2)
         return [f"data.images={images}", f"data.labels={labels}", "data.val_fraction=0.5"]
-    return []
+    import data_layouts
+
+    root = tmp_path / name
+    if name == "per_object":
+        data_layouts.write_per_object_nested(root, n=2)
+    elif name == "yolo":
+        data_layouts.write_yolo(root, {"train": 2, "val": 1})
+    elif name == "labelme":
+        data_layouts.write_labelme(root, n=2)
+    elif name == "semantic":
+        data_layouts.write_semantic(root, n=2)
+        return [
+            f"data.train_images={root / 'images'}",
+            f"data.train_masks={root / 'masks'}",
+            "data.classes={1: tumour, 2: stroma}",
+            "data.val_fraction=0.5",
+        ]
+    else:
+        return []
+    return [f"data.root={root}", "data.val_fraction=0.5"]
 
 
 def test_all_expected_configs_exist():
-    assert DATA_CONFIGS == ["coco", "folder", "nuclei_mini", "synthetic", "volumes"]
+    assert DATA_CONFIGS == [
+        "coco", "folder", "labelme", "nuclei_mini", "per_object", "semantic", "synthetic",
+        "volumes", "yolo",
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize("name", DATA_CONFIGS)
