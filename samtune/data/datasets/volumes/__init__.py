@@ -1,0 +1,1 @@
+"""Volume formats read next to NIfTI and DICOM (see :mod:`samtune.data.volumes`)."""
