@@ -289,8 +289,15 @@ class FolderDataset(SampleDataset):
                 continue
             images_by_stem[image.stem] = image
         if not images_by_stem and not broken:
+            nested = any((p / "images").is_dir() for p in self.images_dir.iterdir() if p.is_dir())
+            hint = (
+                "; its subfolders hold images/ folders: for <id>/images + <id>/masks (one mask "
+                "file per object) use data=per_object data.root=<this folder>"
+                if nested
+                else ""
+            )
             raise DataError(
-                f"{self.images_dir}: no image files ({', '.join(IMAGE_SUFFIXES)}) found"
+                f"{self.images_dir}: no image files ({', '.join(IMAGE_SUFFIXES)}) found" + hint
             )
         mask_for: dict[str, Path | None] = {}
         orphans: list[Path] = []
