@@ -60,7 +60,17 @@ def _run(task, config: str, overrides: list[str], out: Path) -> None:
     task(cfg)
 
 
-LAYOUTS = ["per_object", "yolo", "coco_export", "labelme", "semantic", "folder_suffix"]
+# Two layouts in the default run (one per reader family: the object-files base and the folder
+# pairing); the others are as cheap each but add up, so they run with -m slow.
+SLOW = pytest.mark.slow
+LAYOUTS = [
+    "yolo",
+    "semantic",
+    pytest.param("per_object", marks=SLOW),
+    pytest.param("coco_export", marks=SLOW),
+    pytest.param("labelme", marks=SLOW),
+    pytest.param("folder_suffix", marks=SLOW),
+]
 
 
 @pytest.mark.parametrize("name", LAYOUTS)
