@@ -55,3 +55,13 @@ def test_class_table_errors_name_the_entry():
         parse_class_table({"x": "tumour"})
     with pytest.raises(ValueError, match=r"class 'a': a colour is \[r, g, b\]"):
         parse_class_table({"a": [1, 2]})
+
+
+def test_a_table_matching_no_pixel_says_what_the_masks_hold(tmp_path):
+    write_semantic(tmp_path, n=2)  # values 1 and 2, read here as a palette
+    with pytest.raises(
+        DataError, match=r"no mask pixel matches .* colour \[1, 1, 1\], colour \[2, 2, 2\]"
+    ):
+        SemanticFolderDataset(
+            images=tmp_path / "images", masks=tmp_path / "masks", classes={"a": [255, 0, 0]}
+        )

@@ -106,8 +106,21 @@ class SemanticFolderDataset(FolderDataset):
         **kwargs: Any,
     ) -> None:
         self.names, self.values, self.colours = parse_class_table(classes)
+        self._unlisted: set[int] = set()
         super().__init__(mask_type="semantic", connectivity=connectivity, **kwargs)
         self.counts.setdefault("unlisted_pixels", 0)
+        if self.counts["objects"] == 0 and self._unlisted:
+            found = sorted(self._unlisted)[:8]
+            shown = [self._describe(code) for code in found]
+            raise DataError(
+                f"{self.masks_dir}: no mask pixel matches the class table {classes!r}; the masks "
+                f"hold {', '.join(shown)}" + (" ..." if len(self._unlisted) > 8 else "")
+            )
+
+    def _describe(self, code: int) -> str:
+        if self.colours is None:
+            return f"value {code}"
+        return f"colour [{code >> 16}, {(code >> 8) & 255}, {code & 255}]"
 
     @staticmethod
     def mask_types() -> tuple[str, ...]:
@@ -144,8 +157,10 @@ class SemanticFolderDataset(FolderDataset):
         class_map = np.zeros(codes.shape, dtype=np.int64)
         for code, class_id in table.items():
             class_map[codes == code] = class_id
-        unlisted = int(((class_map == 0) & (codes != 0)).sum())
-        return class_map, unlisted
+        unlisted_mask = (class_map == 0) & (codes != 0)
+        if unlisted_mask.any() and len(self._unlisted) < 64:
+            self._unlisted.update(int(c) for c in np.unique(codes[unlisted_mask])[:64])
+        return class_map, int(unlisted_mask.sum())
 
     def _index_pair(self, pair: _Pair) -> bool:
         kept = super()._index_pair(pair)
