@@ -197,3 +197,38 @@ def write_semantic(root: Path, n: int = 4, palette: bool = False) -> dict[str, S
         _png(root / "masks" / f"tile{i}.png", mask)
         scenes[f"tile{i}"] = scene
     return scenes
+
+
+def write_documented_layouts(work: Path) -> None:
+    """The folders README.md's data commands name (``/data/<name>`` read as ``<name>/``)."""
+    import SimpleITK as sitk
+
+    scenes = write_semantic(work / "isic", n=4)
+    for stem in scenes:
+        mask = work / "isic" / "masks" / f"{stem}.png"
+        binary = (np.array(Image.open(mask)) > 0).astype(np.uint8) * 255
+        _png(mask.with_name(f"{stem}_segmentation.png"), binary)
+        mask.unlink()
+    write_per_object_nested(work / "stage1_train")
+    write_yolo(work / "yolo_export", {"train": 4, "val": 2})
+    write_roboflow_coco(work / "roboflow_coco")
+    write_labelme(work / "labelme")
+    write_semantic(work / "tiles")
+    write_semantic(work / "tiles_rgb", palette=True)
+    write_per_object_flat(work / "my cells")
+    write_per_object_flat(work / "Zellkerne é")
+    rng = np.random.default_rng(0)
+    for case in range(3):
+        hu = rng.normal(-100, 30, size=(6, 40, 40)).astype(np.float32)  # [k, j, i]
+        label = np.zeros(hu.shape, np.uint8)
+        label[1:5, 10:24, 8:26] = 1
+        label[2:6, 28:36, 26:36] = 2
+        hu[label == 1], hu[label == 2] = 60, 200
+        for folder, array, name in (
+            ("ct", hu, f"case{case}.nrrd"),
+            ("labels", label, f"case{case}_seg.nrrd"),
+        ):
+            image = sitk.GetImageFromArray(array)
+            image.SetSpacing((0.8, 0.8, 2.5))
+            (work / "nrrd" / folder).mkdir(parents=True, exist_ok=True)
+            sitk.WriteImage(image, str(work / "nrrd" / folder / name))
