@@ -28,7 +28,7 @@ def write_coco(
     the returned ``missing``. Images skipped for bad data (``on_error="skip"``) are not written.
 
     Args:
-        datamodule: any :class:`~samtune.data.datamodule.SamDataModule`.
+        datamodule: any :class:`~samtune.data.datamodules.base.SamDataModule`.
         out: the json file to write.
         splits: the splits to include.
 

@@ -1,1 +1,1 @@
-"""One datamodule per data format, on the shared :class:`~samtune.data.datamodule.SamDataModule`."""
+"""Lightning datamodules: the shared base and one module per dataset format."""

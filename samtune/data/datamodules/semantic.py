@@ -8,8 +8,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from samtune.data.datamodules.folder import FolderDataModule
 from samtune.data.datasets.semantic import SemanticFolderDataset, parse_class_table
-from samtune.data.folder_datamodule import FolderDataModule
 
 
 class SemanticDataModule(FolderDataModule):

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from samtune.data.datamodule import SamDataModule
+from samtune.data.datamodules.base import SamDataModule, seeded_split
 from samtune.data.datasets.objects import ObjectFilesDataset
-from samtune.data.volume_datamodule import seeded_split
 
 
 class SplitDataModule(SamDataModule):

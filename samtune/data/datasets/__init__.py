@@ -1,1 +1,2 @@
-"""One dataset class per data format, each returning :class:`~samtune.data.sample.Sample`."""
+"""Datasets of ``Sample``: one module per format (COCO, folder, synthetic, the demo data) and
+``volumes`` for medical volumes read as slices."""

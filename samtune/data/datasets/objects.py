@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from samtune.data.base import SampleDataset
+from samtune.data.datasets.base import SampleDataset
 from samtune.data.io import read_image, read_size
 from samtune.data.sample import DataError, Sample
 

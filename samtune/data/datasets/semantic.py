@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from samtune.data.folder import DEFAULT_CONNECTIVITY, FolderDataset, _Pair, structure_for
+from samtune.data.datasets.folder import DEFAULT_CONNECTIVITY, FolderDataset, _Pair, structure_for
 from samtune.data.io import TIFF_SUFFIXES, read_label_map
 from samtune.data.sample import DataError
 
@@ -88,7 +88,7 @@ def read_colour_mask(path: Path) -> np.ndarray:
 
 
 class SemanticFolderDataset(FolderDataset):
-    """Image and semantic-mask folders (paired as :class:`~samtune.data.folder.FolderDataset`
+    """Image and semantic-mask folders (paired as :class:`~samtune.data.datasets.folder.FolderDataset`
     pairs them), objects being the connected regions of each class.
 
     Args:
