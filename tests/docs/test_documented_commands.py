@@ -59,6 +59,13 @@ PLACEHOLDERS: list[tuple[str, str]] = [
     ("127.0.0.1:9001", f"127.0.0.1:{SERVE_PORT}"),
     ("port=9001", f"port={SERVE_PORT}"),
 ]
+# The data layouts of README's "Bring your data as it comes": /data/<name> is the folder <name>
+# that tests.data.layouts.write_documented_layouts generates in the working folder.
+LAYOUT_FOLDERS = (
+    "isic", "stage1_train", "yolo_export", "roboflow_coco", "labelme", "tiles_rgb", "tiles",
+    "nrrd", "my cells", "Zellkerne é",
+)  # fmt: skip
+PLACEHOLDERS += [(f"/data/{name}", name) for name in LAYOUT_FOLDERS]
 
 # One model size serves for all four: they share every line of samtune's code.
 SIZES = re.compile(r"sam2\.1_hiera_(small|base_plus|large)")
@@ -262,8 +269,13 @@ def reader_env(tmp_path_factory, tiny_state_dict) -> dict[str, str]:
 
 
 def prepare_folder(work: Path) -> None:
-    """What the documents' placeholders stand for: a user's image folder and CT volumes."""
+    """What the documents' placeholders stand for: a user's image folder, CT volumes and the
+    data layouts users bring (see LAYOUT_FOLDERS)."""
     import nibabel as nib
+
+    from tests.data.layouts import write_documented_layouts
+
+    write_documented_layouts(work)
 
     cells = work / "cells"
     cells.mkdir()
