@@ -15,6 +15,9 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from samtune.cli._hydra import run_hydra_app
+from samtune.data.check import check_datamodule, format_check
+
 log = logging.getLogger(__name__)
 
 SKIP_LOG_NAME = "data_check_skips.jsonl"
@@ -33,8 +36,6 @@ def check_data(cfg: DictConfig, out_dir: Path, data_name: str | None = None) -> 
         ``report_file`` added.
     """
     from hydra.utils import instantiate
-
-    from samtune.data.check import check_datamodule, format_check
 
     out_dir.mkdir(parents=True, exist_ok=True)
     overrides: dict[str, Any] = {}
@@ -74,7 +75,6 @@ def task(cfg: DictConfig) -> None:
 
 def main() -> None:
     """Entry point of ``samtune-check-data``."""
-    from samtune.cli._hydra import run_hydra_app
 
     run_hydra_app(task, "check_data")
 

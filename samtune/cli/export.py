@@ -9,11 +9,11 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from samtune.cli._hydra import run_hydra_app
+from samtune.models.export import export_checkpoint, sidecar_path
 
 
 def export_task(cfg: DictConfig) -> None:
     """Export ``cfg.ckpt`` to ``cfg.out`` and print where the files are."""
-    from samtune.models.export import export_checkpoint, sidecar_path
 
     out = export_checkpoint(cfg.ckpt, cfg.out)
     print(f"exported {cfg.ckpt}\n  weights: {out}\n  sidecar: {sidecar_path(out)}")

@@ -5,11 +5,11 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from samtune.cli._hydra import run_hydra_app
+from samtune.training.run import run_training
 
 
 def task(cfg: DictConfig) -> float | None:
     """Run one training job; the return value (best val mIoU) lets Hydra sweepers optimise it."""
-    from samtune.training.run import run_training
 
     summary = run_training(cfg)
     return (summary.get("best_val") or {}).get("val/miou")
