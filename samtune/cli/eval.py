@@ -12,10 +12,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 import samtune
-from samtune.cli._hydra import run_hydra_app
+from samtune.cli._hydra import command_line_keys, run_hydra_app
 from samtune.evaluation.evaluator import evaluate_dataset
 from samtune.evaluation.report.files import write_results
 from samtune.evaluation.report.wandb_log import log_to_wandb
@@ -63,7 +63,13 @@ def evaluate(cfg: DictConfig, out_dir: Path, data_name: str) -> dict[str, Path]:
     lightning.seed_everything(int(cfg.seed), workers=True)
     spec = instantiate(cfg.model)
     ckpt = None if cfg.ckpt is None or str(cfg.ckpt).lower() in {"none", "null"} else str(cfg.ckpt)
-    model, info = load_sam2_model(ckpt, spec)
+    # a resolution given on the command line beats the one recorded with the weights
+    explicit_size = spec.image_size if "model.image_size" in command_line_keys() else None
+    model, info = load_sam2_model(ckpt, spec, image_size=explicit_size)
+    if int(info["image_size"]) != int(cfg.model.image_size):
+        # the data follow the model: ${model.image_size} resolves to the size it was built at
+        with open_dict(cfg):
+            cfg.model.image_size = int(info["image_size"])
     datamodule = instantiate(cfg.data)
     dataset = datamodule.raw_dataset(cfg.split)
     evaluator = instantiate(cfg.evaluation)

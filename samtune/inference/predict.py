@@ -47,7 +47,7 @@ from samtune.models import (
     get_model_info,
     read_state_dict,
 )
-from samtune.models.build import POSTPROCESSING_OVERRIDES, sam2_config_path
+from samtune.models.build import POSTPROCESSING_OVERRIDES, log_resolution, sam2_config_path
 from samtune.models.export import atomic_write, model_from_lightning_checkpoint
 from samtune.models.official import sha256_of
 from samtune.models.registry import guess_size_from_state_dict
@@ -168,6 +168,7 @@ def _load_state_dict_file(
         recorded_size = int(spec.image_size) if spec is not None else 1024
     _check_size(path, name, spec)
     size = int(image_size) if image_size is not None else recorded_size
+    log_resolution(path, recorded_size, size)
     model = build_sam2_model(name, image_size=size, checkpoint=path)
     info = {
         "name": name,

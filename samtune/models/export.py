@@ -28,6 +28,7 @@ from samtune.models import (
     guess_size_from_state_dict,
 )
 from samtune.models.adapters import Adapter
+from samtune.models.build import log_resolution
 from samtune.models.official import sha256_of
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,7 @@ def model_from_lightning_checkpoint(
     meta = ckpt["samtune"]
     name = str(meta["model"]["name"])
     size = int(image_size if image_size is not None else meta["model"]["image_size"])
+    log_resolution(path, int(meta["model"]["image_size"]), size)
     # float32 like a freshly built model (a bf16-true run stores bf16 weights)
     state = {
         k[len(MODEL_PREFIX) :]: v.float() if v.is_floating_point() else v
@@ -195,6 +197,18 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         raise
 
 
+def loading_note(out: Path, sam2_config: str, image_size: int) -> str:
+    """How to build the exported model at the resolution it was tuned at, for the sidecar."""
+    official = f'build_sam2("{sam2_config}", "{out.name}")'
+    if image_size == 1024:
+        return f"tuned at 1024 px: {official} with SAM2ImagePredictor, as for the official weights"
+    return (
+        f"tuned at {image_size} px. {official} builds it at 1024 px (SAM2ImagePredictor assumes "
+        f'1024); samtune.load_predictor("{out.name}") builds it at {image_size} px, the '
+        "resolution it was tuned at, and returns the same SAM2ImagePredictor class"
+    )
+
+
 def sidecar_path(out: str | os.PathLike) -> Path:
     """The JSON sidecar of an exported checkpoint: ``<out without suffix>.json``."""
     return Path(out).with_suffix(".json")
@@ -234,6 +248,7 @@ def export_checkpoint(ckpt: str | os.PathLike, out: str | os.PathLike) -> Path:
         "source": str(Path(ckpt).resolve()),
         "base_checkpoint": info["base_checkpoint"],
         "sha256": sha256_of(out),
+        "loading": loading_note(out, info["sam2_config"], int(info["image_size"])),
     }
     side = sidecar_path(out)
     atomic_write(side, lambda tmp: tmp.write_text(json.dumps(sidecar, indent=2) + "\n"))

@@ -14,8 +14,8 @@ class CocoDataModule(SamDataModule):
 
     Args:
         root: folder the jsons' ``file_name`` entries are relative to.
-        train_json: COCO json of the train split.
-        val_json: COCO json of the val split.
+        train_json: COCO json of the train split (needed only when that split is used).
+        val_json: COCO json of the val split (likewise).
         test_json: COCO json of the test split, or None.
         **kwargs: the :class:`SamDataModule` arguments (``image_size`` is required).
     """
@@ -24,8 +24,8 @@ class CocoDataModule(SamDataModule):
         self,
         *,
         root: str | Path,
-        train_json: str | Path,
-        val_json: str | Path,
+        train_json: str | Path | None = None,
+        val_json: str | Path | None = None,
         test_json: str | Path | None = None,
         **kwargs: Any,
     ) -> None:
@@ -37,5 +37,8 @@ class CocoDataModule(SamDataModule):
         """The COCO dataset of ``split``."""
         ann_file = self.jsons.get(split)
         if ann_file is None:
-            raise ValueError(f"{type(self).__name__}: no json given for the {split!r} split")
+            raise ValueError(
+                f"{type(self).__name__}: the {split!r} split needs a COCO json: "
+                f"set data.{split}_json=<file>"
+            )
         return CocoDataset(root=self.root, ann_file=ann_file, on_error=self.on_error)

@@ -29,8 +29,8 @@ class FolderDataModule(SamDataModule):
     def __init__(
         self,
         *,
-        train_images: str | Path,
-        train_masks: str | Path,
+        train_images: str | Path | None = None,
+        train_masks: str | Path | None = None,
         val_images: str | Path | None = None,
         val_masks: str | Path | None = None,
         val_fraction: float = 0.2,
@@ -56,13 +56,16 @@ class FolderDataModule(SamDataModule):
             raise ValueError(
                 f"{type(self).__name__} has the splits 'train' and 'val', not {split!r}"
             )
-        if self.val_images is not None:
-            images, masks = (
-                (self.train_images, self.train_masks)
-                if split == "train"
-                else (self.val_images, self.val_masks)
+        if self.val_images is not None and split == "val":
+            return self._folder(self.val_images, self.val_masks)
+        if self.train_images is None or self.train_masks is None:
+            why = "" if split == "train" else " (no data.val_images given to take it from)"
+            raise ValueError(
+                f"{type(self).__name__}: the {split!r} split needs data.train_images and "
+                f"data.train_masks{why}"
             )
-            return self._folder(images, masks)
+        if self.val_images is not None:
+            return self._folder(self.train_images, self.train_masks)
         if self._train_folder is None:
             self._train_folder = self._folder(self.train_images, self.train_masks)
         train_idx, val_idx = seeded_split(len(self._train_folder), self.val_fraction, self.seed)
