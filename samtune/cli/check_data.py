@@ -12,10 +12,14 @@ from __future__ import annotations
 import json
 import logging
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
+
+from samtune.cli._hydra import run_hydra_app
+from samtune.data.check import check_datamodule, format_check
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +39,6 @@ def check_data(cfg: DictConfig, out_dir: Path, data_name: str | None = None) -> 
         ``report_file`` added.
     """
     from hydra.utils import instantiate
-
-    from samtune.data.check import check_datamodule, format_check
 
     out_dir.mkdir(parents=True, exist_ok=True)
     overrides: dict[str, Any] = {}
@@ -88,10 +90,6 @@ def task(cfg: DictConfig) -> None:
 
 def main() -> None:
     """Entry point of ``samtune-check-data`` (``--to-coco out.json`` is read as ``to_coco=``)."""
-    import sys
-
-    from samtune.cli._hydra import run_hydra_app
-
     sys.argv[1:] = plain_overrides(sys.argv[1:])
     run_hydra_app(task, "check_data")
 

@@ -14,7 +14,13 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from samtune.cli._hydra import command_line_keys
+import samtune
+from samtune.cli._hydra import command_line_keys, run_hydra_app
+from samtune.evaluation.evaluator import evaluate_dataset
+from samtune.evaluation.report.files import write_results
+from samtune.evaluation.report.wandb_log import log_to_wandb
+from samtune.inference.predict import load_sam2_model
+from samtune.training.run import describe_data
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +60,6 @@ def evaluate(cfg: DictConfig, out_dir: Path, data_name: str) -> dict[str, Path]:
     import lightning
     from hydra.utils import instantiate
 
-    import samtune
-    from samtune.evaluation.evaluator import evaluate_dataset
-    from samtune.evaluation.report.files import write_results
-    from samtune.inference.predict import load_sam2_model
-
     lightning.seed_everything(int(cfg.seed), workers=True)
     spec = instantiate(cfg.model)
     ckpt = None if cfg.ckpt is None or str(cfg.ckpt).lower() in {"none", "null"} else str(cfg.ckpt)
@@ -94,8 +95,6 @@ def evaluate(cfg: DictConfig, out_dir: Path, data_name: str) -> dict[str, Path]:
     }
     files = write_results(result, out_dir, summary=summary, volumes=volumes)
     if cfg.get("wandb"):
-        from samtune.evaluation.report.wandb_log import log_to_wandb
-
         run = _wandb_run(cfg, out_dir)
         run.config.update({"summary": summary}, allow_val_change=True)
         log_to_wandb(result, run)
@@ -136,14 +135,12 @@ def results_text(
 
 def task(cfg: DictConfig) -> None:
     """The Hydra task: evaluate into the run folder."""
-    from samtune.training.run import describe_data
 
     evaluate(cfg, _output_dir(), describe_data(cfg))
 
 
 def main() -> None:
     """Entry point of ``samtune-eval``."""
-    from samtune.cli._hydra import run_hydra_app
 
     run_hydra_app(task, "eval")
 

@@ -12,16 +12,16 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from samtune.cli._hydra import run_hydra_app
+from samtune.models.export import (
+    ROBOFLOW_CONFIG,
+    export_checkpoint,
+    export_roboflow,
+    sidecar_path,
+)
 
 
 def export_task(cfg: DictConfig) -> None:
     """Export ``cfg.ckpt`` to ``cfg.out`` (``format=samtune`` or ``roboflow``) and print the files."""
-    from samtune.models.export import (
-        ROBOFLOW_CONFIG,
-        export_checkpoint,
-        export_roboflow,
-        sidecar_path,
-    )
 
     fmt = str(cfg.get("format", "samtune")).lower()
     if fmt == "roboflow":

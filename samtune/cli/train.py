@@ -7,13 +7,12 @@ import logging
 from omegaconf import DictConfig
 
 from samtune.cli._hydra import run_hydra_app
+from samtune.training.memory import MemoryBudgetError
+from samtune.training.run import run_training
 
 
 def task(cfg: DictConfig) -> float | None:
     """Run one training job; the return value (best val mIoU) lets Hydra sweepers optimise it."""
-    from samtune.training.memory import MemoryBudgetError
-    from samtune.training.run import run_training
-
     try:
         summary = run_training(cfg)
     except MemoryBudgetError as exc:  # a message for the user, not a traceback

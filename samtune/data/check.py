@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from samtune.data.datasets.volumes import VolumeSliceDataset
 from samtune.data.sample import DataError
 
 SPLITS = ("train", "val", "test")
@@ -151,8 +152,6 @@ class _SliceTally:
 def _check_split(
     dataset: Any, *, image_size: int, tiny_area: float, factor: float
 ) -> dict[str, Any]:
-    from samtune.data.datasets.volumes import VolumeSliceDataset
-
     tally = _SliceTally(image_size=image_size, tiny_area=tiny_area)
     problems: list[tuple[str, str]] = []
     volume_info = None

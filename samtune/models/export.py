@@ -20,12 +20,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from samtune import __version__
 from samtune.models import (
     CheckpointError,
     build_sam2_model,
     get_model_info,
     guess_size_from_state_dict,
 )
+from samtune.models.adapters import Adapter
 from samtune.models.build import log_resolution
 from samtune.models.official import sha256_of
 
@@ -71,8 +73,6 @@ def read_lightning_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 def _instantiate_adapter(adapter_cfg: Any, path: Path):
     from hydra.utils import instantiate
     from omegaconf import DictConfig, OmegaConf
-
-    from samtune.models.adapters import Adapter
 
     if isinstance(adapter_cfg, DictConfig):
         adapter_cfg = OmegaConf.to_container(adapter_cfg, resolve=True)
@@ -225,7 +225,6 @@ def export_checkpoint(ckpt: str | os.PathLike, out: str | os.PathLike) -> Path:
     Returns:
         The path of the written ``.pt``. The sidecar is ``<out without suffix>.json``.
     """
-    from samtune import __version__
 
     out = Path(out)
     if out.is_dir():

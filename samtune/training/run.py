@@ -12,6 +12,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from samtune.evaluation.evaluator import evaluate_dataset
+from samtune.evaluation.report.files import write_results
 from samtune.training.memory_check import fit_memory
 from samtune.training.module import SamTuneModule
 from samtune.training.progress import stdout_is_terminal
@@ -149,8 +151,6 @@ def evaluate_module(
     cfg: DictConfig, module: SamTuneModule, datamodule: Any, best_ckpt: str, out_dir: Path
 ) -> dict[str, Any]:
     """Evaluate the best weights of a finished run with the fixed protocols; write the report files."""
-    from samtune.evaluation.evaluator import evaluate_dataset
-    from samtune.evaluation.report.files import write_results
 
     if best_ckpt and Path(best_ckpt).is_file():
         state = torch.load(best_ckpt, map_location="cpu", weights_only=False)["state_dict"]

@@ -81,12 +81,15 @@ def test_required_paths_are_marked_missing(name):
 
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
         cfg = compose(overrides=[f"+data={name}", "+model.image_size=128"])
-    required = {
-        "coco": ["root"],  # the jsons are found in an export folder when not given
-        "folder": [],  # evaluating needs only the val folders
-        "per_object": ["root"],
-        "yolo": ["root"],
-        "labelme": ["root"],
-        "semantic": ["classes"],
+    # paths every task needs are ??? (missing); a split's files only the tasks that read it
+    required, per_split = {
+        "coco": (["root"], ["train_json", "val_json", "test_json"]),  # or found in an export
+        "folder": ([], ["train_images", "train_masks", "val_images", "val_masks"]),
+        "per_object": (["root"], []),
+        "yolo": (["root"], []),
+        "labelme": (["root"], []),
+        "semantic": (["classes"], ["train_images", "train_masks", "val_images", "val_masks"]),
     }[name]
-    assert [key for key in required if OmegaConf.is_missing(cfg.data, key)] == required
+    keys = required + per_split
+    assert [key for key in keys if OmegaConf.is_missing(cfg.data, key)] == required
+    assert all(cfg.data[key] is None for key in per_split)

@@ -260,7 +260,6 @@ def reader_env(tmp_path_factory, tiny_state_dict) -> dict[str, str]:
     env.update(
         PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
         SAMTUNE_CACHE_DIR=str(cache),
-        SAMTUNE_CACHE=str(cache.parent / "samtune-cache"),
         WANDB_MODE="offline",
         WANDB_SILENT="true",
         PYTHONPATH=str(REPO),

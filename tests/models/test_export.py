@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from samtune import load_predictor
 from samtune.models import CheckpointError, build_sam2_model
 from samtune.models.adapters import FrozenEncoder, FullFineTune, LoRAAdapter
 from samtune.models.export import export_checkpoint, model_from_lightning_checkpoint, sidecar_path
@@ -151,7 +152,6 @@ OFFICIAL_SCRIPT = textwrap.dedent(
 def test_export_round_trip_in_official_sam2_at_1024(tmp_path):
     """Exported LoRA and frozen-encoder models load with sam2's build_sam2 (strict, no samtune)
     and predict exactly what samtune predicted from the Lightning checkpoints."""
-    from samtune import load_predictor
 
     image = make_blob_sample().image
     data = tmp_path / "image.npz"

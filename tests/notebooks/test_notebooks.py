@@ -18,7 +18,7 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
     import nbformat
     from nbclient import NotebookClient
 
-    monkeypatch.setenv("SAMTUNE_CACHE", str(tmp_path / "cache"))  # never a real download
+    monkeypatch.setenv("SAMTUNE_CACHE_DIR", str(tmp_path / "cache"))  # never a real download
     nb = nbformat.read(path, as_version=4)
     NotebookClient(
         nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
