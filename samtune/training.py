@@ -12,6 +12,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from samtune.distributed import resolve_find_unused
 from samtune.module import SamTuneModule
 
 log = logging.getLogger(__name__)
@@ -99,12 +100,17 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     trainer = instantiate(
-        cfg.trainer,
+        resolve_find_unused(cfg.trainer, correction_clicks=int(cfg.prompts.correction_clicks)),
         logger=loggers or False,
         callbacks=callbacks,
         precision=resolve_precision(cfg.trainer.get("precision")),
     )
     trainer.fit(module, datamodule=datamodule)
+    if not trainer.is_global_zero:
+        # Under DDP every rank runs this function; checkpoints and logs came from rank 0, and
+        # the evaluation, summary and report are its job too. The other ranks stop here rather
+        # than wait at a barrier, which would time out during a long evaluation.
+        return {"rank": int(trainer.global_rank), "best_val": module.best_metrics}
 
     ckpt_cb = trainer.checkpoint_callback
     best = getattr(ckpt_cb, "best_model_path", "") or ""
