@@ -82,6 +82,23 @@ def test_volume_group_sampler_splits_each_epoch_across_ranks():
         assert isinstance(ranks[0], DistributedSampler)  # Lightning keeps it, does not wrap it
 
 
+def test_each_rank_augments_with_its_own_stream_and_rank_0_as_a_single_process():
+    from types import SimpleNamespace
+
+    from samtune.data import SyntheticDataModule
+
+    def draws(rank: int | None) -> torch.Tensor:
+        augment = {"hflip": 0.5, "vflip": 0.5, "rot90": 0.5, "brightness_contrast": 0.5}
+        dm = SyntheticDataModule(image_size=64, num_train=4, seed=3, augment=augment)
+        if rank is not None:
+            dm.trainer = SimpleNamespace(world_size=2, global_rank=rank)
+        dataset = dm.train_dataloader().dataset
+        return torch.stack([dataset[0]["image"] for _ in range(6)])  # one image, 6 draws
+
+    assert torch.equal(draws(None), draws(0))
+    assert not torch.equal(draws(0), draws(1))
+
+
 # --- prompts and reductions ----------------------------------------------------------------
 
 

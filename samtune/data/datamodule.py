@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from samtune.data.sample import Sample
-from samtune.data.samplers import ShardedSampler, replicas_of
+from samtune.data.samplers import ShardedSampler, rank_seed, replicas_of
 from samtune.data.skiplog import append_skip, read_skips
 from samtune.data.transforms import SamTransform, augment_settings
 
@@ -171,6 +171,14 @@ class SamDataModule(L.LightningDataModule):
             seed=self.seed,
         )
 
+    def rank_transform(self, train: bool, rank: int) -> SamTransform:
+        """:meth:`transform` with the augmentation stream of DDP rank ``rank`` (see
+        :func:`~samtune.data.samplers.rank_seed`)."""
+        transform = self.transform(train=train)
+        if rank:
+            transform.reseed(rank_seed(self.seed, rank))
+        return transform
+
     def train_dataloader(self) -> DataLoader:
         """Shuffled, augmented batches of the train split."""
         return self._loader("train", train=True)
@@ -184,9 +192,9 @@ class SamDataModule(L.LightningDataModule):
         return self._loader("test", train=False)
 
     def _loader(self, split: str, *, train: bool) -> DataLoader:
-        dataset = TransformedDataset(self.raw_dataset(split), self.transform(train=train))
-        generator = torch.Generator().manual_seed(self.seed)
         world, rank = replicas_of(self)
+        dataset = TransformedDataset(self.raw_dataset(split), self.rank_transform(train, rank))
+        generator = torch.Generator().manual_seed(rank_seed(self.seed, rank))
         # Training: shuffled by (seed, epoch), padded so every rank takes the same number of
         # steps. Evaluation: in order, each item on exactly one rank.
         sampler = ShardedSampler(

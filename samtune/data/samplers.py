@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 from torch.utils.data import DistributedSampler
 
@@ -100,3 +101,14 @@ def replicas_of(datamodule: object) -> tuple[int, int]:
     if trainer is None:
         return 1, 0
     return int(trainer.world_size), int(trainer.global_rank)
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """Seed of a rank's own random streams (augmentation, DataLoader workers).
+
+    ``seed`` itself on rank 0, so a single process is unchanged; another, well-mixed seed on
+    every other rank, so that ranks do not apply the same augmentations to their images.
+    """
+    if int(rank) == 0:
+        return int(seed)
+    return int(np.random.SeedSequence([int(seed), int(rank)]).generate_state(1)[0])

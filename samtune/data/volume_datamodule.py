@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 
 from samtune.data.datamodule import SamDataModule, TransformedDataset, collate, seed_worker
 from samtune.data.sample import DataError
-from samtune.data.samplers import ShardedSampler, replicas_of
+from samtune.data.samplers import ShardedSampler, rank_seed, replicas_of
 from samtune.data.volumes import VolumePair, VolumeSliceDataset, pair_volumes
 
 PathList = str | Path | Sequence[str | Path]
@@ -260,13 +260,13 @@ class VolumeDataModule(SamDataModule):
             rank=rank,
         )
         return DataLoader(
-            TransformedDataset(dataset, self.transform(train=True)),
+            TransformedDataset(dataset, self.rank_transform(True, rank)),
             batch_size=self.batch_size,
             sampler=sampler,
             num_workers=self.num_workers,
             collate_fn=collate,
             worker_init_fn=seed_worker,
-            generator=torch.Generator().manual_seed(self.seed),
+            generator=torch.Generator().manual_seed(rank_seed(self.seed, rank)),
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
         )
