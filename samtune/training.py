@@ -105,7 +105,8 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
         callbacks=callbacks,
         precision=resolve_precision(cfg.trainer.get("precision")),
     )
-    trainer.fit(module, datamodule=datamodule)
+    # weights_only: also Lightning's own loads (a requeued SLURM job restores hpc_ckpt_<n>.ckpt)
+    trainer.fit(module, datamodule=datamodule, weights_only=True)
     if not trainer.is_global_zero:
         # Under DDP every rank runs this function; checkpoints and logs came from rank 0, and
         # the evaluation, summary and report are its job too. The other ranks stop here rather
