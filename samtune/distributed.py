@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from omegaconf import DictConfig, open_dict
@@ -113,3 +114,32 @@ def resolve_find_unused(trainer_cfg: DictConfig, *, correction_clicks: int) -> D
     with open_dict(resolved):
         resolved.strategy.find_unused_parameters = int(correction_clicks) == 0
     return resolved
+
+
+def check_launch(trainer: Any) -> None:
+    """Refuse DDP processes that Lightning would start itself inside a Hydra sweep (``-m``).
+
+    Lightning starts the other ranks by running the same command line again, which inside a
+    sweep would start the whole sweep again in every rank. Under SLURM (``hydra/launcher=slurm``)
+    the ranks are SLURM's tasks and nothing is re-run, so that is allowed.
+
+    Raises:
+        ValueError: naming the way out, when the trainer would launch ranks in a sweep.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return
+    strategy = trainer.strategy
+    launcher = getattr(strategy, "launcher", None)
+    environment = getattr(strategy, "cluster_environment", None)
+    if launcher is None or trainer.world_size <= 1:
+        return
+    if environment is not None and environment.creates_processes_externally:
+        return
+    raise ValueError(
+        f"trainer=ddp with {trainer.world_size} processes inside a sweep (-m): Lightning would "
+        "start each rank by re-running this command, sweep included. Run the sweep's points one "
+        "by one, or submit the sweep with hydra/launcher=slurm, where every SLURM task is a rank"
+    )

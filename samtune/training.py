@@ -12,7 +12,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from samtune.distributed import resolve_find_unused
+from samtune.distributed import check_launch, resolve_find_unused
 from samtune.module import SamTuneModule
 
 log = logging.getLogger(__name__)
@@ -105,6 +105,7 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
         callbacks=callbacks,
         precision=resolve_precision(cfg.trainer.get("precision")),
     )
+    check_launch(trainer)
     # weights_only: also Lightning's own loads (a requeued SLURM job restores hpc_ckpt_<n>.ckpt)
     trainer.fit(module, datamodule=datamodule, weights_only=True)
     if not trainer.is_global_zero:

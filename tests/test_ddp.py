@@ -3,6 +3,7 @@ and 2 ranks x batch b against 1 process x batch 2b end to end (gloo, CPU)."""
 
 from __future__ import annotations
 
+import copy
 import csv
 import os
 import subprocess
@@ -16,7 +17,12 @@ from torch.utils.data import DistributedSampler
 
 from samtune.data.samplers import ShardedSampler
 from samtune.data.volume_datamodule import VolumeGroupSampler
-from samtune.distributed import mean_over_objects, resolve_find_unused, sum_and_count
+from samtune.distributed import (
+    check_launch,
+    mean_over_objects,
+    resolve_find_unused,
+    sum_and_count,
+)
 from samtune.prompts import PromptSimulator, PromptStreams
 
 REPO = Path(__file__).resolve().parents[1]
@@ -201,6 +207,28 @@ def test_sum_and_count_and_find_unused():
     assert resolve_find_unused(cfg, correction_clicks=0).strategy.find_unused_parameters is True
     assert resolve_find_unused(cfg, correction_clicks=7).strategy.find_unused_parameters is False
     assert cfg.strategy.find_unused_parameters is None  # not modified
+
+
+def test_ranks_started_by_lightning_are_refused_inside_a_sweep(tmp_path):
+    import lightning as L
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from samtune.cli._hydra import CONFIG_DIR
+
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", return_hydra_config=True)
+    cfg.hydra.runtime.output_dir = str(tmp_path)
+    sweep = copy.deepcopy(cfg)
+    sweep.hydra.mode = RunMode.MULTIRUN
+    HydraConfig.instance().set_config(cfg)
+    two = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", logger=False)
+    check_launch(two)  # a single run: Lightning may start the second rank
+    HydraConfig.instance().set_config(sweep)
+    with pytest.raises(ValueError, match="hydra/launcher=slurm"):
+        check_launch(two)
+    check_launch(L.Trainer(accelerator="cpu", devices=1, logger=False))
 
 
 # --- end to end: 2 processes (gloo) against 1 --------------------------------------------
