@@ -4,5 +4,14 @@ from __future__ import annotations
 
 from samtune.prompts.sampling import jitter_boxes, mask_to_box, sample_pixels
 from samtune.prompts.simulator import Prompts, PromptSimulator
+from samtune.prompts.streams import PromptStreams, keyed_generator
 
-__all__ = ["PromptSimulator", "Prompts", "jitter_boxes", "mask_to_box", "sample_pixels"]
+__all__ = [
+    "PromptSimulator",
+    "PromptStreams",
+    "Prompts",
+    "keyed_generator",
+    "jitter_boxes",
+    "mask_to_box",
+    "sample_pixels",
+]

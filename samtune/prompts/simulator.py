@@ -168,12 +168,21 @@ class PromptSimulator:
         chosen = torch.randperm(int(num_objects), generator=generator, device=device)[:cap]
         return chosen.sort().values
 
-    def initial(self, masks: torch.Tensor, *, generator: torch.Generator | None) -> Prompts:
+    def initial(
+        self,
+        masks: torch.Tensor,
+        *,
+        generator: torch.Generator | None,
+        use_box: bool | None = None,
+    ) -> Prompts:
         """The first prompt for every object: one draw picks a box or a click for all of them.
 
         Args:
             masks: ``N x H x W`` bool ground-truth masks, none of them empty.
             generator: source of randomness.
+            use_box: the box-or-click choice made by the caller (e.g. once for a batch whose
+                images draw the rest from streams of their own); None draws it here with
+                probability ``box_prob``.
 
         Returns:
             Jittered tight boxes (``multimask=False``), or one positive click per object drawn
@@ -190,7 +199,8 @@ class PromptSimulator:
                 f"initial(masks): mask(s) {rows} are empty; there is no object to prompt"
             )
         n, h, w = masks.shape
-        use_box = bool(uniform((1,), generator=generator, device=masks.device)[0] < self.box_prob)
+        if use_box is None:
+            use_box = self.draw_box(generator)
         if use_box:
             boxes = jitter_boxes(
                 mask_to_box(masks),
@@ -203,6 +213,11 @@ class PromptSimulator:
         coords = flat_to_xy(sample_pixels(masks, generator=generator), width=w).unsqueeze(1)
         labels = torch.ones(n, 1, dtype=torch.int32, device=masks.device)
         return Prompts(coords, labels, None, multimask=self.multimask_single_click)
+
+    def draw_box(self, generator: torch.Generator | None) -> bool:
+        """Whether a first prompt is a box (probability ``box_prob``), one draw from ``generator``."""
+        device = generator.device if generator is not None else torch.device("cpu")
+        return bool(uniform((1,), generator=generator, device=device)[0] < self.box_prob)
 
     def correction(
         self, pred: torch.Tensor, gt: torch.Tensor, *, generator: torch.Generator | None

@@ -15,14 +15,17 @@ from samtune.evaluation.clicks import center_points
 from samtune.evaluation.report.overlay import denormalize, overlay
 from samtune.models.spec import ModelSpec
 from samtune.prompts.sampling import mask_to_box
+from samtune.prompts.streams import PromptStreams
 from samtune.segmenter.cache import EmbeddingCache, encode_frozen
 from samtune.segmenter.checkpointing import enable_activation_checkpointing, run_checkpointed
 from samtune.segmenter.sam2 import Decoded, Features, decode, encode, upsample_logits
+from samtune.training.distributed import mean_over_objects, sum_and_count
 from samtune.training.optim import OptimConfig, param_groups, warmup_cosine
 
 log = logging.getLogger(__name__)
 
 VAL_PROTOCOLS = ("point1", "box")
+LOSS_TERMS = ("loss", "focal", "dice", "iou", "object_score")
 
 
 class SamTuneModule(L.LightningModule):
@@ -102,14 +105,14 @@ class SamTuneModule(L.LightningModule):
         return encode_frozen(self.model, images)
 
     def _gather_objects(
-        self, masks: list[torch.Tensor], generator: torch.Generator | None
+        self, masks: list[torch.Tensor], generator: torch.Generator | PromptStreams | None
     ) -> tuple[torch.Tensor, torch.Tensor] | tuple[None, None]:
         gts, idx = [], []
+        if generator is not None:
+            masks = _streams(generator).select_objects(self.prompts, masks)
         for i, m in enumerate(masks):
             if m.shape[0] == 0:
                 continue
-            if generator is not None:
-                m = m[self.prompts.select_objects(m.shape[0], generator=generator).to(m.device)]
             gts.append(m)
             idx.append(torch.full((m.shape[0],), i, dtype=torch.long, device=m.device))
         if not gts:
@@ -121,17 +124,19 @@ class SamTuneModule(L.LightningModule):
         features: Features,
         gt: torch.Tensor,
         img_idx: torch.Tensor,
-        generator: torch.Generator,
+        generator: torch.Generator | PromptStreams,
     ) -> dict[str, torch.Tensor]:
         """SAM 2's interactive training loss for the objects ``gt`` (N x S x S bool).
 
         One decoder pass for the initial prompts, then one per correction click; every pass's loss
-        terms are summed.
+        terms are summed. The random prompts come from one generator, or from the batch's
+        :class:`~samtune.prompts.PromptStreams` (one stream per image).
         """
         device = gt.device
         size = tuple(gt.shape[-2:])
         gt_cpu = gt.cpu()
-        first = self.prompts.initial(gt_cpu, generator=generator)
+        streams = _streams(generator)
+        first = streams.initial(self.prompts, gt_cpu, img_idx)
         coords = None if first.point_coords is None else first.point_coords.to(device)
         labels = None if first.point_labels is None else first.point_labels.to(device)
         boxes = None if first.boxes is None else first.boxes.to(device)
@@ -158,7 +163,7 @@ class SamTuneModule(L.LightningModule):
                 break
             best_low, _ = out.best()
             pred = upsample_logits(best_low.detach(), size)[:, 0] > 0
-            new_c, new_l = self.prompts.correction(pred.cpu(), gt_cpu, generator=generator)
+            new_c, new_l = streams.correction(self.prompts, pred.cpu(), gt_cpu, img_idx)
             new_c, new_l = new_c.to(device), new_l.to(device)
             coords = new_c if coords is None else torch.cat([coords, new_c], 1)
             labels = new_l if labels is None else torch.cat([labels, new_l], 1)
@@ -198,34 +203,72 @@ class SamTuneModule(L.LightningModule):
             f"{self.spec.name} @ {self.spec.image_size}px, adapter={self.adapter.name}: "
             f"{r['trainable']:,} trainable of {r['total']:,} parameters ({pct:.2f}%)"
         )
-        log.info(msg)
+        if self.trainer.is_global_zero:
+            log.info(msg)
         if self.logger is not None:
             self.logger.log_hyperparams(
                 {"params/trainable": r["trainable"], "params/total": r["total"]}
             )
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
-        if batch is None:
-            return None
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + int(self.global_step))
-        gt, img_idx = self._gather_objects(batch["masks"], generator)
-        if gt is None:
-            return None
-        features = self.encode_images(batch["images"])
-        terms = self.interactive_loss(features, gt, img_idx, generator)
-        bs = batch["images"].shape[0]
-        for k, v in terms.items():
-            self.log(
-                f"train/{k}", v, on_step=True, on_epoch=True, prog_bar=(k == "loss"), batch_size=bs
+    def prompt_streams(self, batch: dict, batch_idx: int) -> PromptStreams:
+        """The batch's random prompt streams: keyed by ``(seed, epoch, dataset index)`` per image
+        when the batch carries ``indices`` (so the prompts of an image do not depend on its batch
+        or rank), else one generator keyed by ``(seed, global step)``."""
+        if batch.get("indices") is not None:
+            return PromptStreams.keyed(
+                seed=self.seed,
+                epoch=int(self.current_epoch),
+                batch_index=int(batch_idx),
+                indices=batch["indices"].tolist(),
             )
-        self.log("train/objects", float(gt.shape[0]), on_step=True, batch_size=bs)
-        return terms["loss"]
+        return PromptStreams(
+            torch.Generator().manual_seed(self.seed * 1_000_003 + self.global_step)
+        )
+
+    def training_step(self, batch: dict | None, batch_idx: int) -> torch.Tensor | None:
+        world = int(self.trainer.world_size)
+        gt = img_idx = streams = None
+        if batch is not None:
+            streams = self.prompt_streams(batch, batch_idx)
+            gt, img_idx = self._gather_objects(batch["masks"], streams)
+        if gt is None and world == 1:
+            return None
+        terms: dict[str, torch.Tensor] = {}
+        if gt is not None:
+            terms = self.interactive_loss(self.encode_images(batch["images"]), gt, img_idx, streams)
+        # every rank takes part in the reduction, also one whose batch has no object
+        loss, means, total = mean_over_objects(
+            terms,
+            0 if gt is None else int(gt.shape[0]),
+            reduce_sum=lambda t: self.trainer.strategy.reduce(t, reduce_op="sum"),
+            world_size=world,
+            names=LOSS_TERMS,
+            device=self.device,
+        )
+        if total == 0:
+            return None  # no object on any rank: every rank skips the step
+        # the values are the same on every rank already; sync_dist only averages the epoch means
+        bs, sync = (1 if batch is None else batch["images"].shape[0]), world > 1
+        for k, v in means.items():
+            self.log(
+                f"train/{k}",
+                float(v),
+                on_step=True,
+                on_epoch=True,
+                prog_bar=(k == "loss"),
+                batch_size=bs,
+                sync_dist=sync,
+            )
+        self.log("train/objects", float(total), on_step=True, batch_size=bs)
+        if loss is None:  # DDP needs a backward on every rank: a zero one through each weight
+            loss = sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
+        return loss
 
     def on_train_epoch_end(self) -> None:
         cache = self.embedding_cache
         if cache is None:
             return
-        self.log("cache/hit_rate", cache.stats.hit_rate)
+        self.log("cache/hit_rate", cache.stats.hit_rate, sync_dist=True)
         if self.current_epoch >= 1 and cache.stats.hits == 0:
             log.warning(
                 "embedding cache: no hit after %d epochs; augmentations that change pixels make "
@@ -281,12 +324,20 @@ class SamTuneModule(L.LightningModule):
         )
 
     def on_validation_epoch_end(self) -> None:
-        values = {p: float(np.mean(v)) if v else float("nan") for p, v in self._val_sums.items()}
+        # the IoUs of all ranks (each val image is on exactly one), summed and counted once
+        values = sum_and_count(
+            self._val_sums,
+            VAL_PROTOCOLS,
+            reduce_sum=lambda t: self.trainer.strategy.reduce(t, reduce_op="sum"),
+            device=self.device,
+        )
+        values = {p: v for p, v in values.items() if not np.isnan(v)}
         if values:
+            sync = self.trainer.world_size > 1  # values equal on every rank: a no-op mean
             for p, v in values.items():
-                self.log(f"val/miou_{p}", v, prog_bar=True)
+                self.log(f"val/miou_{p}", v, prog_bar=True, sync_dist=sync)
             mean = float(np.nanmean(list(values.values())))
-            self.log("val/miou", mean, prog_bar=True)
+            self.log("val/miou", mean, prog_bar=True, sync_dist=sync)
             if not self.trainer.sanity_checking:
                 if mean >= self.best_metrics.get("val/miou", -1.0):
                     self.best_metrics = {
@@ -343,3 +394,7 @@ class SamTuneModule(L.LightningModule):
             "version": __version__,
             "config": self.run_info.get("config", {}),
         }
+
+
+def _streams(generator: torch.Generator | PromptStreams) -> PromptStreams:
+    return generator if isinstance(generator, PromptStreams) else PromptStreams(generator)

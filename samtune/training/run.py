@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from samtune.evaluation.evaluator import evaluate_dataset
 from samtune.evaluation.report.files import write_results
+from samtune.training.distributed import check_launch, resolve_find_unused
 from samtune.training.memory_check import fit_memory
 from samtune.training.module import SamTuneModule
 from samtune.training.progress import stdout_is_terminal
@@ -107,7 +108,7 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     trainer = instantiate(
-        cfg.trainer,
+        resolve_find_unused(cfg.trainer, correction_clicks=int(cfg.prompts.correction_clicks)),
         logger=loggers or False,
         callbacks=callbacks,
         precision=precision,
@@ -115,7 +116,14 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
         enable_progress_bar=bool(cfg.trainer.get("enable_progress_bar", True))
         and stdout_is_terminal(),
     )
-    trainer.fit(module, datamodule=datamodule)
+    check_launch(trainer)
+    # weights_only: also Lightning's own loads (a requeued SLURM job restores hpc_ckpt_<n>.ckpt)
+    trainer.fit(module, datamodule=datamodule, weights_only=True)
+    if not trainer.is_global_zero:
+        # Under DDP every rank runs this function; checkpoints and logs came from rank 0, and
+        # the evaluation, summary and report are its job too. The other ranks stop here rather
+        # than wait at a barrier, which would time out during a long evaluation.
+        return {"rank": int(trainer.global_rank), "best_val": module.best_metrics}
 
     ckpt_cb = trainer.checkpoint_callback
     best = getattr(ckpt_cb, "best_model_path", "") or ""

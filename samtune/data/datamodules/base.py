@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from samtune.data.sample import Sample
+from samtune.data.samplers import ShardedSampler, rank_seed, replicas_of
 from samtune.data.skiplog import append_skip, read_skips
 from samtune.data.transforms import SamTransform, augment_settings
 
@@ -25,21 +26,29 @@ def collate(items: list[dict[str, Any] | None]) -> dict[str, Any] | None:
 
     Returns:
         ``{"images": B x 3 x S x S, "masks": [N_i x S x S bool], "class_ids": [N_i int64],
-        "meta": [dict]}``, or None when no item is left.
+        "meta": [dict]}``, plus ``"indices"`` (B int64, each item's index in its dataset) when
+        the items carry an ``"index"``; or None when no item is left.
     """
     kept = [item for item in items if item is not None]
     if not kept:
         return None
-    return {
+    batch = {
         "images": torch.stack([item["image"] for item in kept]),
         "masks": [item["masks"] for item in kept],
         "class_ids": [item["class_ids"] for item in kept],
         "meta": [item["meta"] for item in kept],
     }
+    if all("index" in item for item in kept):
+        batch["indices"] = torch.tensor([int(item["index"]) for item in kept], dtype=torch.int64)
+    return batch
 
 
 class TransformedDataset(Dataset):
-    """A Sample dataset seen through a :class:`SamTransform`; skipped images stay ``None``."""
+    """A Sample dataset seen through a :class:`SamTransform`; skipped images stay ``None``.
+
+    Each item also carries its ``"index"`` in the dataset: the training step keys the random
+    prompts of an image by it, so they do not depend on which batch or rank the image lands in.
+    """
 
     def __init__(self, samples: Dataset[Sample | None], transform: SamTransform) -> None:
         self.samples = samples
@@ -50,7 +59,9 @@ class TransformedDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any] | None:
         sample = self.samples[index]
-        return None if sample is None else self.transform(sample)
+        if sample is None:
+            return None
+        return {**self.transform(sample), "index": int(index)}
 
 
 def seed_worker(worker_id: int) -> None:
@@ -179,6 +190,14 @@ class SamDataModule(L.LightningDataModule):
             seed=self.seed,
         )
 
+    def rank_transform(self, train: bool, rank: int) -> SamTransform:
+        """:meth:`transform` with the augmentation stream of DDP rank ``rank`` (see
+        :func:`~samtune.data.samplers.rank_seed`)."""
+        transform = self.transform(train=train)
+        if rank:
+            transform.reseed(rank_seed(self.seed, rank))
+        return transform
+
     def train_dataloader(self) -> DataLoader:
         """Shuffled, augmented batches of the train split."""
         return self._loader("train", train=True)
@@ -192,12 +211,18 @@ class SamDataModule(L.LightningDataModule):
         return self._loader("test", train=False)
 
     def _loader(self, split: str, *, train: bool) -> DataLoader:
-        dataset = TransformedDataset(self.raw_dataset(split), self.transform(train=train))
-        generator = torch.Generator().manual_seed(self.seed)
+        world, rank = replicas_of(self)
+        dataset = TransformedDataset(self.raw_dataset(split), self.rank_transform(train, rank))
+        generator = torch.Generator().manual_seed(rank_seed(self.seed, rank))
+        # Training: shuffled by (seed, epoch), padded so every rank takes the same number of
+        # steps. Evaluation: in order, each item on exactly one rank.
+        sampler = ShardedSampler(
+            len(dataset), shuffle=train, seed=self.seed, num_replicas=world, rank=rank, pad=train
+        )
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=train,
+            sampler=sampler,
             num_workers=self.num_workers,
             collate_fn=collate,
             worker_init_fn=seed_worker,

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 
 from samtune.data.datamodules.base import (
     SamDataModule,
@@ -23,50 +23,70 @@ from samtune.data.datamodules.base import (
 )
 from samtune.data.datasets.volumes import VolumePair, VolumeSliceDataset, pair_volumes
 from samtune.data.sample import DataError
+from samtune.data.samplers import ShardedSampler, rank_seed, replicas_of
 
 PathList = str | Path | Sequence[str | Path]
 CaseSplit = tuple[list[VolumePair], list[VolumePair], list[tuple[str, str]]]
 
 
-class VolumeGroupSampler(Sampler[int]):
+class VolumeGroupSampler(ShardedSampler):
     """Shuffles slices so that each volume is read about once per epoch.
 
     Each epoch the volumes are shuffled and taken ``group`` at a time; the slices of one
     group are shuffled together and given out before the next group starts. With ``group``
     equal to the dataset's ``cache_volumes`` a loader process reads each volume once per epoch
     (a fully random order would re-read a volume for almost every slice). Epoch ``e`` uses the
-    seed ``(seed, e)``, so runs repeat.
+    seed ``(seed, e)``, so runs repeat. Iterating moves on to the next epoch; Lightning sets the
+    epoch itself before each one (:meth:`set_epoch`).
+
+    With several ranks the epoch's order is split as :class:`ShardedSampler` splits it: each
+    rank takes every ``num_replicas``-th slice, so a rank still meets the volumes of one group
+    together and reads each about once per epoch.
 
     Args:
         volume_of: the volume (any hashable name) of each dataset item.
         group: volumes whose slices are mixed together (at least 1).
         seed: seed of the shuffling.
+        num_replicas: number of ranks the epoch is split across.
+        rank: this process's rank.
     """
 
-    def __init__(self, volume_of: Sequence[Any], *, group: int, seed: int = 0) -> None:
+    def __init__(
+        self,
+        volume_of: Sequence[Any],
+        *,
+        group: int,
+        seed: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
+    ) -> None:
         if int(group) < 1:
             raise ValueError(f"group must be >= 1, got {group!r}")
+        super().__init__(
+            len(volume_of), shuffle=True, seed=seed, num_replicas=num_replicas, rank=rank
+        )
         self.group = int(group)
-        self.seed = int(seed)
-        self.epoch = 0
         self._items: dict[Any, list[int]] = {}
         for index, volume in enumerate(volume_of):
             self._items.setdefault(volume, []).append(index)
-        self._length = len(volume_of)
 
-    def __len__(self) -> int:
-        return self._length
+    def order(self) -> list[int]:
+        """The whole epoch's order: volumes shuffled, then slices shuffled group by group."""
+        rng = np.random.default_rng([self.seed, self.epoch])
+        volumes = list(self._items)
+        shuffled = [volumes[i] for i in rng.permutation(len(volumes))]
+        order: list[int] = []
+        for start in range(0, len(shuffled), self.group):
+            members = [
+                i for volume in shuffled[start : start + self.group] for i in self._items[volume]
+            ]
+            order.extend(members[i] for i in rng.permutation(len(members)))
+        return order
 
     def __iter__(self) -> Iterator[int]:
-        rng = np.random.default_rng([self.seed, self.epoch])
+        indices = super().__iter__()
         self.epoch += 1
-        volumes = list(self._items)
-        order = [volumes[i] for i in rng.permutation(len(volumes))]
-        for start in range(0, len(order), self.group):
-            members = [
-                i for volume in order[start : start + self.group] for i in self._items[volume]
-            ]
-            yield from (members[i] for i in rng.permutation(len(members)))
+        return indices
 
 
 class VolumeDataModule(SamDataModule):
@@ -219,19 +239,22 @@ class VolumeDataModule(SamDataModule):
                 f"an object (classes={self.slice_options['classes']}) and empty_slice_rate is "
                 f"{self.empty_slice_rate_of('train')}"
             )
+        world, rank = replicas_of(self)
         sampler = VolumeGroupSampler(
             [dataset.slice_at(i)[0] for i in range(len(dataset))],
             group=self.cache_volumes,
             seed=self.seed,
+            num_replicas=world,
+            rank=rank,
         )
         return DataLoader(
-            TransformedDataset(dataset, self.transform(train=True)),
+            TransformedDataset(dataset, self.rank_transform(True, rank)),
             batch_size=self.batch_size,
             sampler=sampler,
             num_workers=self.num_workers,
             collate_fn=collate,
             worker_init_fn=seed_worker,
-            generator=torch.Generator().manual_seed(self.seed),
+            generator=torch.Generator().manual_seed(rank_seed(self.seed, rank)),
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
         )
