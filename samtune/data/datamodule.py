@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset, get_worker_info
 from samtune.data.sample import Sample
 from samtune.data.skiplog import append_skip, read_skips
 from samtune.data.transforms import SamTransform, augment_settings
+from samtune.validation import check_choice, check_number
 
 SPLITS = ("train", "val", "test")
 
@@ -98,19 +99,15 @@ class SamDataModule(L.LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        if int(batch_size) != batch_size or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if int(num_workers) != num_workers or num_workers < 0:
-            raise ValueError(f"num_workers must be an integer >= 0, got {num_workers!r}")
-        if on_error not in ("raise", "skip"):
-            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-        self.image_size = int(image_size)
-        self.batch_size = int(batch_size)
-        self.num_workers = int(num_workers)
+        self.image_size = check_number("data.image_size", image_size, ge=1, integer=True)
+        self.batch_size = check_number("data.batch_size", batch_size, ge=1, integer=True)
+        self.num_workers = check_number("data.num_workers", num_workers, ge=0, integer=True)
         self.augment = augment_settings(augment)
-        self.min_object_area = int(min_object_area)
-        self.on_error = on_error
-        self.seed = int(seed)
+        self.min_object_area = check_number(
+            "data.min_object_area", min_object_area, ge=0, integer=True
+        )
+        self.on_error = check_choice("data.on_error", on_error, ("raise", "skip"))
+        self.seed = check_number("data.seed", seed, integer=True)
         self.skip_log = str(skip_log) if skip_log is not None else None
         if self.skip_log is None and on_error == "skip":
             handle, path = tempfile.mkstemp(prefix="samtune-skips-", suffix=".jsonl")

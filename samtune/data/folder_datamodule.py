@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 
 from samtune.data.datamodule import SamDataModule
-from samtune.data.folder import FolderDataset
+from samtune.data.folder import MASK_TYPES, FolderDataset
+from samtune.validation import check_choice, check_number
 
 
 class FolderDataModule(SamDataModule):
@@ -44,12 +45,10 @@ class FolderDataModule(SamDataModule):
             raise ValueError(
                 "give both val_images and val_masks, or neither (to split the train folders)"
             )
-        if not 0.0 <= val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
         self.train_images, self.train_masks = train_images, train_masks
         self.val_images, self.val_masks = val_images, val_masks
-        self.val_fraction = float(val_fraction)
-        self.mask_type = mask_type
+        self.val_fraction = check_number("data.val_fraction", val_fraction, ge=0, lt=1)
+        self.mask_type = check_choice("data.mask_type", mask_type, MASK_TYPES)
         self._train_folder: FolderDataset | None = None
 
     def make_dataset(self, split: str) -> FolderDataset:

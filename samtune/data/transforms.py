@@ -10,6 +10,7 @@ import torch
 
 from samtune.data.sample import Sample
 from samtune.engine import normalize_images
+from samtune.validation import check_number, check_probability
 
 PROBABILITY_KEYS = ("hflip", "vflip", "rot90", "brightness_contrast", "affine")
 AUGMENT_DEFAULTS: dict[str, Any] = {
@@ -69,13 +70,11 @@ class SamTransform:
         min_object_area: int = 4,
         seed: int | None = None,
     ) -> None:
-        if int(image_size) != image_size or image_size < 1:
-            raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
-        if min_object_area < 0:
-            raise ValueError(f"min_object_area must be >= 0, got {min_object_area!r}")
-        self.image_size = int(image_size)
+        self.image_size = check_number("data.image_size", image_size, ge=1, integer=True)
         self.train = bool(train)
-        self.min_object_area = int(min_object_area)
+        self.min_object_area = check_number(
+            "data.min_object_area", min_object_area, ge=0, integer=True
+        )
         self.augment = augment_settings(augment)
         self.pipeline = _build_pipeline(self.augment, seed) if self.train and self.augment else None
 
@@ -147,12 +146,12 @@ def augment_settings(augment: Mapping[str, Any] | None) -> dict[str, Any] | None
             value = tuple(float(v) for v in value)
             if len(value) != 2 or not 0 < value[0] <= value[1]:
                 raise ValueError(
-                    f"augment.scale must be (low, high) with 0 < low <= high, got {value!r}"
+                    f"data.augment.scale must be (low, high) with 0 < low <= high, got {value!r}"
                 )
+        elif key in PROBABILITY_KEYS:
+            value = check_probability(f"data.augment.{key}", value)
         else:
-            value = float(value)
-        if key in PROBABILITY_KEYS and not 0.0 <= value <= 1.0:
-            raise ValueError(f"augment.{key} is a probability and must be in [0, 1], got {value!r}")
+            value = check_number(f"data.augment.{key}", value, ge=0)
         settings[key] = value
     if not any(settings[key] > 0 for key in PROBABILITY_KEYS):
         return None

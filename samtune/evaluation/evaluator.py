@@ -22,6 +22,7 @@ from samtune.evaluation.gallery import Example, Gallery, make_example
 from samtune.evaluation.protocols import PROTOCOLS, Outcome, ProtocolRunner
 from samtune.evaluation.results import EvalResult, ObjectResult, threshold_key
 from samtune.metrics.functional import mask_dice, mask_iou, number_of_clicks
+from samtune.validation import check_number
 
 log = logging.getLogger(__name__)
 
@@ -66,28 +67,36 @@ class Evaluator:
             raise ValueError(
                 f"evaluation.protocols={list(protocols)}: unknown {unknown}; choose from {PROTOCOLS}"
             )
-        if max_clicks < 1:
-            raise ValueError(f"evaluation.max_clicks must be >= 1, got {max_clicks}")
-        if image_batch != "auto" and (isinstance(image_batch, str) or image_batch < 1):
-            raise ValueError(f"evaluation.image_batch must be >= 1 or 'auto', got {image_batch!r}")
-        for t in noc_thresholds:
-            if not 0.0 < float(t) <= 1.0:
-                raise ValueError(f"evaluation.noc_thresholds must lie in (0, 1], got {t}")
         self.protocols = tuple(protocols)
-        self.max_clicks = int(max_clicks)
-        self.noc_thresholds = tuple(float(t) for t in noc_thresholds)
-        self.image_batch = image_batch if image_batch == "auto" else int(image_batch)
-        self.progress = progress
-        self.gallery_size = int(gallery_size)
-        self.keep_masks = bool(keep_masks)
-        if objects_per_decode not in (None, "auto") and (
-            isinstance(objects_per_decode, str) or objects_per_decode < 1
-        ):
-            raise ValueError(
-                "evaluation.objects_per_decode must be None, 'auto' or >= 1, "
-                f"got {objects_per_decode!r}"
+        self.max_clicks = check_number("evaluation.max_clicks", max_clicks, ge=1, integer=True)
+        self.noc_thresholds = tuple(
+            check_number(f"evaluation.noc_thresholds[{i}]", t, gt=0, le=1)
+            for i, t in enumerate(noc_thresholds)
+        )
+        self.image_batch = (
+            image_batch
+            if image_batch == "auto"
+            else check_number(
+                "evaluation.image_batch", image_batch, ge=1, integer=True, also="'auto'"
             )
-        self.objects_per_decode = objects_per_decode
+        )
+        self.progress = progress
+        self.gallery_size = check_number(
+            "evaluation.gallery_size", gallery_size, ge=0, integer=True
+        )
+        self.keep_masks = bool(keep_masks)
+        self.objects_per_decode = (
+            objects_per_decode
+            if objects_per_decode in (None, "auto")
+            else check_number(
+                "evaluation.objects_per_decode",
+                objects_per_decode,
+                ge=1,
+                integer=True,
+                none_ok=True,
+                also="'auto'",
+            )
+        )
 
     def settings_for(self, model: torch.nn.Module, device: torch.device) -> tuple[int, int | None]:
         """``(image_batch, objects_per_decode)`` with ``"auto"`` resolved for ``device``."""
