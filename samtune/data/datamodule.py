@@ -12,6 +12,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
+from samtune.data.drops import EmptySplitError, empty_split_message
 from samtune.data.sample import Sample
 from samtune.data.skiplog import append_skip, read_skips
 from samtune.data.transforms import SamTransform, augment_settings
@@ -158,7 +159,12 @@ class SamDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled, augmented batches of the train split."""
+        """Shuffled, augmented batches of the train split.
+
+        Raises:
+            EmptySplitError: the split holds no image, naming the split and why (every
+                loader does the same).
+        """
         return self._loader("train", train=True)
 
     def val_dataloader(self) -> DataLoader:
@@ -170,7 +176,20 @@ class SamDataModule(L.LightningDataModule):
         return self._loader("test", train=False)
 
     def _loader(self, split: str, *, train: bool) -> DataLoader:
-        dataset = TransformedDataset(self.raw_dataset(split), self.transform(train=train))
+        raw = self.raw_dataset(split)
+        if len(raw) == 0:
+            stats = dict(getattr(raw, "stats", {}))
+            stats["skipped"] = len(self.skipped_files().get(split, []))
+            source = getattr(raw, "ann_file", None) or getattr(raw, "images_dir", None)
+            raise EmptySplitError(
+                empty_split_message(
+                    split,
+                    stats,
+                    source=str(source or type(self).__name__),
+                    note=getattr(raw, "empty_note", None),
+                )
+            )
+        dataset = TransformedDataset(raw, self.transform(train=train))
         generator = torch.Generator().manual_seed(self.seed)
         return DataLoader(
             dataset,

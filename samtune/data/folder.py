@@ -74,7 +74,8 @@ class FolderDataset(SampleDataset):
     Indexing (construction) pairs the files, reads both headers to compare sizes, and reads every
     mask once to count its objects (so counts are known and bad masks found before training).
     Objects below ``min_area`` pixels are dropped (``dropped_small``), images left without
-    objects are dropped (``dropped_images``). ``class_ids`` are all 1; ``meta`` holds ``file``,
+    objects are dropped (``dropped_images``; ``empty_mask_files`` of them have an all-background
+    mask). ``empty_note`` says why the dataset is empty when it is a subset (else None). ``class_ids`` are all 1; ``meta`` holds ``file``,
     ``image_id`` (the stem), ``orig_size``, ``mask_file`` and ``mask_type`` (as resolved).
 
     Args:
@@ -100,6 +101,8 @@ class FolderDataset(SampleDataset):
         min_area: int = 1,
     ) -> None:
         super().__init__(on_error=on_error, min_area=min_area)
+        self.counts["empty_mask_files"] = 0
+        self.empty_note: str | None = None
         if mask_type not in MASK_TYPES:
             raise ValueError(f"mask_type must be one of {MASK_TYPES}, got {mask_type!r}")
         self.images_dir, self.masks_dir, self.mask_type = Path(images), Path(masks), mask_type
@@ -132,6 +135,7 @@ class FolderDataset(SampleDataset):
         clone.counts = {key: 0 for key in self.counts}
         if keep_rejects:
             clone.counts["dropped_images"] = self.counts["dropped_images"]
+            clone.counts["empty_mask_files"] = self.counts["empty_mask_files"]
         clone.counts["images"] = len(clone._pairs)
         clone.counts["objects"] = sum(pair.objects for pair in clone._pairs)
         clone.counts["dropped_small"] = sum(pair.dropped_small for pair in clone._pairs)
@@ -177,6 +181,7 @@ class FolderDataset(SampleDataset):
         self.counts["dropped_small"] += pair.dropped_small
         if pair.objects == 0:
             self.counts["dropped_images"] += 1
+            self.counts["empty_mask_files"] += int(areas.size == 0)
             return False
         return True
 

@@ -69,7 +69,12 @@ class FolderDataModule(SamDataModule):
         train_idx, val_idx = self.split_indices(len(self._train_folder))
         if split == "train":
             return self._train_folder.subset(train_idx, keep_rejects=True)
-        return self._train_folder.subset(val_idx)
+        val = self._train_folder.subset(val_idx)
+        val.empty_note = (
+            f"it is split off the train folders (data.val_fraction={self.val_fraction:g}), "
+            f"which hold {len(self._train_folder)} usable image(s)"
+        )
+        return val
 
     def split_indices(self, n: int) -> tuple[list[int], list[int]]:
         """Seeded random ``(train, val)`` indices of ``n`` images."""

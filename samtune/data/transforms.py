@@ -46,7 +46,8 @@ class SamTransform:
       (keys and defaults in :data:`AUGMENT_DEFAULTS`); all are off when ``augment`` is None or
       ``train`` is False.
     - Objects with fewer than ``min_object_area`` pixels after resizing and augmentation are
-      dropped and counted in ``meta["dropped_small"]``.
+      dropped and counted in ``meta["dropped_small"]``; so are objects left with no pixel
+      (whatever ``min_object_area``): there is nothing to prompt.
 
     Args:
         image_size: side of the square model input.
@@ -89,8 +90,7 @@ class SamTransform:
         masks = resize_masks(sample.masks, self.image_size)
         if self.pipeline is not None:
             image, masks = self._augment(image, masks)
-        areas = masks.sum(axis=(1, 2))
-        keep = areas >= self.min_object_area
+        keep = masks.sum(axis=(1, 2)) >= kept_area(self.min_object_area)
         meta = {
             **sample.meta,
             "orig_size": (int(height), int(width)),
@@ -127,6 +127,20 @@ def resize_masks(masks: np.ndarray, size: int) -> np.ndarray:
     rows = np.minimum(((np.arange(size) + 0.5) * height / size).astype(np.int64), height - 1)
     cols = np.minimum(((np.arange(size) + 0.5) * width / size).astype(np.int64), width - 1)
     return masks[:, rows[:, None], cols[None, :]].astype(bool, copy=False)
+
+
+def kept_area(min_object_area: int) -> int:
+    """The fewest pixels at ``image_size`` an object needs to be kept: ``min_object_area``, and
+    at least 1."""
+    return max(1, int(min_object_area))
+
+
+def areas_at_size(masks: np.ndarray, size: int) -> np.ndarray:
+    """Pixels of each of ``N x H x W`` masks once resized to ``size`` as training resizes them
+    (:func:`resize_masks`), one object at a time (memory: one ``size x size`` mask)."""
+    return np.array(
+        [int(resize_masks(m[None], size).sum()) for m in masks], dtype=np.int64
+    ).reshape(len(masks))
 
 
 def augment_settings(augment: Mapping[str, Any] | None) -> dict[str, Any] | None:
