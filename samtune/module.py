@@ -77,6 +77,7 @@ class SamTuneModule(L.LightningModule):
         self.best_metrics: dict[str, float] = {}
         self._val_sums: dict[str, list[float]] = defaultdict(list)
         self._overlays: list[np.ndarray] = []
+        self._seen: dict[str, list[int]] = {"train": [0, 0, 0], "val": [0, 0, 0]}
         self._predictor = None
         # --- speed and memory (docs/performance.md)
         self.embedding_cache = None if adapter.encoder_trainable else embedding_cache
@@ -203,9 +204,26 @@ class SamTuneModule(L.LightningModule):
                 {"params/trainable": r["trainable"], "params/total": r["total"]}
             )
 
+    def _count(self, split: str, batch: dict) -> None:
+        """Tally images, kept objects and objects the transform dropped in this epoch."""
+        seen = self._seen[split]
+        seen[0] += len(batch["masks"])
+        seen[1] += sum(int(m.shape[0]) for m in batch["masks"])
+        seen[2] += sum(int(meta.get("dropped_small", 0)) for meta in batch["meta"])
+
+    def _fail_if_nothing_seen(self, split: str) -> None:
+        """Stop the run when no object of ``split`` survived resizing in a whole epoch."""
+        from samtune.data.drops import vanished_message
+
+        images, objects, dropped = self._seen[split]
+        self._seen[split] = [0, 0, 0]
+        if images and not objects:
+            raise RuntimeError(vanished_message(split, dropped, images, self.spec.image_size))
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
         if batch is None:
             return None
+        self._count("train", batch)
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + int(self.global_step))
         gt, img_idx = self._gather_objects(batch["masks"], generator)
         if gt is None:
@@ -221,6 +239,7 @@ class SamTuneModule(L.LightningModule):
         return terms["loss"]
 
     def on_train_epoch_end(self) -> None:
+        self._fail_if_nothing_seen("train")
         cache = self.embedding_cache
         if cache is None:
             return
@@ -257,6 +276,7 @@ class SamTuneModule(L.LightningModule):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         if batch is None:
             return
+        self._count("val", batch)
         gt, img_idx = self._gather_objects(batch["masks"], None)
         if gt is None:
             return
@@ -283,6 +303,10 @@ class SamTuneModule(L.LightningModule):
         )
 
     def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            self._seen["val"] = [0, 0, 0]
+        else:
+            self._fail_if_nothing_seen("val")
         values = {p: float(np.mean(v)) if v else float("nan") for p, v in self._val_sums.items()}
         if values:
             for p, v in values.items():

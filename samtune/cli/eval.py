@@ -65,7 +65,12 @@ def evaluate(cfg: DictConfig, out_dir: Path, data_name: str) -> dict[str, Path]:
     dataset = datamodule.raw_dataset(cfg.split)
     evaluator = instantiate(cfg.evaluation)
     result, volumes = evaluate_dataset(
-        evaluator, model, dataset, device=cfg.device, max_images=cfg.max_images
+        evaluator,
+        model,
+        dataset,
+        device=cfg.device,
+        max_images=cfg.max_images,
+        min_object_area=getattr(datamodule, "min_object_area", None),
     )
     for protocol, scores in (volumes or {}).get("protocols", {}).items():
         log.info(

@@ -90,9 +90,10 @@ def empty_split_message(
 
 def vanished_message(split: str, objects: int, images: int, image_size: int) -> str:
     """The error text when every object of a split was dropped at ``image_size``."""
+    outcome = "nothing was learned" if split == "train" else "there is nothing to score"
     return (
         f"the {split} split has no object left at {image_size}x{image_size} px: all {objects} "
         f"object(s) in {images} image(s) are smaller than data.min_object_area pixels (or vanish) "
-        "once resized to model.image_size, so nothing was learned. Lower data.min_object_area, "
+        f"once resized to model.image_size, so {outcome}. Lower data.min_object_area, "
         "raise model.image_size, or run samtune-check-data to see the objects' sizes."
     )

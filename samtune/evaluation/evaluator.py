@@ -117,6 +117,7 @@ class Evaluator:
         *,
         device: str | torch.device = "cpu",
         max_images: int | None = None,
+        min_object_area: int | None = None,
     ) -> EvalResult:
         """Evaluate ``model`` on ``dataset``.
 
@@ -126,6 +127,10 @@ class Evaluator:
                 indexing) or any iterable. A None item (a sample the dataset skipped) is counted.
             device: where to run (the model is moved there and left there).
             max_images: stop after this many images (None: all).
+            min_object_area: ``data.min_object_area``: objects with fewer pixels (and at least
+                1) once resized to the model's ``image_size`` are not scored, as training
+                drops them; they are counted in ``dropped_small``. None scores every non-empty
+                object.
 
         Returns:
             The per-object rows and aggregates.
@@ -135,6 +140,7 @@ class Evaluator:
             max_clicks=self.max_clicks,
             noc_thresholds=self.noc_thresholds,
             gallery=Gallery(k=self.gallery_size),
+            min_object_area=min_object_area,
         )
         was_training = model.training
         model.eval()
@@ -152,6 +158,8 @@ class Evaluator:
                     device=device,
                     skipped=skipped,
                     max_images=max_images,
+                    min_object_area=min_object_area,
+                    image_size=int(model.image_size),
                 )
                 for batch in batches:
                     self._evaluate_batch(model, batch, result, objects_per_decode)
@@ -166,6 +174,15 @@ class Evaluator:
             model.train(was_training)
         result.seconds = time.perf_counter() - start
         result.skipped_images, result.skipped_objects = skipped.images, skipped.objects
+        result.dropped_small = skipped.small_objects
+        if skipped.small_objects:
+            log.warning(
+                "evaluation left out %d object(s) below data.min_object_area=%s px at %d px "
+                "(as training does)",
+                skipped.small_objects,
+                min_object_area,
+                int(model.image_size),
+            )
         if skipped.images or skipped.objects:
             log.warning(
                 "evaluation skipped %d image(s) (unreadable or without objects%s) and %d "

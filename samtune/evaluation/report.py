@@ -101,6 +101,14 @@ def write_report(
                 "were skipped (unreadable, or empty masks)"
             )
         )
+    if counts.get("dropped_small_objects"):
+        blocks.append(
+            Alert(
+                f"{counts['dropped_small_objects']} object(s) below data.min_object_area="
+                f"{counts.get('min_object_area')} px at {summary.get('image_size', '?')} px "
+                "were not scored (training drops them the same way)"
+            )
+        )
     blocks += [
         Heading("Results per protocol"),
         Paragraph(

@@ -46,6 +46,7 @@ def evaluate_dataset(
     *,
     device: Any = "cpu",
     max_images: int | None = None,
+    min_object_area: int | None = None,
 ) -> tuple[EvalResult, dict[str, Any] | None]:
     """Run ``evaluator`` on ``dataset``; on a volume dataset also score whole volumes.
 
@@ -59,16 +60,18 @@ def evaluate_dataset(
         dataset: Samples (any dataset the evaluator takes).
         device: where to run.
         max_images: stop after this many items (None: all).
+        min_object_area: ``data.min_object_area`` (see ``Evaluator.evaluate``), or None.
 
     Returns:
         ``(result, volumes)``; ``volumes`` is None unless ``dataset`` is a volume dataset.
     """
+    run = {"device": device, "max_images": max_images, "min_object_area": min_object_area}
     if not is_volume_dataset(dataset):
-        return evaluator.evaluate(model, dataset, device=device, max_images=max_images), None
+        return evaluator.evaluate(model, dataset, **run), None
     keep = evaluator.keep_masks
     evaluator.keep_masks = True
     try:
-        result = evaluator.evaluate(model, dataset, device=device, max_images=max_images)
+        result = evaluator.evaluate(model, dataset, **run)
     finally:
         evaluator.keep_masks = keep
     volumes = volume_evaluation(result, dataset, evaluated_items=max_images)
