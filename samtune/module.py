@@ -291,15 +291,16 @@ class SamTuneModule(L.LightningModule):
                 self._add_overlays(batch, gt, pred, pts, img_idx)
 
     def _add_overlays(self, batch, gt, pred, pts, img_idx) -> None:
-        from samtune.visualize import denormalize, overlay
+        from samtune.visualize import denormalize, object_overlays
 
         i = int(img_idx[0])
         sel = (img_idx == i).nonzero().flatten().cpu()
-        image = denormalize(batch["images"][i])
-        union_gt = gt[sel].any(0).cpu().numpy()
-        union_pred = pred[sel].any(0).cpu().numpy()
-        self._overlays.append(
-            overlay(image, union_gt, union_pred, points=pts[sel, 0].cpu().numpy())
+        self._overlays += object_overlays(
+            denormalize(batch["images"][i]),
+            gt[sel].cpu().numpy(),
+            pred[sel].cpu().numpy(),
+            pts[sel].cpu().numpy(),
+            limit=self.num_overlays - len(self._overlays),
         )
 
     def on_validation_epoch_end(self) -> None:
