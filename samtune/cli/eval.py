@@ -62,7 +62,7 @@ def evaluate(cfg: DictConfig, out_dir: Path, data_name: str) -> dict[str, Path]:
     ckpt = None if cfg.ckpt is None or str(cfg.ckpt).lower() in {"none", "null"} else str(cfg.ckpt)
     model, info = load_sam2_model(ckpt, spec)
     datamodule = instantiate(cfg.data)
-    dataset = datamodule.raw_dataset(cfg.split)
+    dataset = datamodule.nonempty_dataset(cfg.split)
     evaluator = instantiate(cfg.evaluation)
     result, volumes = evaluate_dataset(
         evaluator,

@@ -175,7 +175,13 @@ class SamDataModule(L.LightningDataModule):
         """Batches of the test split in order, without augmentation."""
         return self._loader("test", train=False)
 
-    def _loader(self, split: str, *, train: bool) -> DataLoader:
+    def nonempty_dataset(self, split: str) -> Dataset[Sample | None]:
+        """:meth:`raw_dataset`, checked to hold at least one image (for training or evaluating).
+
+        Raises:
+            EmptySplitError: naming the split, its source and why it is empty (all masks
+                empty, no annotation, every file bad...).
+        """
         raw = self.raw_dataset(split)
         if len(raw) == 0:
             stats = dict(getattr(raw, "stats", {}))
@@ -189,7 +195,10 @@ class SamDataModule(L.LightningDataModule):
                     note=getattr(raw, "empty_note", None),
                 )
             )
-        dataset = TransformedDataset(raw, self.transform(train=train))
+        return raw
+
+    def _loader(self, split: str, *, train: bool) -> DataLoader:
+        dataset = TransformedDataset(self.nonempty_dataset(split), self.transform(train=train))
         generator = torch.Generator().manual_seed(self.seed)
         return DataLoader(
             dataset,
