@@ -65,7 +65,9 @@ def evaluate_dataset(
     Returns:
         ``(result, volumes)``; ``volumes`` is None unless ``dataset`` is a volume dataset.
     """
-    run = {"device": device, "max_images": max_images, "min_object_area": min_object_area}
+    run: dict[str, Any] = {"device": device, "max_images": max_images}
+    if min_object_area is not None:
+        run["min_object_area"] = min_object_area
     if not is_volume_dataset(dataset):
         return evaluator.evaluate(model, dataset, **run), None
     keep = evaluator.keep_masks
