@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
@@ -14,8 +13,9 @@ from samtune.validation import (
     check_number,
     check_probability,
 )
+from tests.helpers import REPO
 
-CONFIGS = Path(__file__).resolve().parents[1] / "samtune" / "configs"
+CONFIGS = REPO / "samtune" / "configs"
 
 
 def test_helper_messages():
@@ -48,14 +48,14 @@ def test_helper_messages():
 
 
 def _classes():
-    from samtune.adapters import LoRAAdapter
-    from samtune.data.folder_datamodule import FolderDataModule
-    from samtune.data.synthetic_datamodule import SyntheticDataModule
+    from samtune.data.datamodules.folder import FolderDataModule
+    from samtune.data.datamodules.synthetic import SyntheticDataModule
     from samtune.evaluation import Evaluator
-    from samtune.losses import SAM2Loss
     from samtune.models import ModelSpec
-    from samtune.optim import OptimConfig
+    from samtune.models.adapters import LoRAAdapter
     from samtune.prompts import PromptSimulator
+    from samtune.training.loss import SAM2Loss
+    from samtune.training.optim import OptimConfig
 
     return [
         (lambda: OptimConfig(lr=-0.001), "optim.lr must be > 0, got -0.001"),

@@ -9,7 +9,7 @@ from samtune.cli._hydra import run_hydra_app
 
 def task(cfg: DictConfig) -> float | None:
     """Run one training job; the return value (best val mIoU) lets Hydra sweepers optimise it."""
-    from samtune.training import run_training
+    from samtune.training.run import run_training
 
     summary = run_training(cfg)
     return (summary.get("best_val") or {}).get("val/miou")
