@@ -48,6 +48,20 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
+import samtune  # noqa: E402
+from samtune.data.datasets.synthetic import SyntheticDataset  # noqa: E402
+from samtune.data.sample import Sample  # noqa: E402
+from samtune.evaluation import Evaluator, center_points  # noqa: E402
+from samtune.evaluation.report.render import Table, to_markdown  # noqa: E402
+from samtune.inference.predict import load_predictor  # noqa: E402
+from samtune.models import ModelSpec, build_sam2_model, get_model_info  # noqa: E402
+from samtune.segmenter.cache import EmbeddingCache  # noqa: E402
+from samtune.segmenter.flops import FlopCounter, gpu_peak_bf16_tflops  # noqa: E402
+from samtune.segmenter.sam2 import encode, feature_sizes, preprocess_like_predictor  # noqa: E402
+from samtune.training.module import SamTuneModule  # noqa: E402
+from samtune.training.optim import OptimConfig, param_groups  # noqa: E402
+from samtune.training.run import cpu_has_native_bf16  # noqa: E402
+
 SIZES = ("sam2.1_hiera_tiny", "sam2.1_hiera_small", "sam2.1_hiera_base_plus", "sam2.1_hiera_large")
 TRAIN_CONFIGS = (
     "frozen_cache_hit",
@@ -130,18 +144,9 @@ def timed(fn, device: torch.device, reps: int) -> list[float]:
     return out
 
 
-def cpu_has_native_bf16() -> bool:
-    """Same rule as training: bf16 by default only where the CPU computes it natively."""
-    from samtune.training.run import cpu_has_native_bf16 as native
-
-    return native()
-
-
 # ---------------------------------------------------------------------------- data
 def load_samples(data: Path | None, limit: int, *, seed: int = 0) -> list:
     """Up to ``limit`` nuclei-mini images as ``Sample`` (original resolution), or synthetic blobs."""
-    from samtune.data.datasets.synthetic import SyntheticDataset
-    from samtune.data.sample import Sample
 
     samples = []
     if data is not None and (data / "images").is_dir():
@@ -169,7 +174,6 @@ def load_samples(data: Path | None, limit: int, *, seed: int = 0) -> list:
 
 def training_batch(samples: list, image_size: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Normalised ``B x 3 x S x S`` images and their ``N_i x S x S`` masks, resized like training."""
-    from samtune.segmenter.sam2 import preprocess_like_predictor
 
     images = preprocess_like_predictor([s.image for s in samples], image_size)
     masks = []
@@ -186,9 +190,6 @@ def training_batch(samples: list, image_size: int) -> tuple[torch.Tensor, list[t
 # ---------------------------------------------------------------------------- encoder
 def bench_encoder(args, device: torch.device) -> list[dict[str, Any]]:
     """Images/s and achieved GFLOP/s of the image encoder per size and precision."""
-    from samtune.models import build_sam2_model
-    from samtune.segmenter.flops import FlopCounter, gpu_peak_bf16_tflops
-    from samtune.segmenter.sam2 import encode
 
     peak = (
         gpu_peak_bf16_tflops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
@@ -250,8 +251,6 @@ def _model_spec(size: str, image_size: int, share: bool):
     runs: the configurations then skip rebuilding the same architecture)."""
     import copy
 
-    from samtune.models import ModelSpec
-
     class SharedSpec(ModelSpec):
         def build(self) -> torch.nn.Module:
             key = (self.name, int(self.image_size))
@@ -267,10 +266,6 @@ def build_train_module(
 ):
     """The SamTuneModule for one benchmark configuration, from the project's default configs."""
     from hydra.utils import instantiate
-
-    from samtune.segmenter.cache import EmbeddingCache
-    from samtune.training.module import SamTuneModule
-    from samtune.training.optim import OptimConfig
 
     adapter_name = {"frozen_cache_hit": "frozen", "frozen_recomputed": "frozen"}.get(
         config, config.split("_")[0]
@@ -295,8 +290,6 @@ class _TrainRig:
     """One configuration's module, optimiser, batch and step function."""
 
     def __init__(self, job: dict[str, Any]) -> None:
-        from samtune.training.optim import param_groups
-
         torch.set_num_threads(job["threads"])
         self.device = device = torch.device(job["device"])
         if device.type == "cuda":
@@ -347,7 +340,6 @@ class _TrainRig:
 def interleaved_job(job: dict[str, Any]) -> dict[str, Any]:
     """adapter=frozen, alternating cache-hit and recomputed steps in one process: the fairest
     speed comparison on a machine whose load drifts (same model, prompts and allocator state)."""
-    from samtune.segmenter.flops import FlopCounter
 
     rig = _TrainRig(job)
     cache = rig.module.embedding_cache
@@ -377,7 +369,6 @@ def interleaved_job(job: dict[str, Any]) -> dict[str, Any]:
 
 def train_job(job: dict[str, Any]) -> dict[str, Any]:
     """Run one training configuration and measure it (meant for a fresh process)."""
-    from samtune.segmenter.flops import FlopCounter
 
     if job["config"] == "frozen_interleaved":
         return interleaved_job(job)
@@ -413,6 +404,7 @@ def train_job(job: dict[str, Any]) -> dict[str, Any]:
         "objects_per_step": objects[-1],
         "trainable_params": report["trainable"],
     }
+    out.update(memory_estimate(module, job, objects[-1]))
     if module.embedding_cache is not None:
         stats = module.embedding_cache.stats
         out["cache"] = {
@@ -421,6 +413,24 @@ def train_job(job: dict[str, Any]) -> dict[str, Any]:
             "mb": stats.memory_bytes / 2**20,
         }
     return out
+
+
+def memory_estimate(module, job: dict[str, Any], objects: int) -> dict[str, Any]:
+    """samtune's estimate of the step's peak memory (``samtune.training.memory``, what training checks
+    before it starts), for the objects this step prompted, next to what was measured."""
+    from samtune.training.memory import estimate_step_memory
+    from samtune.training.memory_check import module_inputs
+
+    inputs = module_inputs(
+        module,
+        batch=job["batch"],
+        objects_per_image=max(objects, 1) / job["batch"],
+        bf16=job["precision"] == "bf16",
+    )
+    return {
+        "estimated_memory_mb": estimate_step_memory(inputs).total / 2**20,
+        "prompt_steps": inputs.prompt_steps,
+    }
 
 
 def run_train_job(job: dict[str, Any], isolate: bool) -> dict[str, Any]:
@@ -486,7 +496,8 @@ def bench_train(args, device: torch.device) -> list[dict[str, Any]]:
             row = run_train_job(job, args.isolate)
             rows.append(row)
             print(
-                f"  train {size} {config}: {row['sec_per_step']:.2f} s/step, {row['peak_memory_mb']:.0f} MB",
+                f"  train {size} {config}: {row['sec_per_step']:.2f} s/step, "
+                f"{row['peak_memory_mb']:.0f} MB (estimated {row['estimated_memory_mb']:.0f} MB)",
                 flush=True,
             )
     add_train_ratios(rows)
@@ -525,8 +536,6 @@ def _official_predictor(model: torch.nn.Module):
     replaced by the model's (the official class cannot run otherwise)."""
     from sam2.sam2_image_predictor import SAM2ImagePredictor
 
-    from samtune.segmenter.sam2 import feature_sizes
-
     predictor = SAM2ImagePredictor(model)
     if int(model.image_size) != 1024:
         predictor._bb_feat_sizes = feature_sizes(model)
@@ -535,9 +544,6 @@ def _official_predictor(model: torch.nn.Module):
 
 def bench_eval(args, device: torch.device) -> dict[str, Any]:
     """samtune's Evaluator (point1) vs the official predictor, one object at a time."""
-    from samtune.data.sample import Sample
-    from samtune.evaluation import Evaluator, center_points
-    from samtune.models import build_sam2_model
 
     samples = [s for s in load_samples(args.data, args.eval_images) if s.masks.shape[0] > 0]
     if args.eval_max_objects:  # the same first objects for both sides
@@ -620,10 +626,6 @@ def bench_predictor(args, device: torch.device) -> dict[str, Any]:
 
     from sam2.build_sam import build_sam2
 
-    import samtune
-    from samtune.inference.predict import load_predictor  # ImportError: section skipped
-    from samtune.models import build_sam2_model, get_model_info
-
     name, size = args.eval_size, args.predictor_image_size
     samples = [s for s in load_samples(args.data, 2) if s.masks.shape[0] > 0]
     point = np.array([[samples[0].image.shape[1] / 2, samples[0].image.shape[0] / 2]])
@@ -679,7 +681,6 @@ def _fmt(v: Any, spec: str = ".2f") -> str:
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     """A Markdown table (then a blank line) through the reports' own renderer."""
-    from samtune.evaluation.report.render import Table, to_markdown
 
     return to_markdown([Table(header, rows)]).split("\n")
 
@@ -716,6 +717,30 @@ def format_tables(result: dict[str, Any]) -> str:
             ],
         )
     train = result.get("train")
+    if isinstance(train, list) and any("estimated_memory_mb" in r for r in train):
+        lines += [
+            "Training step memory: samtune's estimate (samtune.training.memory) vs measured",
+            "",
+        ]
+        lines += _table(
+            ["model", "config", "px", "batch", "objects x steps", "precision"]
+            + ["measured MB", "estimated MB", "error"],
+            [
+                [
+                    r["size"],
+                    r["config"],
+                    str(r["image_size"]),
+                    str(r["batch"]),
+                    f"{r['objects_per_step']} x {r.get('prompt_steps', '?')}",
+                    r["precision"],
+                    f"{r['peak_memory_mb']:.0f}",
+                    f"{r['estimated_memory_mb']:.0f}",
+                    f"{r['estimated_memory_mb'] / r['peak_memory_mb'] - 1:+.0%}",
+                ]
+                for r in train
+                if "estimated_memory_mb" in r
+            ],
+        )
     if isinstance(train, list) and train:
         lines += _table(
             [
@@ -971,9 +996,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         t0 = time.perf_counter()
         try:
             result[name] = sections[name](args, device)
-        except ImportError as exc:  # a part of samtune this checkout does not have yet
-            result[name] = {"error": f"{type(exc).__name__}: {exc}"}
-            print(f"  skipped: {exc}", flush=True)
         except Exception as exc:  # keep the other sections' numbers
             if args.quick:
                 raise

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from samtune.models import build_sam2_model
 from tests.helpers import SMALL_SIZE, make_blob_sample
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -26,7 +27,6 @@ def _clear_global_hydra():
 @pytest.fixture(scope="session")
 def tiny_state_dict() -> dict[str, torch.Tensor]:
     """Random-init weights of the real sam2.1_hiera_tiny (the state dict is independent of image_size)."""
-    from samtune.models import build_sam2_model
 
     torch.manual_seed(0)
     model = build_sam2_model("sam2.1_hiera_tiny", image_size=SMALL_SIZE)
@@ -44,7 +44,6 @@ def tiny_checkpoint(tmp_path_factory, tiny_state_dict) -> Path:
 @pytest.fixture
 def tiny_model(tiny_checkpoint):
     """A fresh sam2.1_hiera_tiny at 128 px loaded from ``tiny_checkpoint`` (eval mode, CPU)."""
-    from samtune.models import build_sam2_model
 
     return build_sam2_model("sam2.1_hiera_tiny", image_size=SMALL_SIZE, checkpoint=tiny_checkpoint)
 

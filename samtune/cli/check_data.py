@@ -4,6 +4,7 @@ Prints counts (images or volume slices, objects per class, empty and tiny masks,
 category, usable images, size and spacing outliers) and every unreadable or mismatched file,
 writes the same as ``data_check.json`` into the Hydra run folder, and exits with status 1 when
 any file is bad or a split has no usable image.
+With ``to_coco=out.json`` it also writes every image and object it read as one COCO file.
 The datamodule is built with ``on_error=skip``, so all problems are listed, not just the first.
 """
 
@@ -11,10 +12,15 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import sys
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
+
+from samtune.cli._hydra import run_hydra_app
+from samtune.data.check import check_datamodule, format_check
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +41,6 @@ def check_data(cfg: DictConfig, out_dir: Path, data_name: str | None = None) -> 
     """
     from hydra.utils import instantiate
 
-    from samtune.data.check import check_datamodule, format_check
-
     out_dir.mkdir(parents=True, exist_ok=True)
     overrides: dict[str, Any] = {}
     if "on_error" in cfg.data:
@@ -53,9 +57,21 @@ def check_data(cfg: DictConfig, out_dir: Path, data_name: str | None = None) -> 
         size_outlier_factor=float(cfg.size_outlier_factor),
     )
     report = {"data": data_name, **report, "report_file": str(out_dir / "data_check.json")}
+    if cfg.get("to_coco"):
+        from samtune.data.coco_export import write_coco
+
+        report["to_coco"] = write_coco(datamodule, cfg.to_coco, splits=list(cfg.splits))
     (out_dir / "data_check.json").write_text(json.dumps(report, indent=2, default=str))
     print(format_check(report, max_listed=int(cfg.max_listed)), flush=True)
     print(f"report: {out_dir / 'data_check.json'}", flush=True)
+    if "to_coco" in report:
+        coco = report["to_coco"]
+        splits = ", ".join(f"{split} {n}" for split, n in coco["per_split"].items())
+        print(
+            f"COCO: {coco['images']} images ({splits}), {coco['annotations']} objects, "
+            f"{len(coco['categories'])} categories written to {coco['file']}",
+            flush=True,
+        )
     return report
 
 
@@ -75,10 +91,33 @@ def task(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    """Entry point of ``samtune-check-data``."""
-    from samtune.cli._hydra import run_hydra_app
-
+    """Entry point of ``samtune-check-data`` (``--to-coco out.json`` is read as ``to_coco=``)."""
+    sys.argv[1:] = plain_overrides(sys.argv[1:])
     run_hydra_app(task, "check_data")
+
+
+def plain_overrides(args: list[str]) -> list[str]:
+    """``--to-coco out.json`` and ``--to-coco=out.json`` as the Hydra override ``to_coco=out.json``."""
+    out: list[str] = []
+    rest = iter(args)
+    for arg in rest:
+        if arg == "--to-coco":
+            value = next(rest, None)
+            if value is None:
+                raise SystemExit("--to-coco needs a file name: --to-coco out.json")
+            out.append(f"to_coco={_hydra_value(value)}")
+        elif arg.startswith("--to-coco="):
+            out.append(f"to_coco={_hydra_value(arg.split('=', 1)[1])}")
+        else:
+            out.append(arg)
+    return out
+
+
+def _hydra_value(value: str) -> str:
+    """``value`` quoted for Hydra's override grammar when it holds more than plain path text."""
+    if re.fullmatch(r"[A-Za-z0-9_./~:-]+", value):
+        return value
+    return "'" + value.replace("'", "\\'") + "'"
 
 
 if __name__ == "__main__":

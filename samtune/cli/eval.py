@@ -14,7 +14,13 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from samtune.cli._hydra import command_line_keys
+import samtune
+from samtune.cli._hydra import command_line_keys, run_hydra_app
+from samtune.evaluation.evaluator import evaluate_dataset
+from samtune.evaluation.report.files import write_results
+from samtune.evaluation.report.wandb_log import log_to_wandb
+from samtune.inference.predict import load_sam2_model
+from samtune.training.run import describe_data
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +59,6 @@ def evaluate(cfg: DictConfig, out_dir: Path, data_name: str) -> dict[str, Path]:
     """
     import lightning
     from hydra.utils import instantiate
-
-    import samtune
-    from samtune.evaluation.evaluator import evaluate_dataset
-    from samtune.evaluation.report.files import write_results
-    from samtune.inference.predict import load_sam2_model
 
     lightning.seed_everything(int(cfg.seed), workers=True)
     spec = instantiate(cfg.model)
@@ -100,8 +101,6 @@ def evaluate(cfg: DictConfig, out_dir: Path, data_name: str) -> dict[str, Path]:
     }
     files = write_results(result, out_dir, summary=summary, volumes=volumes)
     if cfg.get("wandb"):
-        from samtune.evaluation.report.wandb_log import log_to_wandb
-
         run = _wandb_run(cfg, out_dir)
         run.config.update({"summary": summary}, allow_val_change=True)
         log_to_wandb(result, run)
@@ -111,19 +110,43 @@ def evaluate(cfg: DictConfig, out_dir: Path, data_name: str) -> dict[str, Path]:
     if hasattr(datamodule, "summary"):
         log.info("data: %s", datamodule.summary())
     log.info("results written to %s", out_dir)
+    print(results_text(result.aggregates(), summary, files), flush=True)
     return files
+
+
+def results_text(
+    aggregates: dict[str, Any], summary: dict[str, Any], files: dict[str, Path]
+) -> str:
+    """What ``samtune-eval`` prints at the end: the run, the protocol table, the report files."""
+    from samtune.evaluation.report.files import console_table
+
+    weights = (
+        "RANDOM INIT (no checkpoint)" if summary.get("random_init") else summary.get("weights")
+    )
+    lines = [
+        f"samtune-eval: {summary.get('model')} @ {summary.get('image_size')} px, "
+        f"checkpoint {summary.get('checkpoint') or 'none (zero-shot)'}, weights {weights}",
+        f"data {summary.get('data')}, split {summary.get('split')}, seed {summary.get('seed')}",
+        "",
+        console_table(aggregates),
+        "",
+    ]
+    lines += [
+        f"{name:<12} {path}"
+        for name, path in files.items()
+        if name.startswith(("results", "report"))
+    ]
+    return "\n".join(lines)
 
 
 def task(cfg: DictConfig) -> None:
     """The Hydra task: evaluate into the run folder."""
-    from samtune.training.run import describe_data
 
     evaluate(cfg, _output_dir(), describe_data(cfg))
 
 
 def main() -> None:
     """Entry point of ``samtune-eval``."""
-    from samtune.cli._hydra import run_hydra_app
 
     run_hydra_app(task, "eval")
 

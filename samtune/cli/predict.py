@@ -9,13 +9,12 @@ from __future__ import annotations
 from omegaconf import DictConfig, OmegaConf
 
 from samtune.cli._hydra import run_hydra_app
+from samtune.inference.predict import run_predict
 
 
 def predict_task(cfg: DictConfig) -> None:
     """Check the prompts, load the model, write masks and ``masks.json`` to ``cfg.out``."""
     from hydra.utils import instantiate
-
-    from samtune.inference.predict import run_predict
 
     spec = instantiate(cfg.model) if cfg.get("model") is not None else None
     path = run_predict(

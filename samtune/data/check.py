@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from samtune.data.datasets.volumes import VolumeSliceDataset
 from samtune.data.drops import DROP_LABELS, drop_counts, empty_split_reason
 from samtune.data.sample import DataError
 from samtune.data.transforms import areas_at_size, kept_area
@@ -205,8 +206,6 @@ class _SliceTally:
 def _check_split(
     dataset: Any, *, image_size: int, tiny_area: float, factor: float
 ) -> dict[str, Any]:
-    from samtune.data.datasets.volumes import VolumeSliceDataset
-
     tally = _SliceTally(image_size=image_size, tiny_area=tiny_area)
     problems: list[tuple[str, str]] = []
     volume_info = None
@@ -394,6 +393,13 @@ def format_check(report: dict[str, Any], *, max_listed: int = 20) -> str:
             )
         else:
             lines.append(f"  sizes (HxW) {_fmt_range(entry['sizes'])}")
+            extra = {
+                k: v
+                for k, v in entry.get("dataset_stats", {}).items()
+                if k not in _COMMON_STATS and isinstance(v, int)
+            }
+            if extra:
+                lines.append("  also: " + ", ".join(f"{k} {v}" for k, v in extra.items()))
             _listed(
                 lines,
                 "size outliers",
@@ -454,6 +460,11 @@ def format_check(report: dict[str, Any], *, max_listed: int = 20) -> str:
     else:
         lines.append(f"OK: no bad files, nothing dropped; usable images: {usable}")
     return "\n".join(lines)
+
+
+_COMMON_STATS = (
+    "images", "objects", "dropped_empty", "dropped_small", "dropped_images", "skipped",
+)  # fmt: skip
 
 
 def _listed(lines: list[str], title: str, items: list[str], max_listed: int) -> None:

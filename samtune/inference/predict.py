@@ -48,6 +48,7 @@ from samtune.models import (
     read_state_dict,
 )
 from samtune.models.build import POSTPROCESSING_OVERRIDES, log_resolution, sam2_config_path
+from samtune.models.export import atomic_write, model_from_lightning_checkpoint
 from samtune.models.official import sha256_of
 from samtune.models.registry import guess_size_from_state_dict
 from samtune.segmenter.sam2 import feature_sizes
@@ -147,8 +148,6 @@ def _check_size(path: Path, found: str, spec: ModelSpec | None) -> None:
 def _load_lightning(
     path: Path, spec: ModelSpec | None, image_size: int | None
 ) -> tuple[nn.Module, dict[str, Any]]:
-    from samtune.models.export import model_from_lightning_checkpoint
-
     model, full_info = model_from_lightning_checkpoint(path, image_size=image_size)
     _check_size(path, full_info["name"], spec)
     keys = ("name", "sam2_config", "image_size", "adapter", "random_init", "checkpoint")
@@ -450,8 +449,6 @@ def _write_mask(out_dir: Path, file_name: str, index: int, mask: np.ndarray) -> 
 
 
 def _write_results(out_dir: Path, results: list[dict[str, Any]]) -> Path:
-    from samtune.models.export import atomic_write
-
     path = out_dir / "masks.json"
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(results)))
     return path

@@ -22,9 +22,16 @@ from samtune.models.registry import get_model_info
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CACHE_DIR = (
-    Path(os.environ.get("SAMTUNE_CACHE", Path.home() / ".cache" / "samtune")) / "checkpoints"
-)
+CACHE_DIR_VARIABLE = "SAMTUNE_CACHE_DIR"
+
+
+def default_cache_dir() -> Path:
+    """Where official checkpoints are kept: ``$SAMTUNE_CACHE_DIR``, else
+    ``~/.cache/samtune/checkpoints``."""
+    env = os.environ.get(CACHE_DIR_VARIABLE)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "samtune" / "checkpoints"
+
+
 CHUNK = 1 << 20
 
 
@@ -117,7 +124,7 @@ def resolve_checkpoint(
     Args:
         name: registry name, e.g. ``sam2.1_hiera_tiny``.
         checkpoint: an explicit path; ``"auto"`` for cache-then-download; None for random init.
-        cache_dir: where official checkpoints are kept (default ``~/.cache/samtune/checkpoints``).
+        cache_dir: where official checkpoints are kept (default :func:`default_cache_dir`).
         allow_download: try the official URL when the cache has no file.
         url: override of the official URL (mirrors, tests).
 
@@ -133,7 +140,7 @@ def resolve_checkpoint(
             raise CheckpointError(f"model.checkpoint={path} does not exist")
         verify_recorded_hash(path)
         return path
-    cache = Path(cache_dir).expanduser() if cache_dir else DEFAULT_CACHE_DIR
+    cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     cached = cache / info.checkpoint_file
     if cached.is_file():
         verify_recorded_hash(cached)

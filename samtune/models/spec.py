@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from samtune.models.build import CheckpointError, build_sam2_model
-from samtune.models.official import resolve_checkpoint
+from samtune.models.official import default_cache_dir, resolve_checkpoint
 from samtune.models.registry import get_model_info
 from samtune.validation import check_choice, check_image_size
 
@@ -35,7 +35,8 @@ class ModelSpec:
         image_size: input resolution (1024 in SAM 2; smaller for CPU work and tests).
         checkpoint: a path, ``auto`` (cache, then official URL), or None for random init.
         on_missing: ``error`` (default) or ``random``: what to do when ``auto`` finds no file.
-        cache_dir: cache for official checkpoints; None means ``~/.cache/samtune/checkpoints``.
+        cache_dir: cache for official checkpoints; None means ``$SAMTUNE_CACHE_DIR``, else
+            ``~/.cache/samtune/checkpoints``.
         allow_download: whether ``auto`` may download.
         url: override of the official download URL.
     """
@@ -73,7 +74,7 @@ class ModelSpec:
         self.resolved_checkpoint = str(path) if path else None
         self.random_init = path is None
         if path is None:
-            cache = self.cache_dir or "~/.cache/samtune/checkpoints"
+            cache = self.cache_dir or default_cache_dir()
             log.warning(
                 RANDOM_INIT_BANNER.format(
                     name=self.name,

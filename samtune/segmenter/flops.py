@@ -17,6 +17,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry, sdpa_backward_flop_count, sdpa_flop_count
 
+from samtune.segmenter.sam2 import decode, encode
+
 # Dense (no sparsity) bf16 tensor-core peaks from the vendors' data sheets, in TFLOP/s.
 GPU_PEAK_BF16_TFLOPS: dict[str, float] = {
     "H200": 989.0,
@@ -104,7 +106,6 @@ def model_flops(model: torch.nn.Module) -> ModelFlops:
     The model is moved to the ``meta`` device for the count (shapes only, no arithmetic), so pass
     a model you no longer need, e.g. a fresh ``build_sam2_model(name, image_size=...)``.
     """
-    from samtune.segmenter.sam2 import decode, encode
 
     model = model.to("meta").eval()
     size = int(model.image_size)

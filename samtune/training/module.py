@@ -11,6 +11,8 @@ import numpy as np
 import torch
 
 from samtune import __version__
+from samtune.evaluation.clicks import center_points
+from samtune.evaluation.report.overlay import denormalize, object_overlays
 from samtune.models.spec import ModelSpec
 from samtune.prompts.sampling import mask_to_box
 from samtune.segmenter.cache import EmbeddingCache, encode_frozen
@@ -198,7 +200,6 @@ class SamTuneModule(L.LightningModule):
             f"{r['trainable']:,} trainable of {r['total']:,} parameters ({pct:.2f}%)"
         )
         log.info(msg)
-        print(msg, flush=True)
         if self.logger is not None:
             self.logger.log_hyperparams(
                 {"params/trainable": r["trainable"], "params/total": r["total"]}
@@ -256,7 +257,6 @@ class SamTuneModule(L.LightningModule):
         self, features: Features, gt: torch.Tensor, img_idx: torch.Tensor, protocol: str
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Predicted masks (N x S x S bool) and clicks for one evaluation protocol at input resolution."""
-        from samtune.evaluation.clicks import center_points
 
         size = tuple(gt.shape[-2:])
         if protocol == "point1":
@@ -291,8 +291,6 @@ class SamTuneModule(L.LightningModule):
                 self._add_overlays(batch, gt, pred, pts, img_idx)
 
     def _add_overlays(self, batch, gt, pred, pts, img_idx) -> None:
-        from samtune.evaluation.report.overlay import denormalize, object_overlays
-
         i = int(img_idx[0])
         sel = (img_idx == i).nonzero().flatten().cpu()
         self._overlays += object_overlays(

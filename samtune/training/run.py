@@ -12,7 +12,11 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from samtune.evaluation.evaluator import evaluate_dataset
+from samtune.evaluation.report.files import write_results
+from samtune.training.memory_check import fit_memory
 from samtune.training.module import SamTuneModule
+from samtune.training.progress import stdout_is_terminal
 
 log = logging.getLogger(__name__)
 
@@ -96,13 +100,20 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
         data_kwargs["skip_log"] = str(out_dir / "skipped.jsonl")
     datamodule = instantiate(cfg.data, **data_kwargs)
     module = build_module(cfg)
+    precision = resolve_precision(cfg.trainer.get("precision"))
+    if fit_memory(cfg, module, precision):  # speed.fit_memory=auto changed settings
+        datamodule = instantiate(cfg.data, **data_kwargs)
+        module.run_info["config"] = OmegaConf.to_container(cfg, resolve=True)
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     trainer = instantiate(
         cfg.trainer,
         logger=loggers or False,
         callbacks=callbacks,
-        precision=resolve_precision(cfg.trainer.get("precision")),
+        precision=precision,
+        # in a file or pipe the bar is noise; samtune.training.progress.ProgressLog logs lines instead
+        enable_progress_bar=bool(cfg.trainer.get("enable_progress_bar", True))
+        and stdout_is_terminal(),
     )
     trainer.fit(module, datamodule=datamodule)
 
@@ -140,8 +151,6 @@ def evaluate_module(
     cfg: DictConfig, module: SamTuneModule, datamodule: Any, best_ckpt: str, out_dir: Path
 ) -> dict[str, Any]:
     """Evaluate the best weights of a finished run with the fixed protocols; write the report files."""
-    from samtune.evaluation.evaluator import evaluate_dataset
-    from samtune.evaluation.report.files import write_results
 
     if best_ckpt and Path(best_ckpt).is_file():
         state = torch.load(best_ckpt, map_location="cpu", weights_only=False)["state_dict"]
@@ -209,16 +218,11 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(f"best val   {parts}")
     ev = summary.get("eval")
     if ev:
-        for proto, agg in ev["aggregates"].items():
-            if isinstance(agg, dict) and "miou" in agg:
-                extra = "".join(
-                    f", {k} {agg[k]:.2f}"
-                    for k in ("noc85", "noc90")
-                    if isinstance(agg.get(k), (int, float))
-                )
-                lines.append(
-                    f"eval       {proto:<7} mIoU {agg['miou']:.3f}  mDice {agg.get('mdice', float('nan')):.3f}{extra}"
-                )
+        from samtune.evaluation.report.files import console_table
+
+        rows = {p: a for p, a in ev["aggregates"].items() if isinstance(a, dict) and "miou" in a}
+        lines.append("eval       best checkpoint on the val split:")
+        lines += [f"           {row}" for row in console_table(rows).splitlines()]
     lines.append(f"files      best checkpoint  {summary['best_checkpoint'] or '-'}")
     lines.append(f"           last checkpoint  {summary['last_checkpoint'] or '-'}")
     lines.append(f"           metrics (CSV)    {summary['output_dir']}/csv/metrics.csv")

@@ -10,6 +10,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 
 from samtune.cli._hydra import CONFIG_DIR
+from samtune.data.datasets.demo import NUCLEI_MINI
+from samtune.inference.predict import load_sam2_model
+from samtune.training.run import build_module
 
 TOP_LEVEL = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
@@ -65,8 +68,6 @@ def test_trainer_logger_callbacks_instantiate(tmp_path):
 
 
 def test_data_options_instantiate(tmp_path):
-    from samtune.data.datasets.demo import NUCLEI_MINI
-
     root = Path(NUCLEI_MINI)
     overrides = {
         "nuclei_mini": [],
@@ -98,8 +99,6 @@ def test_zero_shot_with_random_weights_starts_where_training_starts(tmp_path):
     import torch
     from omegaconf import open_dict
 
-    from samtune.training.run import build_module
-
     train = _compose(
         "train", ["model.image_size=128", "model.checkpoint=null", "adapter=frozen"], tmp_path
     )
@@ -111,8 +110,6 @@ def test_zero_shot_with_random_weights_starts_where_training_starts(tmp_path):
     L.seed_everything(int(train.seed))
     instantiate(train.data)
     start = build_module(train).model.state_dict()
-
-    from samtune.inference.predict import load_sam2_model
 
     L.seed_everything(int(evaluation.seed))
     zero_shot, _ = load_sam2_model(None, instantiate(evaluation.model))

@@ -8,8 +8,11 @@ import torch
 
 from samtune.data.sample import Sample
 from samtune.evaluation import Evaluator, center_points, error_center_clicks
+from samtune.evaluation.evaluator import cpu_decode_chunk
 from samtune.metrics import mask_iou, number_of_clicks
+from samtune.models import build_sam2_model
 from samtune.prompts import mask_to_box
+from samtune.segmenter.sam2 import Features, feature_sizes
 from tests.helpers import make_blob_sample
 
 MAX_CLICKS = 3
@@ -27,8 +30,6 @@ def _samples() -> list[Sample]:
 def _predictor_reference(model, samples: list[Sample]) -> dict:
     """What application code gets from SAM2ImagePredictor, object by object, for each protocol."""
     from sam2.sam2_image_predictor import SAM2ImagePredictor
-
-    from samtune.segmenter.sam2 import feature_sizes
 
     predictor = SAM2ImagePredictor(model)
     predictor._bb_feat_sizes = feature_sizes(model)
@@ -71,7 +72,6 @@ def _predictor_reference(model, samples: list[Sample]) -> dict:
 @pytest.fixture(scope="module")
 def model(tiny_checkpoint):
     """One sam2.1_hiera_tiny at 128 px for the whole module (the evaluator never changes it)."""
-    from samtune.models import build_sam2_model
 
     return build_sam2_model("sam2.1_hiera_tiny", image_size=128, checkpoint=tiny_checkpoint)
 
@@ -189,8 +189,6 @@ def test_bad_settings_are_refused():
 
 
 def test_auto_settings_follow_the_device_and_image_size():
-    from samtune.evaluation.evaluator import cpu_decode_chunk
-
     class Sized:
         def __init__(self, image_size):
             self.image_size = image_size
@@ -208,8 +206,6 @@ def test_auto_settings_follow_the_device_and_image_size():
 
 
 def test_selecting_one_image_for_many_objects_gives_views_equal_to_copies():
-    from samtune.segmenter.sam2 import Features
-
     feats = Features(torch.randn(2, 8, 4, 4), [torch.randn(2, 2, 16, 16), torch.randn(2, 4, 8, 8)])
     one = feats.select(torch.tensor([1, 1, 1]))
     mixed = feats.select(torch.tensor([1, 0, 1]))

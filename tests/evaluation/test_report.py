@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from samtune.evaluation.report.compare import gather, write_comparison
+from samtune.cli.eval import evaluate
+from samtune.cli.report import main
+from samtune.evaluation.report.compare import adapter_label, gather, write_comparison
 from samtune.evaluation.report.files import write_results
 from samtune.evaluation.report.gallery import make_example
+from samtune.evaluation.report.wandb_log import log_to_wandb
 from samtune.evaluation.results import EvalResult, ObjectResult
 from tests.helpers import REPO, make_blob_sample
 
@@ -177,8 +178,6 @@ def test_compare_gathers_one_row_per_results_file(tmp_path, caplog):
 
 
 def test_official_checkpoint_counts_as_zero_shot():
-    from samtune.evaluation.report.compare import adapter_label
-
     assert (
         adapter_label({"checkpoint": "/cache/sam2.1_hiera_large.pt", "adapter": "full"})
         == "zero-shot"
@@ -189,8 +188,6 @@ def test_official_checkpoint_counts_as_zero_shot():
 
 
 def test_report_cli(tmp_path, capsys):
-    from samtune.cli.report import main
-
     _two_runs(tmp_path / "runs")
     assert main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "comparison.md").is_file()
@@ -204,8 +201,6 @@ def test_log_to_wandb_offline(tmp_path, monkeypatch):
 
     for var in ("WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR"):
         monkeypatch.setenv(var, str(tmp_path / var.lower()))
-
-    from samtune.evaluation.report.wandb_log import log_to_wandb
 
     run = wandb.init(
         mode="offline",
@@ -239,34 +234,8 @@ class BlobDataModule:
         return [make_blob_sample((72, 90), n=2, seed=3)]
 
 
-@pytest.fixture
-def load_sam2_model_available(monkeypatch):
-    """The real ``samtune.inference.predict`` once it exists; until then the documented contract for ckpt=none."""
-    try:
-        import samtune.inference.predict  # noqa: F401
-    except ImportError:
-        shim = types.ModuleType("samtune.inference.predict")
-
-        def load_sam2_model(path, spec=None):
-            assert path is None
-            model = spec.build()
-            info = {
-                "name": spec.name,
-                "image_size": spec.image_size,
-                "adapter": None,
-                "random_init": spec.random_init,
-                "checkpoint": spec.resolved_checkpoint,
-            }
-            return model, info
-
-        shim.load_sam2_model = load_sam2_model
-        monkeypatch.setitem(sys.modules, "samtune.inference.predict", shim)
-
-
-def test_eval_cli_task_writes_results(tmp_path, tiny_checkpoint, load_sam2_model_available):
+def test_eval_cli_task_writes_results(tmp_path, tiny_checkpoint):
     from omegaconf import OmegaConf
-
-    from samtune.cli.eval import evaluate
 
     evaluation = OmegaConf.load(REPO / "configs" / "evaluation" / "default.yaml")
     evaluation.max_clicks, evaluation.progress = 2, False

@@ -22,9 +22,13 @@ import pytest
 from samtune.data import VolumeDataModule
 from samtune.data.datamodules.base import seeded_split
 from samtune.data.datamodules.volumes import VolumeGroupSampler
+from samtune.evaluation import Evaluator
+from samtune.evaluation.evaluator import evaluate_dataset
 from samtune.evaluation.report.volumes import write_per_volume_csv
 from samtune.evaluation.results import EvalResult, ObjectResult
 from samtune.evaluation.volumes import volume_evaluation
+from samtune.inference.predict import load_sam2_model
+from samtune.models import ModelSpec
 from tests.helpers import REPO, TINY_VOLUME_SHAPE, write_cases
 
 SHAPE = TINY_VOLUME_SHAPE
@@ -225,8 +229,6 @@ class _PerfectEvaluator:
 
 
 def test_evaluate_dataset_keeps_masks_only_for_scoring(tmp_path):
-    from samtune.evaluation.evaluator import evaluate_dataset
-
     images, labels = write_cases(tmp_path, n=1)
     dataset = datamodule(images, labels, val_images=images, val_labels=labels).raw_dataset("val")
     evaluator = _PerfectEvaluator()
@@ -267,10 +269,6 @@ def _data_args(images: Path, labels: Path) -> list[str]:
 
 
 def test_train_then_eval_writes_per_volume_dice_equal_to_numpy(tmp_path, tiny_checkpoint):
-    from samtune.evaluation import Evaluator
-    from samtune.inference.predict import load_sam2_model
-    from samtune.models import ModelSpec
-
     images, labels = write_cases(tmp_path / "data")
     args = _data_args(images, labels)
     train_args = [

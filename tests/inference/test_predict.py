@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from samtune import load_predictor, load_video_predictor
+from samtune.data.io import read_image as dataset_read_image
 from samtune.data.io import read_size
 from samtune.data.sample import DataError
 from samtune.inference.predict import (
@@ -345,7 +346,6 @@ def test_read_image_converts_to_rgb_uint8(tmp_path):
     img = read_image(tmp_path / "g.png")
     assert img.shape == (12, 10, 3) and img.dtype == np.uint8
     # the prediction CLI reads images exactly as the training datasets do
-    from samtune.data.io import read_image as dataset_read_image
 
     assert np.array_equal(img, dataset_read_image(tmp_path / "g.png"))
     assert (

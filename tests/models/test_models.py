@@ -13,11 +13,10 @@ from samtune.models import (
     guess_size_from_state_dict,
     read_state_dict,
 )
+from samtune.models.build import sam2_config_path
 
 
 def test_registry_names_official_configs():
-    from samtune.models.build import sam2_config_path
-
     assert set(MODELS) == {
         "sam2.1_hiera_tiny",
         "sam2.1_hiera_small",

@@ -6,9 +6,15 @@ import numpy as np
 import pytest
 import torch
 
+from samtune.models import ModelSpec, build_sam2_model
+from samtune.models.adapters import FrozenEncoder
+from samtune.prompts import PromptSimulator
 from samtune.segmenter.cache import EmbeddingCache, encode_frozen
-from samtune.segmenter.sam2 import decode, encode, upsample_logits
+from samtune.segmenter.sam2 import decode, encode, normalize_images, upsample_logits
 from samtune.training.loss import SAM2Loss
+from samtune.training.module import SamTuneModule
+from samtune.training.optim import OptimConfig
+from tests.helpers import make_blob_sample
 
 S = 128
 
@@ -115,8 +121,6 @@ def test_batch_with_some_hits_runs_encoder_on_misses_only(tiny_model):
 
 
 def test_key_changes_with_pixels_weights_size_and_dtype(tiny_model, tiny_checkpoint):
-    from samtune.models import build_sam2_model
-
     model = _freeze_encoder(tiny_model)
     cache = EmbeddingCache()
     images = _images(1)
@@ -232,8 +236,6 @@ def test_bad_settings_are_named(kwargs, match):
 
 def _blob_batch(n: int = 2) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Normalised S x S images and their instance masks, from conftest's blob samples."""
-    from samtune.segmenter.sam2 import normalize_images
-    from tests.helpers import make_blob_sample
 
     images, masks = [], []
     for seed in range(n):
@@ -246,11 +248,6 @@ def _blob_batch(n: int = 2) -> tuple[torch.Tensor, list[torch.Tensor]]:
 def test_module_training_loss_is_the_same_on_a_cache_hit(tiny_checkpoint):
     """SamTuneModule with adapter=frozen: SAM 2's interactive loss (box or click, then correction
     clicks) and its gradients are identical with a cache hit and with the encoder recomputed."""
-    from samtune.models import ModelSpec
-    from samtune.models.adapters import FrozenEncoder
-    from samtune.prompts import PromptSimulator
-    from samtune.training.module import SamTuneModule
-    from samtune.training.optim import OptimConfig
 
     def make(cache):
         spec = ModelSpec("sam2.1_hiera_tiny", image_size=S, checkpoint=str(tiny_checkpoint))

@@ -7,13 +7,20 @@ import copy
 import pytest
 import torch
 
+from samtune.models import ModelSpec
+from samtune.models.adapters import LoRAAdapter
+from samtune.prompts import PromptSimulator
 from samtune.segmenter.checkpointing import (
     disable_activation_checkpointing,
     enable_activation_checkpointing,
     hiera_blocks,
     is_activation_checkpointing,
 )
-from samtune.segmenter.sam2 import encode
+from samtune.segmenter.sam2 import encode, normalize_images
+from samtune.training.loss import SAM2Loss
+from samtune.training.module import SamTuneModule
+from samtune.training.optim import OptimConfig
+from tests.helpers import make_blob_sample
 
 LORA_TARGET = r"image_encoder\.trunk\.blocks\.\d+\.attn\.(qkv|proj)"
 
@@ -129,14 +136,6 @@ def test_model_without_hiera_blocks_is_an_error():
 
 def test_module_step_same_loss_and_gradients_with_all_checkpointing(tiny_checkpoint):
     """SamTuneModule with LoRA: Hiera-block and prompt-step checkpointing change no number."""
-    from samtune.models import ModelSpec
-    from samtune.models.adapters import LoRAAdapter
-    from samtune.prompts import PromptSimulator
-    from samtune.segmenter.sam2 import normalize_images
-    from samtune.training.loss import SAM2Loss
-    from samtune.training.module import SamTuneModule
-    from samtune.training.optim import OptimConfig
-    from tests.helpers import make_blob_sample
 
     sample = make_blob_sample(size=(128, 128), n=3, seed=3)
     images = normalize_images(torch.from_numpy(sample.image).permute(2, 0, 1)[None])

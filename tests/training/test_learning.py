@@ -22,6 +22,12 @@ from samtune.data.datamodules.base import collate
 from samtune.data.datasets.demo import NUCLEI_MINI
 from samtune.data.sample import Sample
 from samtune.data.transforms import SamTransform
+from samtune.models import ModelSpec
+from samtune.models.adapters import FrozenEncoder
+from samtune.prompts import PromptSimulator
+from samtune.training.loss import SAM2Loss
+from samtune.training.module import SamTuneModule
+from samtune.training.optim import OptimConfig
 
 CROP = 64
 STEPS = 120
@@ -73,13 +79,6 @@ def _miou(module, features, batch) -> dict[str, float]:
 
 
 def test_tuning_on_a_few_nuclei_crops_raises_their_miou():
-    from samtune.models import ModelSpec
-    from samtune.models.adapters import FrozenEncoder
-    from samtune.prompts import PromptSimulator
-    from samtune.training.loss import SAM2Loss
-    from samtune.training.module import SamTuneModule
-    from samtune.training.optim import OptimConfig
-
     torch.manual_seed(0)
     crops = nuclei_crops()
     assert all(len(c.masks) >= 2 for c in crops)

@@ -11,7 +11,8 @@ class FrozenEncoder(Adapter):
     Args:
         train_prompt_encoder: train the prompt encoder.
         train_mask_decoder: train the mask decoder.
-        encoder_lr_scale: accepted for a uniform interface; nothing in the encoder trains.
+        encoder_lr_scale: has no effect (nothing in the encoder trains); accepted so that
+            checkpoints that record it still load. Not in ``configs/adapter/frozen.yaml``.
     """
 
     name = "frozen"
