@@ -1,8 +1,9 @@
 """``samtune-check-data``: read every file of a dataset and list what is wrong with it.
 
-Prints counts (images or volume slices, objects per class, empty and tiny masks, size and
-spacing outliers) and every unreadable or mismatched file, writes the same as
-``data_check.json`` into the Hydra run folder, and exits with status 1 when any file is bad.
+Prints counts (images or volume slices, objects per class, empty and tiny masks, every drop
+category, usable images, size and spacing outliers) and every unreadable or mismatched file,
+writes the same as ``data_check.json`` into the Hydra run folder, and exits with status 1 when
+any file is bad or a split has no usable image.
 With ``to_coco=out.json`` it also writes every image and object it read as one COCO file.
 The datamodule is built with ``on_error=skip``, so all problems are listed, not just the first.
 """
@@ -75,10 +76,11 @@ def check_data(cfg: DictConfig, out_dir: Path, data_name: str | None = None) -> 
 
 
 def task(cfg: DictConfig) -> None:
-    """The Hydra task: check the data; exit with status 1 when a file is bad.
+    """The Hydra task: check the data; exit with status 1 when a file or a split is bad.
 
     Raises:
-        SystemExit: status 1 when the check found a bad file or a split that cannot be built.
+        SystemExit: status 1 when the check found a bad file, a split that cannot be built or a
+            split with no usable image.
     """
     from hydra.core.hydra_config import HydraConfig
 

@@ -71,10 +71,16 @@ def evaluate(cfg: DictConfig, out_dir: Path, data_name: str) -> dict[str, Path]:
         with open_dict(cfg):
             cfg.model.image_size = int(info["image_size"])
     datamodule = instantiate(cfg.data)
-    dataset = datamodule.raw_dataset(cfg.split)
+    # a SamDataModule names an empty split and why; other datamodules give their split as is
+    dataset = getattr(datamodule, "nonempty_dataset", datamodule.raw_dataset)(cfg.split)
     evaluator = instantiate(cfg.evaluation)
     result, volumes = evaluate_dataset(
-        evaluator, model, dataset, device=cfg.device, max_images=cfg.max_images
+        evaluator,
+        model,
+        dataset,
+        device=cfg.device,
+        max_images=cfg.max_images,
+        min_object_area=getattr(datamodule, "min_object_area", None),
     )
     for protocol, scores in (volumes or {}).get("protocols", {}).items():
         log.info(

@@ -14,7 +14,9 @@ from typing import Any
 import numpy as np
 
 from samtune.data.datasets.volumes import VolumeSliceDataset
+from samtune.data.drops import DROP_LABELS, drop_counts, empty_split_reason
 from samtune.data.sample import DataError
+from samtune.data.transforms import areas_at_size, kept_area
 
 SPLITS = ("train", "val", "test")
 OPTIONAL_SPLITS = ("test",)
@@ -30,10 +32,15 @@ def check_datamodule(
     """Read every item of every split and report counts, outliers and bad files.
 
     Per split: images (slices, for volumes) and objects, objects per class, images without
-    objects, empty masks, tiny masks (fewer than ``tiny_area`` pixels once resized to the
-    datamodule's ``image_size``: the ones training would drop), image sizes and size outliers,
-    and every file the dataset could not use. For volume datasets also: volumes, their shapes
-    and voxel spacings with outliers, and per class the volumes and voxels holding it.
+    objects, empty masks, tiny masks (fewer than ``tiny_area`` pixels, and at least 1, once
+    resized to the datamodule's ``image_size`` exactly as training resizes them: the objects
+    training and evaluation drop), usable images (those keeping at least one object), every
+    drop category the dataset counted (``drops``), image sizes and size outliers, and every
+    file the dataset could not use. For volume datasets also: volumes, their shapes and voxel
+    spacings with outliers, and per class the volumes and voxels holding it.
+
+    A split with no usable image is a problem (``ok`` False) whose reason names the split and
+    why; lost data that leaves images usable is listed under ``warnings``.
 
     A size (or a volume's extent or spacing along an axis) is an outlier when it is more than
     ``size_outlier_factor`` times the split's median, or less than the median divided by it.
@@ -49,8 +56,8 @@ def check_datamodule(
 
     Returns:
         ``{"ok", "datamodule", "image_size", "tiny_area", "size_outlier_factor", "splits":
-        {split: {...}}, "problems": [{"split", "file", "reason"}]}``; ``ok`` is False when any
-        file is bad or a split could not be built.
+        {split: {...}}, "problems": [{"split", "file", "reason"}], "warnings": [str]}``; ``ok``
+        is False when any file is bad, a split could not be built or has no usable image.
 
     Raises:
         ValueError: ``size_outlier_factor <= 1`` or a negative ``tiny_area``.
@@ -70,6 +77,7 @@ def check_datamodule(
         "size_outlier_factor": float(size_outlier_factor),
         "splits": {},
         "problems": [],
+        "warnings": [],
     }
     for split in splits:
         try:
@@ -98,9 +106,45 @@ def check_datamodule(
         entry["problems"] = [{"file": f, "reason": r} for f, r in sorted(found.items())]
         entry["bad_files"] = len(found)
         report["problems"] += [{"split": split, **p} for p in entry["problems"]]
+        _judge_split(report, split, entry, image_size=image_size, tiny_area=tiny_area)
     if report["problems"]:
         report["ok"] = False
     return report
+
+
+def _judge_split(
+    report: dict[str, Any], split: str, entry: dict[str, Any], *, image_size: int, tiny_area: float
+) -> None:
+    """Fill ``entry["drops"]``; add a problem when no image is usable, warnings for lost data."""
+    stats = dict(entry["dataset_stats"])
+    stats["skipped"] = entry["bad_files"]
+    entry["drops"] = {key: count for key, _, count in drop_counts(stats)}
+    entry["drops"]["tiny_at_image_size"] = entry["tiny_masks"]
+    size, kept = f"{image_size}x{image_size} px", kept_area(tiny_area)
+    if entry["usable_images"] == 0:
+        if entry["images"] == 0:
+            why = empty_split_reason(stats, entry.get("empty_note"))
+        elif entry["read"] == 0:
+            why = f"none of its {entry['images']} image(s) could be read"
+        elif entry["objects"] == 0:
+            why = f"none of its {entry['read']} image(s) holds an object"
+        else:
+            why = (
+                f"all {entry['objects']} object(s) in {entry['read']} image(s) are below {kept} "
+                f"px once resized to {size} (model.image_size), so training and evaluation drop "
+                "them; lower data.min_object_area or raise model.image_size"
+            )
+        entry["unusable"] = f"the {split} split has no usable image: {why}"
+        report["problems"].append({"split": split, "file": None, "reason": entry["unusable"]})
+    volumes = entry["kind"] == "volume slices"
+    for key, count in entry["drops"].items():
+        if not count or key == "skipped" or (volumes and key == "dropped_images"):
+            continue  # bad files are problems already; volumes leave empty slices out by design
+        label = DROP_LABELS.get(key, f"objects below {kept} px at {size} (dropped in training)")
+        report["warnings"].append(f"{split}: {count} {label}")
+    lost = entry["images_without_objects_at_size"]
+    if lost and entry["usable_images"]:
+        report["warnings"].append(f"{split}: {lost} image(s) keep no object at {size}")
 
 
 class _SliceTally:
@@ -108,7 +152,13 @@ class _SliceTally:
 
     def __init__(self, *, image_size: int, tiny_area: float) -> None:
         self.image_size, self.tiny_area = image_size, tiny_area
-        self.counts = {"read": 0, "objects": 0, "images_without_objects": 0}
+        self.counts = {
+            "read": 0,
+            "objects": 0,
+            "images_without_objects": 0,
+            "usable_images": 0,
+            "images_without_objects_at_size": 0,
+        }
         self.classes: dict[int, dict[str, Any]] = defaultdict(
             lambda: {"name": None, "objects": 0, "images": 0}
         )
@@ -127,22 +177,26 @@ class _SliceTally:
             self.counts["images_without_objects"] += 1
             return
         areas = sample.masks.reshape(n, -1).sum(axis=1).tolist()
-        scale = self.image_size * self.image_size / float(height * width)
+        resized = areas_at_size(sample.masks, self.image_size).tolist()
+        if max(resized) >= kept_area(self.tiny_area):
+            self.counts["usable_images"] += 1
+        else:
+            self.counts["images_without_objects_at_size"] += 1
         names = sample.meta.get("class_names") or {}
         class_ids = [int(c) for c in sample.class_ids.tolist()]
-        for obj, (class_id, area) in enumerate(zip(class_ids, areas)):
+        for obj, (class_id, area, area_at) in enumerate(zip(class_ids, areas, resized)):
             entry = self.classes[class_id]
             entry["name"] = str(names.get(class_id, names.get(str(class_id), class_id)))
             entry["objects"] += 1
             if area == 0:
                 self.empty.append(f"{name} object {obj}")
-            elif area * scale < self.tiny_area:
+            elif area_at < kept_area(self.tiny_area):
                 self.tiny.append(
                     {
                         "item": name,
                         "object": obj,
                         "area": int(area),
-                        "area_at_image_size": round(area * scale, 2),
+                        "area_at_image_size": int(area_at),
                     }
                 )
         for class_id in set(class_ids):
@@ -183,6 +237,7 @@ def _check_split(
             if _is_outlier((h, w), median, factor)
         ],
         "dataset_stats": dict(getattr(dataset, "stats", {})),
+        "empty_note": getattr(dataset, "empty_note", None),
         "_problems": problems,
     }
     if volume_info is not None:
@@ -288,9 +343,11 @@ def format_check(report: dict[str, Any], *, max_listed: int = 20) -> str:
         report: from :func:`check_datamodule`.
         max_listed: at most this many entries of each list are printed (the JSON has all).
     """
+    size = f"{report['image_size']}x{report['image_size']} px"
+    kept = kept_area(report["tiny_area"])
     lines = [
         f"samtune data check: {report.get('data') or report['datamodule']} "
-        f"at {report['image_size']} px (tiny: < {report['tiny_area']:g} px at that size)"
+        f"at {report['image_size']} px (tiny: < {kept:g} px at that size)"
     ]
     for split, entry in report["splits"].items():
         if entry["status"] != "checked":
@@ -354,11 +411,25 @@ def format_check(report: dict[str, Any], *, max_listed: int = 20) -> str:
                 f"  class {c} ({info['name']}): {info['objects']} objects in {info['images']} {unit}"
             )
         lines.append(f"  empty masks: {entry['empty_masks']}, tiny masks: {entry['tiny_masks']}")
+        lines.append(
+            f"  usable {unit} at {size}: {entry['usable_images']} of {entry['images']} "
+            f"(keeping at least one object of >= {kept:g} px)"
+        )
+        lines.append("  dropped:")
+        for key, count in entry["drops"].items():
+            label = DROP_LABELS.get(key, f"objects below {kept:g} px at {size}")
+            lines.append(f"    {label}: {count}")
+        if entry.get("unusable"):
+            lines.append(f"  NO USABLE {unit.upper()}: {entry['unusable']}")
         _listed(lines, "empty masks", entry["empty_mask_items"], max_listed)
         _listed(
             lines,
             "tiny masks",
-            [f"{t['item']} object {t['object']}: {t['area']} px" for t in entry["tiny_mask_items"]],
+            [
+                f"{t['item']} object {t['object']}: {t['area']} px, "
+                f"{t['area_at_image_size']} px at {report['image_size']} px"
+                for t in entry["tiny_mask_items"]
+            ],
             max_listed,
         )
         _listed(
@@ -370,10 +441,24 @@ def format_check(report: dict[str, Any], *, max_listed: int = 20) -> str:
             ],  # fmt: skip
             max_listed,
         )
-    bad = len(report["problems"])
-    lines.append(
-        "OK: no bad files" if report["ok"] else f"FAILED: {bad} problem(s) (bad files or splits)"
+    usable = ", ".join(
+        f"{split} {entry['usable_images']}"
+        for split, entry in report["splits"].items()
+        if entry["status"] == "checked"
     )
+    warnings = report.get("warnings", [])
+    if not report["ok"]:
+        empty = [split for split, entry in report["splits"].items() if entry.get("unusable")]
+        lines.append(
+            f"FAILED: {len(report['problems'])} problem(s) (bad files or splits"
+            + (f"; no usable image in: {', '.join(empty)}" if empty else "")
+            + ")"
+        )
+    elif warnings:
+        lines.append(f"WARNINGS: {len(warnings)} (data lost; usable images: {usable}):")
+        lines += [f"  {w}" for w in warnings]
+    else:
+        lines.append(f"OK: no bad files, nothing dropped; usable images: {usable}")
     return "\n".join(lines)
 
 

@@ -10,6 +10,7 @@ import torch
 
 from samtune.data.sample import Sample
 from samtune.segmenter.sam2 import normalize_images
+from samtune.validation import check_number, check_probability
 
 PROBABILITY_KEYS = ("hflip", "vflip", "rot90", "brightness_contrast", "affine")
 AUGMENT_DEFAULTS: dict[str, Any] = {
@@ -45,7 +46,8 @@ class SamTransform:
       (keys and defaults in :data:`AUGMENT_DEFAULTS`); all are off when ``augment`` is None or
       ``train`` is False.
     - Objects with fewer than ``min_object_area`` pixels after resizing and augmentation are
-      dropped and counted in ``meta["dropped_small"]``.
+      dropped and counted in ``meta["dropped_small"]``; so are objects left with no pixel
+      (whatever ``min_object_area``): there is nothing to prompt.
 
     Args:
         image_size: side of the square model input.
@@ -69,13 +71,11 @@ class SamTransform:
         min_object_area: int = 4,
         seed: int | None = None,
     ) -> None:
-        if int(image_size) != image_size or image_size < 1:
-            raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
-        if min_object_area < 0:
-            raise ValueError(f"min_object_area must be >= 0, got {min_object_area!r}")
-        self.image_size = int(image_size)
+        self.image_size = check_number("data.image_size", image_size, ge=1, integer=True)
         self.train = bool(train)
-        self.min_object_area = int(min_object_area)
+        self.min_object_area = check_number(
+            "data.min_object_area", min_object_area, ge=0, integer=True
+        )
         self.augment = augment_settings(augment)
         self.pipeline = _build_pipeline(self.augment, seed) if self.train and self.augment else None
 
@@ -90,8 +90,7 @@ class SamTransform:
         masks = resize_masks(sample.masks, self.image_size)
         if self.pipeline is not None:
             image, masks = self._augment(image, masks)
-        areas = masks.sum(axis=(1, 2))
-        keep = areas >= self.min_object_area
+        keep = masks.sum(axis=(1, 2)) >= kept_area(self.min_object_area)
         meta = {
             **sample.meta,
             "orig_size": (int(height), int(width)),
@@ -130,6 +129,20 @@ def resize_masks(masks: np.ndarray, size: int) -> np.ndarray:
     return masks[:, rows[:, None], cols[None, :]].astype(bool, copy=False)
 
 
+def kept_area(min_object_area: int) -> int:
+    """The fewest pixels at ``image_size`` an object needs to be kept: ``min_object_area``, and
+    at least 1."""
+    return max(1, int(min_object_area))
+
+
+def areas_at_size(masks: np.ndarray, size: int) -> np.ndarray:
+    """Pixels of each of ``N x H x W`` masks once resized to ``size`` as training resizes them
+    (:func:`resize_masks`), one object at a time (memory: one ``size x size`` mask)."""
+    return np.array(
+        [int(resize_masks(m[None], size).sum()) for m in masks], dtype=np.int64
+    ).reshape(len(masks))
+
+
 def augment_settings(augment: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """Check ``augment`` and fill in defaults; None when nothing would ever run.
 
@@ -147,12 +160,12 @@ def augment_settings(augment: Mapping[str, Any] | None) -> dict[str, Any] | None
             value = tuple(float(v) for v in value)
             if len(value) != 2 or not 0 < value[0] <= value[1]:
                 raise ValueError(
-                    f"augment.scale must be (low, high) with 0 < low <= high, got {value!r}"
+                    f"data.augment.scale must be (low, high) with 0 < low <= high, got {value!r}"
                 )
+        elif key in PROBABILITY_KEYS:
+            value = check_probability(f"data.augment.{key}", value)
         else:
-            value = float(value)
-        if key in PROBABILITY_KEYS and not 0.0 <= value <= 1.0:
-            raise ValueError(f"augment.{key} is a probability and must be in [0, 1], got {value!r}")
+            value = check_number(f"data.augment.{key}", value, ge=0)
         settings[key] = value
     if not any(settings[key] > 0 for key in PROBABILITY_KEYS):
         return None

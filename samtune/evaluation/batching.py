@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from samtune.data.sample import Sample
+from samtune.data.transforms import areas_at_size, kept_area
 
 
 @dataclass
@@ -60,6 +61,7 @@ class SkipCounter:
 
     images: int = 0
     objects: int = 0
+    small_objects: int = 0
     files: list[str] = field(default_factory=list)
 
 
@@ -83,11 +85,17 @@ def object_batches(
     device: str | torch.device,
     skipped: SkipCounter,
     max_images: int | None = None,
+    min_object_area: int | None = None,
+    image_size: int | None = None,
 ) -> Iterator[ObjectBatch]:
     """Batches of ``image_batch`` images with at least one non-empty object each.
 
-    A None item (a sample the dataset skipped) and an image without any non-empty mask are
-    counted in ``skipped.images``; empty masks are counted in ``skipped.objects``.
+    A None item (a sample the dataset skipped) and an image without any object left are
+    counted in ``skipped.images``; empty masks are counted in ``skipped.objects``. With
+    ``min_object_area`` (and ``image_size``) objects with fewer pixels than that (and at least
+    1) once resized to ``image_size`` as training resizes them are left out too, and counted
+    in ``skipped.small_objects``: ``data.min_object_area`` means the same in training and
+    evaluation.
 
     Raises:
         TypeError: when the dataset yields something other than a Sample.
@@ -101,6 +109,12 @@ def object_batches(
             raise TypeError(f"the dataset must yield samtune Sample objects, got {type(sample)!r}")
         nonempty = sample.masks.reshape(sample.masks.shape[0], -1).any(axis=1)
         skipped.objects += int((~nonempty).sum())
+        if min_object_area is not None and image_size is not None and nonempty.any():
+            small = nonempty & (
+                areas_at_size(sample.masks, image_size) < kept_area(min_object_area)
+            )
+            skipped.small_objects += int(small.sum())
+            nonempty &= ~small
         if not nonempty.any():
             skipped.images += 1
             skipped.files.append(str(sample.meta.get("file", "?")))

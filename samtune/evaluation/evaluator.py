@@ -26,6 +26,7 @@ from samtune.evaluation.results import EvalResult, ObjectResult, threshold_key
 from samtune.evaluation.volumes import volume_evaluation
 from samtune.metrics.functional import mask_dice, mask_iou, number_of_clicks
 from samtune.segmenter import sam2 as engine
+from samtune.validation import check_number
 
 log = logging.getLogger(__name__)
 
@@ -70,28 +71,36 @@ class Evaluator:
             raise ValueError(
                 f"evaluation.protocols={list(protocols)}: unknown {unknown}; choose from {PROTOCOLS}"
             )
-        if max_clicks < 1:
-            raise ValueError(f"evaluation.max_clicks must be >= 1, got {max_clicks}")
-        if image_batch != "auto" and (isinstance(image_batch, str) or image_batch < 1):
-            raise ValueError(f"evaluation.image_batch must be >= 1 or 'auto', got {image_batch!r}")
-        for t in noc_thresholds:
-            if not 0.0 < float(t) <= 1.0:
-                raise ValueError(f"evaluation.noc_thresholds must lie in (0, 1], got {t}")
         self.protocols = tuple(protocols)
-        self.max_clicks = int(max_clicks)
-        self.noc_thresholds = tuple(float(t) for t in noc_thresholds)
-        self.image_batch = image_batch if image_batch == "auto" else int(image_batch)
-        self.progress = progress
-        self.gallery_size = int(gallery_size)
-        self.keep_masks = bool(keep_masks)
-        if objects_per_decode not in (None, "auto") and (
-            isinstance(objects_per_decode, str) or objects_per_decode < 1
-        ):
-            raise ValueError(
-                "evaluation.objects_per_decode must be None, 'auto' or >= 1, "
-                f"got {objects_per_decode!r}"
+        self.max_clicks = check_number("evaluation.max_clicks", max_clicks, ge=1, integer=True)
+        self.noc_thresholds = tuple(
+            check_number(f"evaluation.noc_thresholds[{i}]", t, gt=0, le=1)
+            for i, t in enumerate(noc_thresholds)
+        )
+        self.image_batch = (
+            image_batch
+            if image_batch == "auto"
+            else check_number(
+                "evaluation.image_batch", image_batch, ge=1, integer=True, also="'auto'"
             )
-        self.objects_per_decode = objects_per_decode
+        )
+        self.progress = progress
+        self.gallery_size = check_number(
+            "evaluation.gallery_size", gallery_size, ge=0, integer=True
+        )
+        self.keep_masks = bool(keep_masks)
+        self.objects_per_decode = (
+            objects_per_decode
+            if objects_per_decode in (None, "auto")
+            else check_number(
+                "evaluation.objects_per_decode",
+                objects_per_decode,
+                ge=1,
+                integer=True,
+                none_ok=True,
+                also="'auto'",
+            )
+        )
 
     def settings_for(self, model: torch.nn.Module, device: torch.device) -> tuple[int, int | None]:
         """``(image_batch, objects_per_decode)`` with ``"auto"`` resolved for ``device``."""
@@ -112,6 +121,7 @@ class Evaluator:
         *,
         device: str | torch.device = "cpu",
         max_images: int | None = None,
+        min_object_area: int | None = None,
     ) -> EvalResult:
         """Evaluate ``model`` on ``dataset``.
 
@@ -121,6 +131,10 @@ class Evaluator:
                 indexing) or any iterable. A None item (a sample the dataset skipped) is counted.
             device: where to run (the model is moved there and left there).
             max_images: stop after this many images (None: all).
+            min_object_area: ``data.min_object_area``: objects with fewer pixels (and at least
+                1) once resized to the model's ``image_size`` are not scored, as training
+                drops them; they are counted in ``dropped_small``. None scores every non-empty
+                object.
 
         Returns:
             The per-object rows and aggregates.
@@ -130,6 +144,7 @@ class Evaluator:
             max_clicks=self.max_clicks,
             noc_thresholds=self.noc_thresholds,
             gallery=Gallery(k=self.gallery_size),
+            min_object_area=min_object_area,
         )
         was_training = model.training
         model.eval()
@@ -147,6 +162,8 @@ class Evaluator:
                     device=device,
                     skipped=skipped,
                     max_images=max_images,
+                    min_object_area=min_object_area,
+                    image_size=int(model.image_size),
                 )
                 for batch in batches:
                     self._evaluate_batch(model, batch, result, objects_per_decode)
@@ -161,6 +178,15 @@ class Evaluator:
             model.train(was_training)
         result.seconds = time.perf_counter() - start
         result.skipped_images, result.skipped_objects = skipped.images, skipped.objects
+        result.dropped_small = skipped.small_objects
+        if skipped.small_objects:
+            log.warning(
+                "evaluation left out %d object(s) below data.min_object_area=%s px at %d px "
+                "(as training does)",
+                skipped.small_objects,
+                min_object_area,
+                int(model.image_size),
+            )
         if skipped.images or skipped.objects:
             log.warning(
                 "evaluation skipped %d image(s) (unreadable or without objects%s) and %d "
@@ -338,6 +364,7 @@ def evaluate_dataset(
     *,
     device: Any = "cpu",
     max_images: int | None = None,
+    min_object_area: int | None = None,
 ) -> tuple[EvalResult, dict[str, Any] | None]:
     """Run ``evaluator`` on ``dataset``; on a volume dataset also score whole volumes.
 
@@ -351,16 +378,20 @@ def evaluate_dataset(
         dataset: Samples (any dataset the evaluator takes).
         device: where to run.
         max_images: stop after this many items (None: all).
+        min_object_area: ``data.min_object_area`` (see :meth:`Evaluator.evaluate`), or None.
 
     Returns:
         ``(result, volumes)``; ``volumes`` is None unless ``dataset`` is a volume dataset.
     """
+    run: dict[str, Any] = {"device": device, "max_images": max_images}
+    if min_object_area is not None:  # duck-typed evaluators need not know it
+        run["min_object_area"] = min_object_area
     if not is_volume_dataset(dataset):
-        return evaluator.evaluate(model, dataset, device=device, max_images=max_images), None
+        return evaluator.evaluate(model, dataset, **run), None
     keep = evaluator.keep_masks
     evaluator.keep_masks = True
     try:
-        result = evaluator.evaluate(model, dataset, device=device, max_images=max_images)
+        result = evaluator.evaluate(model, dataset, **run)
     finally:
         evaluator.keep_masks = keep
     volumes = volume_evaluation(result, dataset, evaluated_items=max_images)

@@ -82,6 +82,9 @@ class EvalResult:
         images: images evaluated.
         skipped_images: samples the dataset could not give (None) or without any object.
         skipped_objects: objects with an empty ground-truth mask (nothing to prompt).
+        dropped_small: objects left out for being below ``min_object_area`` pixels at the
+            model's input size (as training drops them).
+        min_object_area: the ``data.min_object_area`` applied, or None.
         seconds: wall time of the evaluation.
         gallery: best and worst objects per protocol, for overlays.
     """
@@ -93,6 +96,8 @@ class EvalResult:
     images: int = 0
     skipped_images: int = 0
     skipped_objects: int = 0
+    dropped_small: int = 0
+    min_object_area: int | None = None
     seconds: float = 0.0
     gallery: Gallery = field(default_factory=Gallery)
 
@@ -101,13 +106,15 @@ class EvalResult:
         return [r for r in self.rows if r.protocol == protocol]
 
     def counts(self) -> dict[str, Any]:
-        """Images, objects and skips."""
+        """Images, objects, skips and objects dropped below ``min_object_area``."""
         objects = len({(r.image_id, r.file, r.object) for r in self.rows})
         return {
             "images": self.images,
             "objects": objects,
             "skipped_images": self.skipped_images,
             "skipped_objects": self.skipped_objects,
+            "dropped_small_objects": self.dropped_small,
+            "min_object_area": self.min_object_area,
             "seconds": round(self.seconds, 3),
         }
 

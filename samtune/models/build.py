@@ -10,6 +10,7 @@ import torch
 from omegaconf import OmegaConf
 
 from samtune.models.registry import get_model_info, guess_size_from_state_dict
+from samtune.validation import check_image_size
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def build_sam2_model(
 
     Args:
         name: registry name such as ``sam2.1_hiera_tiny``.
-        image_size: input resolution; a multiple of 32 (SAM 2 itself uses 1024).
+        image_size: input resolution; a positive multiple of 32 (SAM 2 itself uses 1024).
         checkpoint: a ``{"model": state_dict}`` file in the official format, or None for random init.
         apply_postprocessing: same meaning as in ``sam2.build_sam.build_sam2``.
 
@@ -62,10 +63,7 @@ def build_sam2_model(
     from hydra.utils import instantiate
 
     info = get_model_info(name)
-    if image_size % 32 != 0 or image_size < 64:
-        raise ValueError(
-            f"model.image_size must be a multiple of 32 and at least 64, got {image_size}"
-        )
+    image_size = check_image_size("model.image_size", image_size)
     cfg = OmegaConf.load(sam2_config_path(info.sam2_config))
     cfg.model.image_size = int(image_size)
     if apply_postprocessing:

@@ -85,8 +85,7 @@ def download(url: str, dest: Path, *, timeout: float = 30.0) -> Path:
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         raise CheckpointError(
             f"could not download {url} ({exc}). Without network, download it elsewhere and put it at "
-            f"{dest} (or pass model.checkpoint=/path/to/{dest.name}); a partial download is kept at "
-            f"{part} and resumed next time"
+            f"{dest} (or pass model.checkpoint=/path/to/{dest.name}){_partial_note(part)}"
         ) from exc
     size = part.stat().st_size
     if total is not None and size != total:
@@ -100,6 +99,16 @@ def download(url: str, dest: Path, *, timeout: float = 30.0) -> Path:
     )
     log.info("downloaded %s to %s (%d bytes, sha256 %s)", url, dest, size, digest)
     return dest
+
+
+def _partial_note(part: Path) -> str:
+    """What the failure message says about ``part``: kept and resumed when it holds bytes; an
+    empty one is removed and not mentioned."""
+    size = part.stat().st_size if part.is_file() else 0
+    if size == 0:
+        part.unlink(missing_ok=True)
+        return ""
+    return f"; the {size} bytes downloaded so far are kept at {part} and resumed next time"
 
 
 def resolve_checkpoint(

@@ -11,6 +11,7 @@ import torch
 from samtune.models.build import CheckpointError, build_sam2_model
 from samtune.models.official import default_cache_dir, resolve_checkpoint
 from samtune.models.registry import get_model_info
+from samtune.validation import check_choice, check_image_size
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +53,8 @@ class ModelSpec:
 
     def __post_init__(self) -> None:
         get_model_info(self.name)
-        if self.on_missing not in {"error", "random"}:
-            raise ValueError(
-                f"model.on_missing must be 'error' or 'random', got {self.on_missing!r}"
-            )
+        self.image_size = check_image_size("model.image_size", self.image_size)
+        check_choice("model.on_missing", self.on_missing, ("error", "random"))
 
     def resolve(self) -> Path | None:
         """Find the checkpoint file (or None for random init), applying ``on_missing``."""

@@ -21,6 +21,7 @@ from samtune.prompts.sampling import (
     sample_pixels,
     uniform,
 )
+from samtune.validation import check_number, check_probability
 
 
 @dataclass
@@ -73,11 +74,6 @@ class Prompts:
         )
 
 
-def _check_probability(name: str, value: float) -> None:
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"PromptSimulator: {name} must be a probability in [0, 1], got {value!r}")
-
-
 class PromptSimulator:
     """SAM 2's training prompts: a first box or click, then correction clicks from the errors.
 
@@ -106,33 +102,22 @@ class PromptSimulator:
         multimask_single_click: bool = True,
         max_objects_per_image: int | None = 16,
     ) -> None:
-        _check_probability("box_prob", box_prob)
-        _check_probability("click_from_gt_prob", click_from_gt_prob)
-        if box_noise < 0:
-            raise ValueError(f"PromptSimulator: box_noise must be >= 0, got {box_noise!r}")
-        if box_noise_max_px < 0:
-            raise ValueError(
-                f"PromptSimulator: box_noise_max_px must be >= 0, got {box_noise_max_px!r}"
-            )
-        if int(correction_clicks) != correction_clicks or correction_clicks < 0:
-            raise ValueError(
-                f"PromptSimulator: correction_clicks must be an integer >= 0, got {correction_clicks!r}"
-            )
-        if max_objects_per_image is not None and (
-            int(max_objects_per_image) != max_objects_per_image or max_objects_per_image < 1
-        ):
-            raise ValueError(
-                "PromptSimulator: max_objects_per_image must be an integer >= 1 or None, "
-                f"got {max_objects_per_image!r}"
-            )
-        self.box_prob = float(box_prob)
-        self.box_noise = float(box_noise)
-        self.box_noise_max_px = float(box_noise_max_px)
-        self.correction_clicks = int(correction_clicks)
-        self.click_from_gt_prob = float(click_from_gt_prob)
+        self.box_prob = check_probability("prompts.box_prob", box_prob)
+        self.box_noise = check_number("prompts.box_noise", box_noise, ge=0)
+        self.box_noise_max_px = check_number("prompts.box_noise_max_px", box_noise_max_px, ge=0)
+        self.correction_clicks = check_number(
+            "prompts.correction_clicks", correction_clicks, ge=0, integer=True
+        )
+        self.click_from_gt_prob = check_probability(
+            "prompts.click_from_gt_prob", click_from_gt_prob
+        )
         self.multimask_single_click = bool(multimask_single_click)
-        self.max_objects_per_image = (
-            None if max_objects_per_image is None else int(max_objects_per_image)
+        self.max_objects_per_image = check_number(
+            "prompts.max_objects_per_image",
+            max_objects_per_image,
+            ge=1,
+            integer=True,
+            none_ok=True,
         )
 
     def __repr__(self) -> str:

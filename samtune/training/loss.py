@@ -28,6 +28,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from samtune.validation import check_number
+
 
 def sigmoid_focal_loss(
     logits: torch.Tensor, target: torch.Tensor, *, alpha: float, gamma: float
@@ -118,25 +120,16 @@ class SAM2Loss(torch.nn.Module):
         supervise_object_score: bool = True,
     ) -> None:
         super().__init__()
-        for name, value in (
-            ("focal_weight", focal_weight),
-            ("dice_weight", dice_weight),
-            ("iou_weight", iou_weight),
-            ("object_score_weight", object_score_weight),
-            ("focal_gamma", focal_gamma),
-        ):
-            if value < 0:
-                raise ValueError(f"SAM2Loss: {name} must be >= 0, got {value!r}")
-        if focal_alpha > 1:
-            raise ValueError(
-                f"SAM2Loss: focal_alpha must be <= 1 (or < 0 to disable), got {focal_alpha!r}"
-            )
-        self.focal_weight = float(focal_weight)
-        self.dice_weight = float(dice_weight)
-        self.iou_weight = float(iou_weight)
-        self.object_score_weight = float(object_score_weight)
-        self.focal_alpha = float(focal_alpha)
-        self.focal_gamma = float(focal_gamma)
+        self.focal_weight = check_number("loss.focal_weight", focal_weight, ge=0)
+        self.dice_weight = check_number("loss.dice_weight", dice_weight, ge=0)
+        self.iou_weight = check_number("loss.iou_weight", iou_weight, ge=0)
+        self.object_score_weight = check_number(
+            "loss.object_score_weight", object_score_weight, ge=0
+        )
+        self.focal_alpha = check_number(
+            "loss.focal_alpha", focal_alpha, le=1, note="< 0 turns the weighting off"
+        )
+        self.focal_gamma = check_number("loss.focal_gamma", focal_gamma, ge=0)
         self.iou_use_l1 = bool(iou_use_l1)
         self.supervise_object_score = bool(supervise_object_score)
 

@@ -11,8 +11,9 @@ import numpy as np
 import torch
 
 from samtune import __version__
+from samtune.data.drops import vanished_message
 from samtune.evaluation.clicks import center_points
-from samtune.evaluation.report.overlay import denormalize, overlay
+from samtune.evaluation.report.overlay import denormalize, object_overlays
 from samtune.models.spec import ModelSpec
 from samtune.prompts.sampling import mask_to_box
 from samtune.prompts.streams import PromptStreams
@@ -83,6 +84,7 @@ class SamTuneModule(L.LightningModule):
         self.best_metrics: dict[str, float] = {}
         self._val_sums: dict[str, list[float]] = defaultdict(list)
         self._overlays: list[np.ndarray] = []
+        self._seen: dict[str, list[int]] = {"train": [0, 0, 0], "val": [0, 0, 0]}
         # --- speed and memory (docs/performance.md)
         self.embedding_cache = None if adapter.encoder_trainable else embedding_cache
         if activation_checkpointing and adapter.encoder_trainable:
@@ -210,6 +212,20 @@ class SamTuneModule(L.LightningModule):
                 {"params/trainable": r["trainable"], "params/total": r["total"]}
             )
 
+    def _count(self, split: str, batch: dict) -> None:
+        """Tally images, kept objects and objects the transform dropped in this epoch."""
+        seen = self._seen[split]
+        seen[0] += len(batch["masks"])
+        seen[1] += sum(int(m.shape[0]) for m in batch["masks"])
+        seen[2] += sum(int(meta.get("dropped_small", 0)) for meta in batch["meta"])
+
+    def _fail_if_nothing_seen(self, split: str) -> None:
+        """Stop the run when no object of ``split`` survived resizing in a whole epoch."""
+        images, objects, dropped = self._seen[split]
+        self._seen[split] = [0, 0, 0]
+        if images and not objects:
+            raise RuntimeError(vanished_message(split, dropped, images, self.spec.image_size))
+
     def prompt_streams(self, batch: dict, batch_idx: int) -> PromptStreams:
         """The batch's random prompt streams: keyed by ``(seed, epoch, dataset index)`` per image
         when the batch carries ``indices`` (so the prompts of an image do not depend on its batch
@@ -229,6 +245,7 @@ class SamTuneModule(L.LightningModule):
         world = int(self.trainer.world_size)
         gt = img_idx = streams = None
         if batch is not None:
+            self._count("train", batch)
             streams = self.prompt_streams(batch, batch_idx)
             gt, img_idx = self._gather_objects(batch["masks"], streams)
         if gt is None and world == 1:
@@ -265,6 +282,7 @@ class SamTuneModule(L.LightningModule):
         return loss
 
     def on_train_epoch_end(self) -> None:
+        self._fail_if_nothing_seen("train")
         cache = self.embedding_cache
         if cache is None:
             return
@@ -300,6 +318,7 @@ class SamTuneModule(L.LightningModule):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         if batch is None:
             return
+        self._count("val", batch)
         gt, img_idx = self._gather_objects(batch["masks"], None)
         if gt is None:
             return
@@ -316,14 +335,19 @@ class SamTuneModule(L.LightningModule):
     def _add_overlays(self, batch, gt, pred, pts, img_idx) -> None:
         i = int(img_idx[0])
         sel = (img_idx == i).nonzero().flatten().cpu()
-        image = denormalize(batch["images"][i])
-        union_gt = gt[sel].any(0).cpu().numpy()
-        union_pred = pred[sel].any(0).cpu().numpy()
-        self._overlays.append(
-            overlay(image, union_gt, union_pred, points=pts[sel, 0].cpu().numpy())
+        self._overlays += object_overlays(
+            denormalize(batch["images"][i]),
+            gt[sel].cpu().numpy(),
+            pred[sel].cpu().numpy(),
+            pts[sel].cpu().numpy(),
+            limit=self.num_overlays - len(self._overlays),
         )
 
     def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            self._seen["val"] = [0, 0, 0]
+        else:
+            self._fail_if_nothing_seen("val")
         # the IoUs of all ranks (each val image is on exactly one), summed and counted once
         values = sum_and_count(
             self._val_sums,

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+from samtune.validation import ConfigValueError, check_number
+
 
 @dataclass
 class OptimConfig:
@@ -27,6 +29,20 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     warmup_fraction: float = 0.05
     min_lr_ratio: float = 0.01
+
+    def __post_init__(self) -> None:
+        self.lr = check_number("optim.lr", self.lr, gt=0)
+        self.weight_decay = check_number("optim.weight_decay", self.weight_decay, ge=0)
+        betas = tuple(self.betas)
+        if len(betas) != 2:
+            raise ConfigValueError(f"optim.betas must be two numbers, got {list(self.betas)!r}")
+        self.betas = tuple(
+            check_number(f"optim.betas[{i}]", b, ge=0, lt=1) for i, b in enumerate(betas)
+        )
+        self.warmup_fraction = check_number(
+            "optim.warmup_fraction", self.warmup_fraction, ge=0, le=1
+        )
+        self.min_lr_ratio = check_number("optim.min_lr_ratio", self.min_lr_ratio, ge=0, le=1)
 
 
 def _no_decay(name: str, param: torch.nn.Parameter) -> bool:

@@ -168,7 +168,11 @@ def evaluate_module(
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device)
     result, volumes = evaluate_dataset(
-        evaluator, model, datamodule.raw_dataset("val"), device=device
+        evaluator,
+        model,
+        datamodule.raw_dataset("val"),
+        device=device,
+        min_object_area=getattr(datamodule, "min_object_area", None),
     )
     files = write_results(
         result,

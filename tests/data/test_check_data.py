@@ -71,7 +71,10 @@ def test_cli_names_corrupt_and_mismatched_volumes_and_exits_1(tmp_path):
     assert "shape mismatch" in proc.stdout and "FAILED" in proc.stdout
     report = json.loads((out / "data_check.json").read_text())
     assert report["ok"] is False and report["data"] == "volumes"
-    bad = {Path(p["file"]).name: p["reason"] for p in report["problems"]}
+    bad = {Path(p["file"]).name: p["reason"] for p in report["problems"] if p["file"]}
+    # val's only volume is the corrupt one: the split has no usable slice, named as such
+    (unusable,) = [p for p in report["problems"] if p["file"] is None]
+    assert unusable["split"] == "val" and "could be read" in unusable["reason"]
     assert set(bad) == {"corrupt.nii.gz", "mismatch.nii.gz", "orphan.nii.gz"}
     assert (
         "cannot read the NIfTI voxel data" in bad["corrupt.nii.gz"]
@@ -173,9 +176,12 @@ def test_folder_check_lists_every_bad_file_tiny_masks_and_size_outliers(tmp_path
     assert "30x48" in wrong and "40x48" in wrong
     assert entry["read"] == 5 and entry["objects"] == 6
     assert [(Path(t["item"]).name, t["area"]) for t in entry["tiny_mask_items"]] == [("im1.png", 2)]
-    assert entry["tiny_mask_items"][0]["area_at_image_size"] == pytest.approx(
-        2 * 128 * 128 / (40 * 48), abs=0.01
-    )
+    # the object's pixels once resized as training resizes (nearest neighbour at pixel
+    # centres, PIL's NEAREST), not its area scaled by (128 / 40) x (128 / 48) = 17.07
+    two_px = np.zeros((40, 48), np.uint8)
+    two_px[30, 40:42] = 1
+    resized = np.asarray(Image.fromarray(two_px).resize((128, 128), Image.Resampling.NEAREST))
+    assert entry["tiny_mask_items"][0]["area_at_image_size"] == int(resized.sum()) == 15
     assert [Path(o["item"]).name for o in entry["size_outliers"]] == ["im4.png"]
     assert entry["sizes"] == {"min": [40, 48], "median": [40, 48], "max": [200, 240]}
     text = format_check(report)

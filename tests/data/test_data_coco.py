@@ -72,7 +72,8 @@ def _ann(ann_id, image_id, segmentation, category=1, **extra):
 
 @pytest.fixture
 def mixed_coco(tmp_path):
-    """Image 1: compressed RLE, uncompressed RLE, polygon, crowd, empty mask; image 2: only empty."""
+    """Image 1: compressed RLE, uncompressed RLE, polygon, crowd, empty mask, a polygon beyond the
+    right edge; image 2: only empty."""
     a, b = _box(2, 8, 3, 12), _box(10, 20, 15, 30)
     polygon = [[20.0, 1.0, 30.0, 1.0, 30.0, 6.0, 20.0, 6.0]]
     anns = [
@@ -82,6 +83,7 @@ def mixed_coco(tmp_path):
         _ann(13, 1, _compressed(_box(0, 24, 0, 32)), iscrowd=1),
         _ann(14, 1, _compressed(np.zeros((H, W), bool))),
         _ann(15, 2, _uncompressed(np.zeros((H, W), bool))),
+        _ann(16, 1, [[W + 5.0, 2.0, W + 15.0, 2.0, W + 15.0, 8.0, W + 5.0, 8.0]]),  # off the image
     ]
     root, ann_file = _write_coco(tmp_path, anns)
     return root, ann_file, a, b, polygon
@@ -108,6 +110,7 @@ def test_rle_and_polygons_decode_to_the_right_masks(mixed_coco):
         "images": 1,
         "objects": 3,
         "dropped_empty": 2,
+        "dropped_outside": 1,
         "dropped_small": 0,
         "dropped_images": 1,
         "crowd_ignored": 1,

@@ -116,5 +116,7 @@ def test_sample_without_objects_and_bad_settings():
     assert out["masks"].shape == (0, 32, 32) and out["class_ids"].shape == (0,)
     with pytest.raises(ValueError, match="unknown augment keys"):
         SamTransform(image_size=32, train=True, augment={"flip_h": 0.5})
-    with pytest.raises(ValueError, match="augment.hflip is a probability"):
+    with pytest.raises(
+        ValueError, match=r"data\.augment\.hflip must be a probability in \[0, 1\], got 1\.5"
+    ):
         SamTransform(image_size=32, train=True, augment={"hflip": 1.5})

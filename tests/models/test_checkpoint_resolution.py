@@ -104,6 +104,9 @@ def test_offline_error_says_where_to_put_the_file(tmp_path):
             url="http://127.0.0.1:9/sam2.1_hiera_small.pt",
         )
     assert str(tmp_path / "sam2.1_hiera_small.pt") in str(err.value)
+    # nothing was received: no .part file is left, and the message does not promise one
+    assert "partial" not in str(err.value) and ".part" not in str(err.value)
+    assert not (tmp_path / "sam2.1_hiera_small.pt.part").exists()
     with pytest.raises(CheckpointError, match="downloads are off.*sam2.1_hiera_small.pt"):
         resolve_checkpoint("sam2.1_hiera_small", "auto", cache_dir=tmp_path, allow_download=False)
 

@@ -13,10 +13,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
+from samtune.data.drops import EmptySplitError, empty_split_message
 from samtune.data.sample import Sample
 from samtune.data.samplers import ShardedSampler, rank_seed, replicas_of
 from samtune.data.skiplog import append_skip, read_skips
 from samtune.data.transforms import SamTransform, augment_settings
+from samtune.validation import check_choice, check_number
 
 SPLITS = ("train", "val", "test")
 
@@ -128,19 +130,15 @@ class SamDataModule(L.LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        if int(batch_size) != batch_size or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if int(num_workers) != num_workers or num_workers < 0:
-            raise ValueError(f"num_workers must be an integer >= 0, got {num_workers!r}")
-        if on_error not in ("raise", "skip"):
-            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-        self.image_size = int(image_size)
-        self.batch_size = int(batch_size)
-        self.num_workers = int(num_workers)
+        self.image_size = check_number("data.image_size", image_size, ge=1, integer=True)
+        self.batch_size = check_number("data.batch_size", batch_size, ge=1, integer=True)
+        self.num_workers = check_number("data.num_workers", num_workers, ge=0, integer=True)
         self.augment = augment_settings(augment)
-        self.min_object_area = int(min_object_area)
-        self.on_error = on_error
-        self.seed = int(seed)
+        self.min_object_area = check_number(
+            "data.min_object_area", min_object_area, ge=0, integer=True
+        )
+        self.on_error = check_choice("data.on_error", on_error, ("raise", "skip"))
+        self.seed = check_number("data.seed", seed, integer=True)
         self.skip_log = str(skip_log) if skip_log is not None else None
         if self.skip_log is None and on_error == "skip":
             handle, path = tempfile.mkstemp(prefix="samtune-skips-", suffix=".jsonl")
@@ -199,7 +197,12 @@ class SamDataModule(L.LightningDataModule):
         return transform
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled, augmented batches of the train split."""
+        """Shuffled, augmented batches of the train split.
+
+        Raises:
+            EmptySplitError: the split holds no image, naming the split and why (every
+                loader does the same).
+        """
         return self._loader("train", train=True)
 
     def val_dataloader(self) -> DataLoader:
@@ -210,9 +213,31 @@ class SamDataModule(L.LightningDataModule):
         """Batches of the test split in order, without augmentation."""
         return self._loader("test", train=False)
 
+    def nonempty_dataset(self, split: str) -> Dataset[Sample | None]:
+        """:meth:`raw_dataset`, checked to hold at least one image (for training or evaluating).
+
+        Raises:
+            EmptySplitError: naming the split, its source and why it is empty (all masks
+                empty, no annotation, every file bad...).
+        """
+        raw = self.raw_dataset(split)
+        if len(raw) == 0:
+            stats = dict(getattr(raw, "stats", {}))
+            stats["skipped"] = len(self.skipped_files().get(split, []))
+            source = getattr(raw, "ann_file", None) or getattr(raw, "images_dir", None)
+            raise EmptySplitError(
+                empty_split_message(
+                    split,
+                    stats,
+                    source=str(source or type(self).__name__),
+                    note=getattr(raw, "empty_note", None),
+                )
+            )
+        return raw
+
     def _loader(self, split: str, *, train: bool) -> DataLoader:
         world, rank = replicas_of(self)
-        dataset = TransformedDataset(self.raw_dataset(split), self.rank_transform(train, rank))
+        dataset = TransformedDataset(self.nonempty_dataset(split), self.rank_transform(train, rank))
         generator = torch.Generator().manual_seed(rank_seed(self.seed, rank))
         # Training: shuffled by (seed, epoch), padded so every rank takes the same number of
         # steps. Evaluation: in order, each item on exactly one rank.

@@ -8,6 +8,7 @@ from typing import Any
 
 from samtune.data.datamodules.base import SamDataModule, seeded_split
 from samtune.data.datasets.folder import DEFAULT_CONNECTIVITY, FolderDataset
+from samtune.validation import check_number
 
 
 class FolderDataModule(SamDataModule):
@@ -48,11 +49,9 @@ class FolderDataModule(SamDataModule):
             raise ValueError(
                 "give both val_images and val_masks, or neither (to split the train folders)"
             )
-        if not 0.0 <= val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
         self.train_images, self.train_masks = train_images, train_masks
         self.val_images, self.val_masks = val_images, val_masks
-        self.val_fraction = float(val_fraction)
+        self.val_fraction = check_number("data.val_fraction", val_fraction, ge=0, lt=1)
         self.mask_type = mask_type
         self.mask_suffix = None if mask_suffix is None else _plain(mask_suffix)
         self.connectivity = int(connectivity)
@@ -79,7 +78,12 @@ class FolderDataModule(SamDataModule):
         train_idx, val_idx = seeded_split(len(self._train_folder), self.val_fraction, self.seed)
         if split == "train":
             return self._train_folder.subset(train_idx, keep_rejects=True)
-        return self._train_folder.subset(val_idx)
+        val = self._train_folder.subset(val_idx)
+        val.empty_note = (
+            f"it is split off the train folders (data.val_fraction={self.val_fraction:g}), "
+            f"which hold {len(self._train_folder)} usable image(s)"
+        )
+        return val
 
     def _folder(self, images: str | Path, masks: str | Path) -> FolderDataset:
         return FolderDataset(

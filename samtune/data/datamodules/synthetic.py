@@ -7,6 +7,7 @@ from typing import Any
 
 from samtune.data.datamodules.base import SamDataModule
 from samtune.data.datasets.synthetic import SyntheticDataset
+from samtune.validation import check_number
 
 
 class SyntheticDataModule(SamDataModule):
@@ -30,7 +31,10 @@ class SyntheticDataModule(SamDataModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.num_images = {"train": int(num_train), "val": int(num_val)}
+        self.num_images = {
+            "train": check_number("data.num_train", num_train, ge=1, integer=True),
+            "val": check_number("data.num_val", num_val, ge=1, integer=True),
+        }
         self.size = tuple(int(v) for v in size)
         self.objects = tuple(int(v) for v in objects)
 

@@ -31,6 +31,7 @@ class _CocoImage:
     objects: list[_CocoObject]
     dropped_empty: int = 0
     dropped_small: int = 0
+    dropped_outside: int = 0
     crowd_ignored: int = 0
 
 
@@ -41,7 +42,8 @@ class CocoDataset(SampleDataset):
     listed image file exists, that every segmentation is valid (RLE runs that tile the image,
     polygons with >= 3 points) and that an RLE's size matches its image entry's height/width.
     Reading an image checks that its real size matches the json. Annotations with
-    ``iscrowd=1`` are ignored (counted in ``stats["crowd_ignored"]``), masks with no pixel are
+    ``iscrowd=1`` are ignored (counted in ``stats["crowd_ignored"]``), polygons that lie wholly
+    outside their image are dropped (``dropped_outside``), other masks with no pixel are
     dropped (``dropped_empty``), masks below ``min_area`` pixels are dropped (``dropped_small``),
     and images left without objects are dropped (``dropped_images``). Images with no annotation
     at all are dropped the same way.
@@ -68,6 +70,7 @@ class CocoDataset(SampleDataset):
         self.root = Path(root)
         self.ann_file = Path(ann_file)
         self.counts["crowd_ignored"] = 0
+        self.counts["dropped_outside"] = 0
         if not self.root.is_dir():
             raise DataError(f"{self.ann_file}: image root {self.root} is not a folder")
         data = self._read_json()
@@ -81,7 +84,7 @@ class CocoDataset(SampleDataset):
             if not entry.path.is_file():
                 self.reject(str(entry.path), f"{self.ann_file}: image file {entry.path} not found")
                 continue
-            for key in ("dropped_empty", "dropped_small", "crowd_ignored"):
+            for key in ("dropped_empty", "dropped_outside", "dropped_small", "crowd_ignored"):
                 self.counts[key] += getattr(entry, key)
             if not entry.objects:
                 self.counts["dropped_images"] += 1
@@ -197,7 +200,9 @@ class CocoDataset(SampleDataset):
                 )
                 images[ann["image_id"]] = None
                 continue
-            if area == 0:
+            if area == 0 and _outside(ann["segmentation"], entry.height, entry.width):
+                entry.dropped_outside += 1
+            elif area == 0:
                 entry.dropped_empty += 1
             elif area < self.min_area:
                 entry.dropped_small += 1
@@ -215,6 +220,15 @@ class CocoDataset(SampleDataset):
         if "segmentation" not in ann:
             raise ValueError("no 'segmentation'")
         return segmentation_area(ann["segmentation"], height=entry.height, width=entry.width)
+
+
+def _outside(segmentation: Any, height: int, width: int) -> bool:
+    """Whether polygons lie wholly outside the ``height x width`` image (an RLE cannot)."""
+    if not isinstance(segmentation, list) or not segmentation:
+        return False
+    points = np.concatenate([np.asarray(p, dtype=np.float64) for p in segmentation])
+    xs, ys = points[0::2], points[1::2]
+    return bool(xs.max() <= 0 or xs.min() >= width or ys.max() <= 0 or ys.min() >= height)
 
 
 def _is_int(value: Any) -> bool:

@@ -112,7 +112,9 @@ class FolderDataset(SampleDataset):
     Indexing (construction) pairs the files, reads both headers to compare sizes, and reads every
     mask once to count its objects (so counts are known and bad masks found before training).
     Objects below ``min_area`` pixels are dropped (``dropped_small``), images left without
-    objects are dropped (``dropped_images``). ``class_ids`` are all 1; ``meta`` holds ``file``,
+    objects are dropped (``dropped_images``; ``empty_mask_files`` of them have an all-background
+    mask). ``empty_note`` says why the dataset is empty when it is a subset (else None).
+    ``class_ids`` are all 1; ``meta`` holds ``file``,
     ``image_id`` (the stem), ``orig_size``, ``mask_file`` and ``mask_type`` (as resolved).
 
     Args:
@@ -145,6 +147,8 @@ class FolderDataset(SampleDataset):
         min_area: int = 1,
     ) -> None:
         super().__init__(on_error=on_error, min_area=min_area)
+        self.counts["empty_mask_files"] = 0
+        self.empty_note: str | None = None
         if mask_type not in self.mask_types():
             raise ValueError(f"mask_type must be one of {self.mask_types()}, got {mask_type!r}")
         structure_for(connectivity)  # checks the value
@@ -247,6 +251,7 @@ class FolderDataset(SampleDataset):
         self.counts["dropped_small"] += pair.dropped_small
         if pair.objects == 0:
             self.counts["dropped_images"] += 1
+            self.counts["empty_mask_files"] += int(areas.size == 0)
             return False
         return True
 

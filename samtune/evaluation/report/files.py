@@ -30,6 +30,15 @@ RANDOM_INIT_LINE = (
     "the model's weights were RANDOM (no SAM 2.1 checkpoint was loaded): these numbers say "
     "nothing about SAM 2.1 or about tuning it"
 )
+PROTOCOL_TEXT = {
+    "point1": "point1: one click at the deepest point of the object, best of 3 masks",
+    "box": "box: the object's tight box",
+    "clicks": (
+        "clicks: point1, then correction clicks at the center of the largest error region, up "
+        "to {k} clicks (NoC: clicks to reach the IoU, {k} when never reached; NoF: objects that "
+        "never reach it)"
+    ),
+}
 SUMMARY_KEYS = (
     "model", "image_size", "adapter", "checkpoint", "weights", "random_init", "data", "split", "seed",
     "samtune_version",
@@ -114,7 +123,9 @@ def write_report(
     files: dict[str, Path] = {}
     noc_keys = [threshold_key(t) for t in result.noc_thresholds]
     counts = result.counts()
-    title = f"samtune evaluation: {summary.get('model', '?')} / {summary.get('adapter') or '?'}"
+    from samtune.evaluation.report.compare import adapter_label
+
+    title = f"samtune evaluation: {summary.get('model', '?')} / {adapter_label(summary)}"
     blocks: list[Block] = [Heading(title, 1)]
     if summary.get("random_init"):
         blocks.append(Alert(RANDOM_INIT_LINE))
@@ -128,13 +139,23 @@ def write_report(
                 "were skipped (unreadable, or empty masks)"
             )
         )
+    if counts.get("dropped_small_objects"):
+        blocks.append(
+            Alert(
+                f"{counts['dropped_small_objects']} object(s) below data.min_object_area="
+                f"{counts.get('min_object_area')} px at {summary.get('image_size', '?')} px "
+                "were not scored (training drops them the same way)"
+            )
+        )
     blocks += [
         Heading("Results per protocol"),
         Paragraph(
-            "point1: one click at the deepest point of the object, best of 3 masks; box: tight "
-            "box; clicks: point1 then correction clicks at the center of the largest error "
-            f"region, up to {result.max_clicks} clicks (NoC: clicks to reach the IoU, "
-            f"{result.max_clicks} when never reached; NoF: objects that never reach it)."
+            "; ".join(
+                PROTOCOL_TEXT[p].format(k=result.max_clicks)
+                for p in result.protocols
+                if p in PROTOCOL_TEXT
+            )
+            + "."
         ),
         protocol_table(aggregates, noc_keys),
     ]

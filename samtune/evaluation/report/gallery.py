@@ -55,9 +55,13 @@ def make_example(
     file: str = "",
     object_index: int = 0,
     class_name: str = "",
-    margin: float = 0.25,
+    context: float = 0.75,
 ) -> Example:
-    """Crop ``image``, ``gt`` and ``pred`` around the object, its prediction and its prompts.
+    """Crop ``image``, ``gt`` and ``pred`` around the object and its prompts.
+
+    The crop (:func:`samtune.evaluation.report.overlay.crop_around`) follows the ground truth and the prompts,
+    not the prediction, so a small object stays visible even when the prediction covers the
+    whole image.
 
     Args:
         protocol: the evaluation protocol.
@@ -72,25 +76,13 @@ def make_example(
         file: the image file.
         object_index: the object's index in the sample.
         class_name: the object's class.
-        margin: context around the object, as a fraction of its size (at least 8 px).
+        context: margin around the object, as a fraction of its larger side.
     """
-    h, w = gt.shape
+    from samtune.evaluation.report.overlay import crop_around
+
     pts = np.zeros((0, 2), np.float32) if points is None else np.asarray(points, np.float32)
     lbl = np.zeros((0,), np.int32) if labels is None else np.asarray(labels, np.int32)
-    ys, xs = np.nonzero(gt | pred)
-    xs = np.concatenate([xs, pts[:, 0]])
-    ys = np.concatenate([ys, pts[:, 1]])
-    if box is not None:
-        xs = np.concatenate([xs, box[[0, 2]]])
-        ys = np.concatenate([ys, box[[1, 3]]])
-    if xs.size == 0:
-        x0, y0, x1, y1 = 0, 0, w - 1, h - 1
-    else:
-        x0, x1, y0, y1 = xs.min(), xs.max(), ys.min(), ys.max()
-    pad_x = max(8, int(margin * (x1 - x0 + 1)))
-    pad_y = max(8, int(margin * (y1 - y0 + 1)))
-    c0, c1 = max(0, int(x0) - pad_x), min(w, int(x1) + pad_x + 1)
-    r0, r1 = max(0, int(y0) - pad_y), min(h, int(y1) + pad_y + 1)
+    r0, r1, c0, c1 = crop_around(gt, points=pts, box=box, context=context)
     offset = np.array([c0, r0], np.float32)
     return Example(
         protocol=protocol,

@@ -13,8 +13,6 @@ from matplotlib.ticker import MaxNLocator
 
 from samtune.evaluation.report.gallery import Example
 
-PRED_COLOR = np.array([0.12, 0.47, 0.95])  # prediction: blue fill
-GT_COLOR = "#00d060"  # ground truth: green outline
 LINE_STYLES = ("-", "--", ":", "-.")
 
 
@@ -64,31 +62,29 @@ def plot_click_curves(
 
 
 def _draw_example(ax, ex: Example) -> None:
-    img = ex.image.astype(np.float32) / 255.0
-    alpha = 0.45 * ex.pred[..., None]
-    ax.imshow(img * (1 - alpha) + PRED_COLOR * alpha, interpolation="nearest")
-    if ex.gt.any() and not ex.gt.all():
-        ax.contour(ex.gt.astype(np.float32), levels=[0.5], colors=GT_COLOR, linewidths=1.2)
-    for (x, y), lab in zip(ex.points, ex.labels, strict=True):
-        ax.plot(
-            x, y, marker="+" if lab == 1 else "x", color="lime" if lab == 1 else "red", ms=8, mew=2
-        )
-    if ex.box is not None:
-        x0, y0, x1, y1 = ex.box
-        ax.plot([x0, x1, x1, x0, x0], [y0, y0, y1, y1, y0], color="yellow", lw=1)
-    ax.set_title(f"IoU {ex.iou:.3f}\n{Path(ex.file).name} #{ex.object_index}", fontsize=7)
+    from samtune.evaluation.report.overlay import render, short_name
+
+    picture = render(
+        ex.image, ex.gt, ex.pred, points=ex.points, labels=ex.labels, box=ex.box, display=192
+    )
+    ax.imshow(picture, interpolation="nearest")
+    ax.set_title(
+        f"IoU {ex.iou:.3f}, {int(ex.gt.sum())} px\n{short_name(ex.file)} #{ex.object_index}",
+        fontsize=7,
+    )
     ax.set_axis_off()
 
 
 def plot_overlays(
     best: list[Example], worst: list[Example], path: str | os.PathLike, *, title: str
 ) -> Path:
-    """A grid of overlays: best objects on the top row, worst below (prediction blue, GT green)."""
+    """A grid of overlays, each object in a crop around it: best objects on the top row, worst
+    below (colours: :data:`samtune.evaluation.report.overlay.LEGEND`)."""
+    from samtune.evaluation.report.overlay import LEGEND
+
     cols = max(len(best), len(worst), 1)
-    fig = Figure(figsize=(2.3 * cols, 5.0), layout="constrained")
-    fig.suptitle(
-        f"{title} — top: best, bottom: worst (blue: prediction, green: ground truth)", fontsize=9
-    )
+    fig = Figure(figsize=(max(2.3 * cols, 6.0), 5.2), layout="constrained")
+    fig.suptitle(f"{title}: best (top), worst (bottom)\n{LEGEND}", fontsize=8)
     axes = fig.subplots(2, cols, squeeze=False)
     for row, examples in enumerate((best, worst)):
         for col in range(cols):

@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from samtune.validation import check_number
+
 # Top-level submodules of ``SAM2Base`` that the single-image path uses, and samtune's name for each.
 PARTS: dict[str, str] = {
     "image_encoder": "image_encoder",
@@ -69,11 +71,9 @@ class Adapter:
         train_mask_decoder: bool = True,
         encoder_lr_scale: float = 1.0,
     ) -> None:
-        if float(encoder_lr_scale) < 0:
-            raise ValueError(f"adapter.encoder_lr_scale must be >= 0, got {encoder_lr_scale}")
         self.train_prompt_encoder = bool(train_prompt_encoder)
         self.train_mask_decoder = bool(train_mask_decoder)
-        self.encoder_lr_scale = float(encoder_lr_scale)
+        self.encoder_lr_scale = check_number("adapter.encoder_lr_scale", encoder_lr_scale, ge=0)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self._init_kwargs().items())

@@ -14,6 +14,7 @@ from typing import Any
 from torch import nn
 
 from samtune.models.adapters.base import Adapter, lora_modules, part_of
+from samtune.validation import check_number
 
 # peft matches a string ``target_modules`` against each full module path with ``re.fullmatch``,
 # so these are anchored at both ends: the stage-change ``blocks.N.proj`` and the memory
@@ -59,19 +60,13 @@ class LoRAAdapter(Adapter):
             train_mask_decoder=train_mask_decoder,
             encoder_lr_scale=encoder_lr_scale,
         )
-        if int(rank) != rank or rank < 1:
-            raise ValueError(f"adapter.rank must be a positive integer, got {rank!r}")
-        if alpha <= 0:
-            raise ValueError(f"adapter.alpha must be > 0, got {alpha!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"adapter.dropout must be in [0, 1), got {dropout!r}")
+        self.rank = check_number("adapter.rank", rank, ge=1, integer=True)
+        self.alpha = check_number("adapter.alpha", alpha, gt=0)
+        self.dropout = check_number("adapter.dropout", dropout, ge=0, lt=1)
         if isinstance(targets, str):
             raise ValueError(
                 f"adapter.targets must be a list of regexes, got the string {targets!r}"
             )
-        self.rank = int(rank)
-        self.alpha = float(alpha)
-        self.dropout = float(dropout)
         self.targets = [str(t) for t in targets] if targets is not None else [ATTENTION_TARGET]
         if not self.targets:
             raise ValueError("adapter.targets is empty: give at least one module-path regex")
