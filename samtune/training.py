@@ -144,8 +144,11 @@ def evaluate_module(
     from samtune.evaluation.volume_report import evaluate_dataset
 
     if best_ckpt and Path(best_ckpt).is_file():
-        state = torch.load(best_ckpt, map_location="cpu", weights_only=False)["state_dict"]
-        module.load_state_dict(state, strict=True)
+        from samtune.models.weights import read_training_checkpoint
+
+        ckpt = read_training_checkpoint(best_ckpt)
+        module.on_load_checkpoint(ckpt)  # a small checkpoint gets its frozen weights back
+        module.load_state_dict(ckpt["state_dict"], strict=True)
     model = module.model.eval()
     evaluator = instantiate(cfg.evaluation)
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -55,11 +55,12 @@ def evaluate(cfg: DictConfig, out_dir: Path, data_name: str) -> dict[str, Path]:
     import samtune
     from samtune.evaluation import write_results
     from samtune.evaluation.volume_report import evaluate_dataset
+    from samtune.models.weights import is_none
     from samtune.predict import load_sam2_model
 
     lightning.seed_everything(int(cfg.seed), workers=True)
     spec = instantiate(cfg.model)
-    ckpt = None if cfg.ckpt is None or str(cfg.ckpt).lower() in {"none", "null"} else str(cfg.ckpt)
+    ckpt = None if is_none(cfg.ckpt) else str(cfg.ckpt)
     model, info = load_sam2_model(ckpt, spec)
     datamodule = instantiate(cfg.data)
     dataset = datamodule.raw_dataset(cfg.split)
