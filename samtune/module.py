@@ -332,6 +332,8 @@ class SamTuneModule(L.LightningModule):
         }
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        from samtune.run_state import save_run_state
+
         checkpoint["samtune"] = {
             "model": {
                 "name": self.spec.name,
@@ -345,6 +347,12 @@ class SamTuneModule(L.LightningModule):
             "version": __version__,
             "config": self.run_info.get("config", {}),
         }
+        save_run_state(self, checkpoint)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        from samtune.run_state import load_run_state
+
+        load_run_state(self, checkpoint)
 
     # ----------------------------------------------------------------- prediction
     def predict_step(self, batch: dict, batch_idx: int = 0, dataloader_idx: int = 0):

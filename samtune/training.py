@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -84,11 +84,35 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
     Returns:
         The summary dict (also written to ``<output_dir>/summary.json``).
     """
+    from samtune.models.weights import is_none
+    from samtune.run_lock import RunLock
+
+    resume = None
+    if not is_none(cfg.get("resume")):
+        from samtune.resume import resume_config, task_overrides
+
+        cfg, resume, _ = resume_config(cfg, task_overrides())
+    out_dir = Path(cfg.paths.output_dir)
+    with RunLock(out_dir):
+        return _fit_and_summarise(cfg, out_dir, resume)
+
+
+def _fit_and_summarise(cfg: DictConfig, out_dir: Path, resume: Path | None) -> dict[str, Any]:
     import lightning as L
 
+    from samtune.checkpoint_io import AtomicCheckpointIO
+    from samtune.interrupt import InterruptCheckpoint, interrupted_message
+    from samtune.io_atomic import remove_stale_temporaries, write_json_atomic
+    from samtune.run_lock import check_writable
+
     start = time.time()
-    out_dir = Path(cfg.paths.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_dir = out_dir / "checkpoints"
+    check_writable(ckpt_dir)  # before any compute is spent
+    remove_stale_temporaries(ckpt_dir)
+    if resume is None and os.environ.get("SLURM_RESTART_COUNT", "0") not in ("", "0"):
+        if (ckpt_dir / "last.ckpt").is_file():  # a requeued SLURM job picks up where it stopped
+            resume = ckpt_dir / "last.ckpt"
+            log.warning("SLURM requeue: resuming from %s", resume)
     L.seed_everything(int(cfg.seed), workers=True)
 
     data_kwargs = {}
@@ -98,17 +122,38 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
     module = build_module(cfg)
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    interrupt = InterruptCheckpoint(ckpt_dir)
+    callbacks.append(interrupt)
+    if resume is not None:
+        import warnings
+
+        from samtune.resume import ContinueCsvLog
+
+        # samtune's datamodules resume their order mid-epoch (EpochShuffleSampler)
+        warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended")
+
+        from samtune.models.weights import safe_load
+
+        step = int(safe_load(resume, what="training checkpoint")["global_step"])
+        callbacks.append(ContinueCsvLog(out_dir / "csv" / "metrics.csv", before_step=step))
     trainer = instantiate(
         cfg.trainer,
         logger=loggers or False,
         callbacks=callbacks,
         precision=resolve_precision(cfg.trainer.get("precision")),
+        plugins=[AtomicCheckpointIO()],
     )
-    trainer.fit(module, datamodule=datamodule)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
+    except (SystemExit, KeyboardInterrupt):
+        if interrupt.saved_step is None:
+            raise
+        print(interrupted_message(interrupt.saved_step, out_dir), flush=True)
+        raise SystemExit(interrupt.exit_code) from None
 
     ckpt_cb = trainer.checkpoint_callback
     best = getattr(ckpt_cb, "best_model_path", "") or ""
-    last = getattr(ckpt_cb, "last_model_path", "") or ""
+    last = str(ckpt_dir / "last.ckpt") if (ckpt_dir / "last.ckpt").is_file() else ""
     summary: dict[str, Any] = {
         "model": module.spec.name,
         "image_size": int(module.spec.image_size),
@@ -126,7 +171,7 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("evaluate_after_training", False):
         summary["eval"] = evaluate_module(cfg, module, datamodule, best, out_dir / "eval")
     summary["wall_time_s"] = round(time.time() - start, 1)
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    write_json_atomic(out_dir / "summary.json", summary, indent=2, default=str)
     print(format_summary(summary), flush=True)
     for lg in loggers:
         if type(lg).__name__ == "WandbLogger":

@@ -12,6 +12,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
+from samtune.data.sampler import EpochShuffleSampler
+
 from samtune.data.sample import Sample
 from samtune.data.skiplog import append_skip, read_skips
 from samtune.data.transforms import SamTransform, augment_settings
@@ -172,13 +174,34 @@ class SamDataModule(L.LightningDataModule):
         """Batches of the test split in order, without augmentation."""
         return self._loader("test", train=False)
 
+    def state_dict(self) -> dict[str, Any]:
+        """Where training stands in the data (saved in checkpoints): epoch and batches done in it."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return {}
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return {"epoch": int(trainer.current_epoch), "batches_done": int(done)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Resume the training order where a checkpoint left it (see :meth:`state_dict`)."""
+        self._resume_position = (
+            (int(state_dict["epoch"]), int(state_dict["batches_done"])) if state_dict else None
+        )
+
     def _loader(self, split: str, *, train: bool) -> DataLoader:
         dataset = TransformedDataset(self.raw_dataset(split), self.transform(train=train))
         generator = torch.Generator().manual_seed(self.seed)
+        sampler = None
+        if train:  # an order that depends on (seed, epoch) only, so a resumed run continues it
+            sampler = EpochShuffleSampler(len(dataset), seed=self.seed)
+            position = getattr(self, "_resume_position", None)
+            if position is not None:
+                sampler.resume_at(position[0], position[1] * self.batch_size)
+                self._resume_position = None
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=train,
+            sampler=sampler,
             num_workers=self.num_workers,
             collate_fn=collate,
             worker_init_fn=seed_worker,
