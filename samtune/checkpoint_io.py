@@ -27,7 +27,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     ) -> None:
         """Write ``checkpoint`` to ``path`` through a temporary file in the same folder."""
         if storage_options is not None:
-            raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options!r}")
+            raise TypeError(
+                f"{type(self).__name__} takes no storage_options, got {storage_options!r}"
+            )
         atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
 
     def load_checkpoint(

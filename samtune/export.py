@@ -8,7 +8,6 @@ metrics, SHA-256 of the ``.pt``).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os

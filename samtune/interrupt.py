@@ -89,7 +89,9 @@ class InterruptCheckpoint(L.Callback):
         if not isinstance(exception, SIGTERMException | KeyboardInterrupt):
             return
         if self.signum is None:
-            self.signum = signal.SIGINT if isinstance(exception, KeyboardInterrupt) else signal.SIGTERM
+            self.signum = (
+                signal.SIGINT if isinstance(exception, KeyboardInterrupt) else signal.SIGTERM
+            )
         trainer.save_checkpoint(self.path)
         self.saved_step = int(trainer.global_step)
         log.warning("saved %s at step %d", self.path, self.saved_step)

@@ -26,7 +26,6 @@ Object ``k`` (0-based, in list order) of ``cells_01.png`` is written as ``cells_
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os

@@ -69,7 +69,9 @@ class RunLock:
                 self._take_over_if_stale(owner)
                 continue
             except OSError as exc:
-                raise RunLockError(f"cannot write to the output folder {self.folder}: {exc}") from exc
+                raise RunLockError(
+                    f"cannot write to the output folder {self.folder}: {exc}"
+                ) from exc
             with os.fdopen(fd, "w") as f:
                 json.dump(owner, f)
             self.held = True

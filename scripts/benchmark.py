@@ -48,6 +48,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
+from samtune.io_atomic import write_text_atomic  # noqa: E402
+
 SIZES = ("sam2.1_hiera_tiny", "sam2.1_hiera_small", "sam2.1_hiera_base_plus", "sam2.1_hiera_large")
 TRAIN_CONFIGS = (
     "frozen_cache_hit",
@@ -996,7 +998,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             log.exception("benchmark section %s failed", name)
         result.setdefault("section_seconds", {})[name] = round(time.perf_counter() - t0, 1)
         if args.json != "-":  # what is measured so far survives a later failure
-            Path(args.json).write_text(json.dumps(result, indent=1, default=str))
+            write_text_atomic(args.json, json.dumps(result, indent=1, default=str))
     return result
 
 
@@ -1014,7 +1016,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.json == "-":
         print(text)
     else:
-        Path(args.json).write_text(text)
+        write_text_atomic(args.json, text)
         print(f"\nJSON: {Path(args.json).resolve()}")
     return result
 

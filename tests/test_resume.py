@@ -97,7 +97,10 @@ def test_kill9_then_resume_equals_uninterrupted(uninterrupted, tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "taking over the stale lock" in resumed.stdout + resumed.stderr
 
-    a, b = _weights(uninterrupted / "checkpoints" / "last.ckpt"), _weights(run / "checkpoints" / "last.ckpt")
+    a, b = (
+        _weights(uninterrupted / "checkpoints" / "last.ckpt"),
+        _weights(run / "checkpoints" / "last.ckpt"),
+    )
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(b[key], a[key], atol=1e-6, rtol=0, msg=key)
@@ -128,7 +131,9 @@ def test_a_second_run_into_a_live_runs_folder_is_refused(tmp_path):
     from samtune.run_lock import RunLock, RunLockError
 
     with RunLock(tmp_path):
-        with pytest.raises(RunLockError, match=f"{tmp_path} is in use by another run \\(pid {os.getpid()}"):
+        with pytest.raises(
+            RunLockError, match=f"{tmp_path} is in use by another run \\(pid {os.getpid()}"
+        ):
             RunLock(tmp_path).acquire()
     RunLock(tmp_path).acquire().release()  # free again
 

@@ -48,7 +48,11 @@ def make_malicious(folder: Path) -> tuple[Path, Path, Path]:
     marker = folder / "marker.txt"
     pickled = folder / "payload.ckpt"
     torch.save(
-        {"state_dict": {"model.x": torch.zeros(1)}, "samtune": _meta(FROZEN), "x": _Payload(marker)},
+        {
+            "state_dict": {"model.x": torch.zeros(1)},
+            "samtune": _meta(FROZEN),
+            "x": _Payload(marker),
+        },
         pickled,
     )
     target = folder / "target.ckpt"
@@ -167,7 +171,9 @@ def test_export_cli_refuses_pickled_payload(tmp_path):
 @pytest.mark.parametrize("which", ["pickled", "target"])
 def test_clis_refuse_malicious_checkpoints(tmp_path, command, args, which):
     pickled, target, marker = make_malicious(tmp_path)
-    ckpt, expected = (pickled, "refusing to open") if which == "pickled" else (target, "builtins.open")
+    ckpt, expected = (
+        (pickled, "refusing to open") if which == "pickled" else (target, "builtins.open")
+    )
     proc = _cli(command, args, tmp_path, ckpt)
     assert proc.returncode != 0, proc.stdout[-2000:]
     assert expected in proc.stderr, proc.stderr[-3000:]

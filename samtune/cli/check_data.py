@@ -8,7 +8,6 @@ The datamodule is built with ``on_error=skip``, so all problems are listed, not 
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -52,7 +51,9 @@ def check_data(cfg: DictConfig, out_dir: Path, data_name: str | None = None) -> 
         size_outlier_factor=float(cfg.size_outlier_factor),
     )
     report = {"data": data_name, **report, "report_file": str(out_dir / "data_check.json")}
-    (out_dir / "data_check.json").write_text(json.dumps(report, indent=2, default=str))
+    from samtune.io_atomic import write_json_atomic
+
+    write_json_atomic(out_dir / "data_check.json", report, indent=2, default=str)
     print(format_check(report, max_listed=int(cfg.max_listed)), flush=True)
     print(f"report: {out_dir / 'data_check.json'}", flush=True)
     return report

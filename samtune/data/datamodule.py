@@ -12,9 +12,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
-from samtune.data.sampler import EpochShuffleSampler
-
 from samtune.data.sample import Sample
+from samtune.data.sampler import EpochShuffleSampler
 from samtune.data.skiplog import append_skip, read_skips
 from samtune.data.transforms import SamTransform, augment_settings
 

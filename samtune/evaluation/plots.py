@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from samtune.evaluation.gallery import Example
+from samtune.io_atomic import atomic_write
 
 PRED_COLOR = np.array([0.12, 0.47, 0.95])  # prediction: blue fill
 GT_COLOR = "#00d060"  # ground truth: green outline
@@ -21,7 +22,9 @@ LINE_STYLES = ("-", "--", ":", "-.")
 def _save(fig: Figure, path: str | os.PathLike) -> Path:
     FigureCanvasAgg(fig)
     path = Path(path)
-    fig.savefig(path, dpi=100)
+    atomic_write(
+        path, lambda tmp: fig.savefig(tmp, dpi=100, format=path.suffix.lstrip(".") or "png")
+    )
     return path
 
 

@@ -18,6 +18,7 @@ from samtune.evaluation.document import (
 from samtune.evaluation.plots import plot_click_curves, plot_overlays
 from samtune.evaluation.results import EvalResult, threshold_key
 from samtune.evaluation.volume_report import volume_blocks
+from samtune.io_atomic import write_text_atomic
 
 RANDOM_INIT_LINE = (
     "the model's weights were RANDOM (no SAM 2.1 checkpoint was loaded): these numbers say "
@@ -135,7 +136,7 @@ def write_report(
         blocks.append(Image(files[key].name, f"best and worst objects, {protocol}"))
     blocks += [Heading("Per image"), _grouped_table(aggregates, "per_image", "image id")]
     files["report_md"] = out / "report.md"
-    files["report_md"].write_text(to_markdown(blocks))
+    write_text_atomic(files["report_md"], to_markdown(blocks))
     files["report_html"] = out / "report.html"
-    files["report_html"].write_text(to_html(blocks, title=title))
+    write_text_atomic(files["report_html"], to_html(blocks, title=title))
     return files

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from samtune.evaluation.gallery import Gallery
+from samtune.io_atomic import atomic_write, write_text_atomic
 
 CSV_COLUMNS = (
     "image_id", "file", "object", "class_id", "class_name", "protocol", "area",
@@ -194,11 +195,15 @@ def results_dict(result: EvalResult, summary: dict[str, Any]) -> dict[str, Any]:
 
 def write_per_object_csv(result: EvalResult, path: Path) -> Path:
     """Write one row per object and protocol to ``path``."""
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        for row in result.rows:
-            writer.writerow(row.csv_row())
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+            writer.writeheader()
+            for row in result.rows:
+                writer.writerow(row.csv_row())
+
+    atomic_write(path, write)
     return path
 
 
@@ -233,9 +238,7 @@ def write_results(
     if volumes is not None:
         data["volumes"] = _json_safe(volumes)
     results_path = out / "results.json"
-    tmp = results_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, results_path)
+    write_text_atomic(results_path, json.dumps(data, indent=2))
     files = {
         "results": results_path,
         "per_object": write_per_object_csv(result, out / "per_object.csv"),

@@ -198,7 +198,11 @@ def write_per_volume_csv(volumes: dict[str, Any], path: str | Path) -> Path:
     undefined Dice (class in neither volume) is an empty cell.
     """
     path = Path(path)
-    with open(path, "w", newline="") as handle:
+    import io
+
+    from samtune.io_atomic import write_text_atomic
+
+    with io.StringIO(newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=PER_VOLUME_COLUMNS)
         writer.writeheader()
         for protocol, summary in volumes["protocols"].items():
@@ -216,6 +220,7 @@ def write_per_volume_csv(volumes: dict[str, Any], path: str | Path) -> Path:
                             "pred_voxels": counts.get("pred", ""),
                         }
                     )
+        write_text_atomic(path, handle.getvalue())
     return path
 
 

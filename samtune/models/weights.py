@@ -68,7 +68,11 @@ def safe_load(path: str | os.PathLike, *, what: str = "checkpoint") -> Any:
         text = str(exc)
         if "Weights only load failed" in text or "Unsupported global" in text:
             detail = next(
-                (line.strip() for line in text.splitlines() if "GLOBAL" in line or "global" in line),
+                (
+                    line.strip()
+                    for line in text.splitlines()
+                    if "GLOBAL" in line or "global" in line
+                ),
                 text.splitlines()[0] if text else type(exc).__name__,
             )
             raise CheckpointError(
@@ -280,7 +284,11 @@ def model_from_training_checkpoint(
     base = meta.get("base")
     if base:  # a small checkpoint: only the trained weights are inside
         model = build_sam2_model(name, image_size=size)
-        load_strict(model, base_state_dict(base, name, path, image_size=size), what=f"base weights of {path}")
+        load_strict(
+            model,
+            base_state_dict(base, name, path, image_size=size),
+            what=f"base weights of {path}",
+        )
         adapted = adapter.apply(model)
         adapted_state = adapted.state_dict()
         unknown = [k for k in state if k not in adapted_state]
@@ -289,9 +297,7 @@ def model_from_training_checkpoint(
                 f"{path}: {len(unknown)} unexpected keys (e.g. {unknown[:3]}) for a "
                 f"{adapter.name} adapter on {name}"
             )
-        missing = [
-            k for k, p in adapted.named_parameters() if p.requires_grad and k not in state
-        ]
+        missing = [k for k, p in adapted.named_parameters() if p.requires_grad and k not in state]
         if missing:
             raise CheckpointError(
                 f"{path}: {len(missing)} missing keys (e.g. {missing[:3]}): trained weights of "
