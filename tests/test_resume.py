@@ -110,13 +110,22 @@ def test_kill9_then_resume_equals_uninterrupted(uninterrupted, tmp_path):
     assert not list((run / "checkpoints").glob(".*.tmp"))
 
 
-def test_sigterm_saves_and_exits_nonzero(tmp_path):
+@pytest.mark.parametrize(
+    "signum",
+    [
+        signal.SIGTERM,
+        pytest.param(signal.SIGINT, marks=pytest.mark.slow),
+        pytest.param(signal.SIGUSR1, marks=pytest.mark.slow),
+    ],
+    ids=lambda s: signal.Signals(s).name,
+)
+def test_signal_saves_and_exits_nonzero(tmp_path, signum):
     run = tmp_path / "S"
     proc = _start([*RUN, "trainer.max_epochs=50", f"hydra.run.dir={run}"], tmp_path)
     _wait_for(run / "checkpoints" / "last.ckpt", proc)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
+    assert proc.returncode == 128 + signum, err[-3000:]
     match = re.search(r"interrupted at step (\d+); resume with: samtune-train resume=(\S+)", out)
     assert match, out[-2000:]
     assert Path(match.group(2)) == run
