@@ -120,6 +120,8 @@ def resume_config(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, Pa
             continue
         OmegaConf.update(resumed, key, OmegaConf.select(cfg, key), force_add=True)
     resumed.resume = str(ckpt_path)
+    if meta.get("data"):  # this invocation's Hydra choices are today's defaults, not the run's
+        resumed.data_name = str(meta["data"])
     wandb_id = meta.get("wandb_id")
     wandb_cfg = OmegaConf.select(resumed, "logger.wandb")
     if wandb_id and wandb_cfg is not None:

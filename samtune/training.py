@@ -67,6 +67,8 @@ def describe_data(cfg: DictConfig) -> str:
     config choice (else the datamodule class) and its main path, if any."""
     from hydra.core.hydra_config import HydraConfig
 
+    if cfg.get("data_name"):  # recorded by the run that a resumed run continues
+        return str(cfg.data_name)
     name = None
     if HydraConfig.initialized():
         name = HydraConfig.get().runtime.choices.get("data")

@@ -3,6 +3,7 @@ resume and exits non-zero; one run per output folder; small checkpoints for froz
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -106,6 +107,9 @@ def test_kill9_then_resume_equals_uninterrupted(uninterrupted, tmp_path):
         torch.testing.assert_close(b[key], a[key], atol=1e-6, rtol=0, msg=key)
     assert safe_load(run / "checkpoints" / "last.ckpt")["global_step"] == 4
     assert _val_rows(run) == _val_rows(uninterrupted)
+    summaries = [json.loads((r / "summary.json").read_text()) for r in (uninterrupted, run)]
+    assert summaries[0]["best_val"] == summaries[1]["best_val"]
+    assert summaries[0]["data"] == summaries[1]["data"]
     assert not (run / ".samtune.lock").exists()
     assert not list((run / "checkpoints").glob(".*.tmp"))
 
