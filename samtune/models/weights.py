@@ -19,6 +19,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -66,22 +67,17 @@ def safe_load(path: str | os.PathLike, *, what: str = "checkpoint") -> Any:
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt or unsafe files
         text = str(exc)
-        if "Weights only load failed" in text or "Unsupported global" in text:
-            detail = next(
-                (
-                    line.strip()
-                    for line in text.splitlines()
-                    if "GLOBAL" in line or "global" in line
-                ),
-                text.splitlines()[0] if text else type(exc).__name__,
-            )
+        found = re.search(r"GLOBAL (\S+) was not an allowed global", text)
+        if found:
             raise CheckpointError(
-                f"refusing to open {what} {path}: it holds Python objects other than tensors and "
-                f"plain containers ({detail}); opening it could run code. samtune writes only "
-                "tensors, dicts, lists, strings and numbers, so this file was not written by "
-                "samtune (or was changed since)"
+                f"refusing to open {what} {path}: it holds a Python object ({found.group(1)}) "
+                "that is not a tensor or plain container; opening it could run code. samtune "
+                "writes only tensors, dicts, lists, strings and numbers, so this file was not "
+                "written by samtune (or was changed since)"
             ) from None
-        raise CheckpointError(f"cannot read {what} {path}: {text.splitlines()[0]}") from exc
+        reason = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+        detail = reason.group(1).strip() if reason else (text.splitlines() or [""])[0]
+        raise CheckpointError(f"cannot read {what} {path}: {detail}") from exc
 
 
 # ---------------------------------------------------------------------------------------------
