@@ -4,6 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.samtune-installed
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+DEMO_ARGS ?=
 
 .PHONY: setup test test-all demo lint format benchmark clean
 
@@ -24,7 +25,7 @@ test-all: setup
 	$(PY) -m pytest -q -m "slow or not slow"
 
 demo: setup
-	$(PY) scripts/demo.py
+	$(PY) scripts/demo.py $(DEMO_ARGS)
 
 lint: setup
 	$(PY) -m ruff check samtune tests scripts

@@ -10,14 +10,14 @@ __all__ = ["__version__", "load_predictor", "load_video_predictor"]
 
 
 def load_predictor(path: str, **kwargs: Any):
-    """Load a tuned model as an official ``SAM2ImagePredictor`` (see :mod:`samtune.predict`)."""
-    from samtune.predict import load_predictor as _load
+    """Load a tuned model as an official ``SAM2ImagePredictor`` (see :mod:`samtune.inference.predict`)."""
+    from samtune.inference.predict import load_predictor as _load
 
     return _load(path, **kwargs)
 
 
 def load_video_predictor(path: str, **kwargs: Any):
-    """Load a tuned model as an official ``SAM2VideoPredictor`` (see :mod:`samtune.predict`)."""
-    from samtune.predict import load_video_predictor as _load
+    """Load a tuned model as an official ``SAM2VideoPredictor`` (see :mod:`samtune.inference.predict`)."""
+    from samtune.inference.predict import load_video_predictor as _load
 
     return _load(path, **kwargs)

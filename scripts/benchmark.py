@@ -134,7 +134,7 @@ def timed(fn, device: torch.device, reps: int) -> list[float]:
 
 def cpu_has_native_bf16() -> bool:
     """Same rule as training: bf16 by default only where the CPU computes it natively."""
-    from samtune.training import cpu_has_native_bf16 as native
+    from samtune.training.run import cpu_has_native_bf16 as native
 
     return native()
 
@@ -142,6 +142,7 @@ def cpu_has_native_bf16() -> bool:
 # ---------------------------------------------------------------------------- data
 def load_samples(data: Path | None, limit: int, *, seed: int = 0) -> list:
     """Up to ``limit`` nuclei-mini images as ``Sample`` (original resolution), or synthetic blobs."""
+    from samtune.data.datasets.synthetic import SyntheticDataset
     from samtune.data.sample import Sample
 
     samples = []
@@ -160,33 +161,17 @@ def load_samples(data: Path | None, limit: int, *, seed: int = 0) -> list:
             )
         if samples:
             return samples
-    rng = np.random.default_rng(seed)
-    for i in range(limit):  # synthetic: bright ellipses on a dark background
-        h, w = 256, 320
-        yy, xx = np.mgrid[:h, :w]
-        image = rng.integers(0, 40, size=(h, w, 3)).astype(np.uint8)
-        masks = []
-        for _ in range(12):
-            cy, cx, ry, rx = (
-                rng.uniform(0.1, 0.9) * h,
-                rng.uniform(0.1, 0.9) * w,
-                rng.uniform(6, 20),
-                rng.uniform(6, 20),
-            )
-            m = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
-            image[m] = rng.integers(150, 255, size=3)
-            masks.append(m)
-        samples.append(
-            Sample(
-                image=image, masks=np.stack(masks), meta={"file": f"synthetic{i}", "image_id": i}
-            )
-        )
+    # no data: samtune's synthetic data, 12 bright ellipses of 8-22 px radius per image
+    synthetic = SyntheticDataset(
+        num_images=limit, size=(256, 320), objects=(12, 12), radius=(0.03, 0.07), seed=seed
+    )
+    samples = [synthetic.load(i) for i in range(limit)]
     return samples
 
 
 def training_batch(samples: list, image_size: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Normalised ``B x 3 x S x S`` images and their ``N_i x S x S`` masks, resized like training."""
-    from samtune.engine import preprocess_like_predictor
+    from samtune.segmenter.sam2 import preprocess_like_predictor
 
     images = preprocess_like_predictor([s.image for s in samples], image_size)
     masks = []
@@ -203,9 +188,9 @@ def training_batch(samples: list, image_size: int) -> tuple[torch.Tensor, list[t
 # ---------------------------------------------------------------------------- encoder
 def bench_encoder(args, device: torch.device) -> list[dict[str, Any]]:
     """Images/s and achieved GFLOP/s of the image encoder per size and precision."""
-    from samtune.engine import encode
-    from samtune.flops import FlopCounter, gpu_peak_bf16_tflops
     from samtune.models import build_sam2_model
+    from samtune.segmenter.flops import FlopCounter, gpu_peak_bf16_tflops
+    from samtune.segmenter.sam2 import encode
 
     peak = (
         gpu_peak_bf16_tflops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
@@ -285,9 +270,9 @@ def build_train_module(
     """The SamTuneModule for one benchmark configuration, from the project's default configs."""
     from hydra.utils import instantiate
 
-    from samtune.cache import EmbeddingCache
-    from samtune.module import SamTuneModule
-    from samtune.optim import OptimConfig
+    from samtune.segmenter.cache import EmbeddingCache
+    from samtune.training.module import SamTuneModule
+    from samtune.training.optim import OptimConfig
 
     adapter_name = {"frozen_cache_hit": "frozen", "frozen_recomputed": "frozen"}.get(
         config, config.split("_")[0]
@@ -312,7 +297,7 @@ class _TrainRig:
     """One configuration's module, optimiser, batch and step function."""
 
     def __init__(self, job: dict[str, Any]) -> None:
-        from samtune.optim import param_groups
+        from samtune.training.optim import param_groups
 
         torch.set_num_threads(job["threads"])
         self.device = device = torch.device(job["device"])
@@ -364,7 +349,7 @@ class _TrainRig:
 def interleaved_job(job: dict[str, Any]) -> dict[str, Any]:
     """adapter=frozen, alternating cache-hit and recomputed steps in one process: the fairest
     speed comparison on a machine whose load drifts (same model, prompts and allocator state)."""
-    from samtune.flops import FlopCounter
+    from samtune.segmenter.flops import FlopCounter
 
     rig = _TrainRig(job)
     cache = rig.module.embedding_cache
@@ -394,7 +379,7 @@ def interleaved_job(job: dict[str, Any]) -> dict[str, Any]:
 
 def train_job(job: dict[str, Any]) -> dict[str, Any]:
     """Run one training configuration and measure it (meant for a fresh process)."""
-    from samtune.flops import FlopCounter
+    from samtune.segmenter.flops import FlopCounter
 
     if job["config"] == "frozen_interleaved":
         return interleaved_job(job)
@@ -542,7 +527,7 @@ def _official_predictor(model: torch.nn.Module):
     replaced by the model's (the official class cannot run otherwise)."""
     from sam2.sam2_image_predictor import SAM2ImagePredictor
 
-    from samtune.engine import feature_sizes
+    from samtune.segmenter.sam2 import feature_sizes
 
     predictor = SAM2ImagePredictor(model)
     if int(model.image_size) != 1024:
@@ -638,8 +623,8 @@ def bench_predictor(args, device: torch.device) -> dict[str, Any]:
     from sam2.build_sam import build_sam2
 
     import samtune
+    from samtune.inference.predict import load_predictor  # ImportError: section skipped
     from samtune.models import build_sam2_model, get_model_info
-    from samtune.predict import load_predictor  # ImportError: section skipped
 
     name, size = args.eval_size, args.predictor_image_size
     samples = [s for s in load_samples(args.data, 2) if s.masks.shape[0] > 0]
@@ -696,7 +681,7 @@ def _fmt(v: Any, spec: str = ".2f") -> str:
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     """A Markdown table (then a blank line) through the reports' own renderer."""
-    from samtune.evaluation.document import Table, to_markdown
+    from samtune.evaluation.report.render import Table, to_markdown
 
     return to_markdown([Table(header, rows)]).split("\n")
 
@@ -917,7 +902,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--gpu-peak-tflops",
         type=float,
         default=None,
-        help="dense bf16 peak, when the GPU is not in samtune.flops",
+        help="dense bf16 peak, when the GPU is not in samtune.segmenter.flops",
     )
     p.add_argument(
         "--prompts",

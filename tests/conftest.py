@@ -5,15 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+from tests.helpers import SMALL_SIZE, make_blob_sample
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_NUCLEI = REPO.parent / "shared" / "data" / "nuclei-mini"
-SMALL_SIZE = 128
+torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
 @pytest.fixture(autouse=True)
@@ -50,26 +47,6 @@ def tiny_model(tiny_checkpoint):
     from samtune.models import build_sam2_model
 
     return build_sam2_model("sam2.1_hiera_tiny", image_size=SMALL_SIZE, checkpoint=tiny_checkpoint)
-
-
-def make_blob_sample(size: tuple[int, int] = (96, 120), n: int = 3, seed: int = 0):
-    """A synthetic image with ``n`` bright ellipses on a dark noisy background, and their masks."""
-    from samtune.data.sample import Sample
-
-    rng = np.random.default_rng(seed)
-    h, w = size
-    yy, xx = np.mgrid[:h, :w]
-    image = rng.integers(0, 40, size=(h, w, 3)).astype(np.uint8)
-    masks = []
-    for _ in range(n):
-        cy, cx = rng.uniform(0.2, 0.8) * h, rng.uniform(0.2, 0.8) * w
-        ry, rx = rng.uniform(0.08, 0.18) * h, rng.uniform(0.08, 0.18) * w
-        m = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
-        image[m] = rng.integers(150, 255, size=3)
-        masks.append(m)
-    return Sample(
-        image=image, masks=np.stack(masks), meta={"file": f"blob{seed}.png", "image_id": seed}
-    )
 
 
 @pytest.fixture

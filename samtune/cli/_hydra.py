@@ -7,7 +7,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
 def clear_global_hydra() -> None:
@@ -15,6 +15,23 @@ def clear_global_hydra() -> None:
     from hydra.core.global_hydra import GlobalHydra
 
     GlobalHydra.instance().clear()
+
+
+def command_line_keys() -> set[str]:
+    """The config keys the user set on the command line of the running Hydra app.
+
+    ``model.image_size=512`` gives ``model.image_size``; ``+x=1`` and ``~x`` give ``x``.
+    Outside a Hydra app the set is empty.
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return set()
+    keys = set()
+    for override in HydraConfig.get().overrides.task:
+        key = override.split("=", 1)[0].lstrip("+~")
+        keys.add(key.split("@", 1)[0])
+    return keys
 
 
 def run_hydra_app(task: Callable[[DictConfig], object], config_name: str) -> None:
@@ -28,8 +45,8 @@ def run_hydra_app(task: Callable[[DictConfig], object], config_name: str) -> Non
 
     if not CONFIG_DIR.is_dir():
         raise FileNotFoundError(
-            f"samtune's configs folder {CONFIG_DIR} is missing: install samtune from its source "
-            "checkout (pip install -e .)"
+            f"samtune's configs folder {CONFIG_DIR} is missing: the package is incomplete, "
+            "reinstall samtune"
         )
     clear_global_hydra()
     hydra.main(config_path=str(CONFIG_DIR), config_name=config_name, version_base="1.3")(task)()

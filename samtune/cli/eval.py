@@ -12,7 +12,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from samtune.cli._hydra import command_line_keys
 
 log = logging.getLogger(__name__)
 
@@ -47,21 +49,27 @@ def evaluate(cfg: DictConfig, out_dir: Path, data_name: str) -> dict[str, Path]:
         data_name: the data choice, recorded in the summary.
 
     Returns:
-        The written files (see :func:`samtune.evaluation.write_results`).
+        The written files (see :func:`samtune.evaluation.report.files.write_results`).
     """
     import lightning
     from hydra.utils import instantiate
 
     import samtune
-    from samtune.evaluation import write_results
-    from samtune.evaluation.volume_report import evaluate_dataset
+    from samtune.evaluation.evaluator import evaluate_dataset
+    from samtune.evaluation.report.files import write_results
+    from samtune.inference.predict import load_sam2_model
     from samtune.models.weights import is_none
-    from samtune.predict import load_sam2_model
 
     lightning.seed_everything(int(cfg.seed), workers=True)
     spec = instantiate(cfg.model)
     ckpt = None if is_none(cfg.ckpt) else str(cfg.ckpt)
-    model, info = load_sam2_model(ckpt, spec)
+    # a resolution given on the command line beats the one recorded with the weights
+    explicit_size = spec.image_size if "model.image_size" in command_line_keys() else None
+    model, info = load_sam2_model(ckpt, spec, image_size=explicit_size)
+    if int(info["image_size"]) != int(cfg.model.image_size):
+        # the data follow the model: ${model.image_size} resolves to the size it was built at
+        with open_dict(cfg):
+            cfg.model.image_size = int(info["image_size"])
     datamodule = instantiate(cfg.data)
     dataset = datamodule.raw_dataset(cfg.split)
     evaluator = instantiate(cfg.evaluation)
@@ -87,7 +95,7 @@ def evaluate(cfg: DictConfig, out_dir: Path, data_name: str) -> dict[str, Path]:
     }
     files = write_results(result, out_dir, summary=summary, volumes=volumes)
     if cfg.get("wandb"):
-        from samtune.evaluation.wandb_log import log_to_wandb
+        from samtune.evaluation.report.wandb_log import log_to_wandb
 
         run = _wandb_run(cfg, out_dir)
         run.config.update({"summary": summary}, allow_val_change=True)
@@ -103,7 +111,7 @@ def evaluate(cfg: DictConfig, out_dir: Path, data_name: str) -> dict[str, Path]:
 
 def task(cfg: DictConfig) -> None:
     """The Hydra task: evaluate into the run folder."""
-    from samtune.training import describe_data
+    from samtune.training.run import describe_data
 
     evaluate(cfg, _output_dir(), describe_data(cfg))
 

@@ -13,7 +13,7 @@ from samtune.cli._hydra import run_hydra_app
 
 def export_task(cfg: DictConfig) -> None:
     """Export ``cfg.ckpt`` to ``cfg.out`` and print where the files are."""
-    from samtune.export import export_checkpoint, sidecar_path
+    from samtune.models.export import export_checkpoint, sidecar_path
 
     out = export_checkpoint(cfg.ckpt, cfg.out)
     print(f"exported {cfg.ckpt}\n  weights: {out}\n  sidecar: {sidecar_path(out)}")

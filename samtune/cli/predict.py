@@ -1,6 +1,6 @@
 """``samtune-predict ckpt=X images=DIR prompts=prompts.json out=DIR [mode=prompts|auto] [multimask=false]``.
 
-The prompts file format is described in :mod:`samtune.predict`. ``ckpt`` is a Lightning
+The prompts file format is described in :mod:`samtune.inference.predict`. ``ckpt`` is a Lightning
 ``.ckpt``, an exported ``.pt``, or ``none`` with ``model=<size>`` for zero-shot SAM 2.1.
 """
 
@@ -15,7 +15,7 @@ def predict_task(cfg: DictConfig) -> None:
     """Check the prompts, load the model, write masks and ``masks.json`` to ``cfg.out``."""
     from hydra.utils import instantiate
 
-    from samtune.predict import run_predict
+    from samtune.inference.predict import run_predict
 
     spec = instantiate(cfg.model) if cfg.get("model") is not None else None
     path = run_predict(

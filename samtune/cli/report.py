@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from samtune.evaluation.compare import gather, write_comparison
+from samtune.evaluation.report.compare import gather, write_comparison
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -9,7 +9,7 @@ from samtune.cli._hydra import run_hydra_app
 
 def task(cfg: DictConfig) -> float | None:
     """Run one training job; the return value (best val mIoU) lets Hydra sweepers optimise it."""
-    from samtune.training import run_training
+    from samtune.training.run import run_training
 
     summary = run_training(cfg)
     return (summary.get("best_val") or {}).get("val/miou")
@@ -19,7 +19,7 @@ def resume_run_dir_args(argv: list[str]) -> list[str]:
     """For ``resume=<run folder or .ckpt>``: the Hydra overrides that make the resumed job run in
     the original run folder (logs appended there, its recorded ``.hydra`` config kept)."""
     from samtune.models.weights import is_none
-    from samtune.resume import find_checkpoint
+    from samtune.training.resume import find_checkpoint
 
     values = [a.split("=", 1)[1] for a in argv if a.startswith("resume=")]
     if not values or is_none(values[-1]) or any(a.startswith("hydra.run.dir=") for a in argv):

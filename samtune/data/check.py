@@ -1,6 +1,6 @@
 """Check a dataset before training: read every file, count objects, list problems and outliers.
 
-Works on any :class:`~samtune.data.datamodule.SamDataModule` whose datasets follow the
+Works on any :class:`~samtune.data.datamodules.base.SamDataModule` whose datasets follow the
 ``on_error`` policy: build the datamodule with ``on_error="skip"`` so every bad file is
 recorded instead of stopping at the first, then call :func:`check_datamodule`.
 """
@@ -151,7 +151,7 @@ class _SliceTally:
 def _check_split(
     dataset: Any, *, image_size: int, tiny_area: float, factor: float
 ) -> dict[str, Any]:
-    from samtune.data.volumes import VolumeSliceDataset
+    from samtune.data.datasets.volumes import VolumeSliceDataset
 
     tally = _SliceTally(image_size=image_size, tiny_area=tiny_area)
     problems: list[tuple[str, str]] = []

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from samtune.data.sample import Sample
-from samtune.engine import normalize_images
+from samtune.segmenter.sam2 import normalize_images
 
 PROBABILITY_KEYS = ("hflip", "vflip", "rot90", "brightness_contrast", "affine")
 AUGMENT_DEFAULTS: dict[str, Any] = {
@@ -35,7 +35,7 @@ class SamTransform:
     - The image is resized to ``image_size x image_size`` without keeping the aspect ratio,
       bilinear with antialiasing on 0..1 floats: exactly ``SAM2ImagePredictor.set_image`` (and
       SAM 2's training), so with augmentation off the result equals
-      :func:`samtune.engine.preprocess_like_predictor`.
+      :func:`samtune.segmenter.sam2.preprocess_like_predictor`.
     - Masks are resized with nearest neighbour at pixel centres: output pixel ``i`` takes input
       pixel ``floor((i + 0.5) * H / image_size)`` (rows; columns alike), so masks stay binary and
       line up with the bilinear image.

@@ -1,8 +1,8 @@
 """Evaluation: fixed protocols (point1, box, clicks), results, reports and comparisons."""
 
-from samtune.evaluation.clicks import center_points, error_center_clicks, tight_boxes
+from samtune.evaluation.clicks import center_points, error_center_clicks
 from samtune.evaluation.evaluator import PROTOCOLS, Evaluator
-from samtune.evaluation.results import EvalResult, ObjectResult, write_results
+from samtune.evaluation.results import EvalResult, ObjectResult
 
 __all__ = [
     "PROTOCOLS",
@@ -11,6 +11,4 @@ __all__ = [
     "ObjectResult",
     "center_points",
     "error_center_clicks",
-    "tight_boxes",
-    "write_results",
 ]

@@ -1,7 +1,8 @@
 """Deterministic prompts of the evaluation protocols, computed from ground-truth masks.
 
 * :func:`center_points` — the ``point1`` click: the deepest point of each object.
-* :func:`tight_boxes` — the ``box`` prompt: the object's tight XYXY box.
+* the ``box`` prompt is the object's tight box, :func:`samtune.prompts.mask_to_box`, the
+  same rule that the training prompts start from.
 * :func:`error_center_clicks` — the correction click of the ``clicks`` protocol: the center of
   the largest error region (the RITM rule that SAM 2 also uses).
 
@@ -63,35 +64,6 @@ def center_points(masks: torch.Tensor) -> torch.Tensor:
             raise ValueError(f"mask {i} is empty: a center point needs at least one pixel")
         points[i] = (c, r)
     return torch.from_numpy(points).to(masks.device)
-
-
-def tight_boxes(masks: torch.Tensor) -> torch.Tensor:
-    """The ``box`` prompt of each mask: ``(x_min, y_min, x_max, y_max)`` pixel indices.
-
-    The same convention as ``sam2.utils.misc.mask_to_box`` (inclusive min/max indices).
-
-    Args:
-        masks: ``N x H x W`` bool.
-
-    Returns:
-        ``N x 4`` float32 XYXY on the masks' device.
-
-    Raises:
-        ValueError: when a mask is empty (naming its index).
-    """
-    if masks.ndim != 3:
-        raise ValueError(f"masks must be N x H x W, got shape {tuple(masks.shape)}")
-    m = masks.bool()
-    cols, rows = m.any(dim=1), m.any(dim=2)  # N x W, N x H
-    empty = ~cols.any(dim=1)
-    if empty.any():
-        raise ValueError(f"mask {int(empty.nonzero()[0])} is empty: a box needs at least one pixel")
-    w, h = cols.shape[1], rows.shape[1]
-    x0 = cols.to(torch.uint8).argmax(dim=1)
-    x1 = w - 1 - cols.flip(1).to(torch.uint8).argmax(dim=1)
-    y0 = rows.to(torch.uint8).argmax(dim=1)
-    y1 = h - 1 - rows.flip(1).to(torch.uint8).argmax(dim=1)
-    return torch.stack([x0, y0, x1, y1], dim=1).float()
 
 
 def error_center_clicks(pred: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

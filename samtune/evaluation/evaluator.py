@@ -11,17 +11,20 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 from functools import partial
+from typing import Any
 
 import numpy as np
 import torch
 
-from samtune import engine
+from samtune.data.datasets.volumes import VolumeSliceDataset
 from samtune.data.sample import Sample
 from samtune.evaluation.batching import ObjectBatch, SkipCounter, object_batches
-from samtune.evaluation.gallery import Example, Gallery, make_example
 from samtune.evaluation.protocols import PROTOCOLS, Outcome, ProtocolRunner
+from samtune.evaluation.report.gallery import Example, Gallery, make_example
 from samtune.evaluation.results import EvalResult, ObjectResult, threshold_key
+from samtune.evaluation.volumes import volume_evaluation
 from samtune.metrics.functional import mask_dice, mask_iou, number_of_clicks
+from samtune.segmenter import sam2 as engine
 
 log = logging.getLogger(__name__)
 
@@ -285,3 +288,47 @@ def _example(
         object_index=row.object,
         class_name=row.class_name,
     )
+
+
+def is_volume_dataset(dataset: Any) -> bool:
+    """Whether ``dataset`` is a slice dataset of volumes (per-volume evaluation applies)."""
+    return isinstance(dataset, VolumeSliceDataset)
+
+
+def evaluate_dataset(
+    evaluator: Evaluator,
+    model: Any,
+    dataset: Any,
+    *,
+    device: Any = "cpu",
+    max_images: int | None = None,
+) -> tuple[EvalResult, dict[str, Any] | None]:
+    """Run ``evaluator`` on ``dataset``; on a volume dataset also score whole volumes.
+
+    On a volume dataset the evaluator keeps its predicted masks for this run (whatever its
+    ``keep_masks``), they are scored with :func:`volume_evaluation`, and then dropped from the
+    rows unless the evaluator was set to keep them.
+
+    Args:
+        evaluator: the evaluator to run.
+        model: the model to evaluate.
+        dataset: Samples (any dataset the evaluator takes).
+        device: where to run.
+        max_images: stop after this many items (None: all).
+
+    Returns:
+        ``(result, volumes)``; ``volumes`` is None unless ``dataset`` is a volume dataset.
+    """
+    if not is_volume_dataset(dataset):
+        return evaluator.evaluate(model, dataset, device=device, max_images=max_images), None
+    keep = evaluator.keep_masks
+    evaluator.keep_masks = True
+    try:
+        result = evaluator.evaluate(model, dataset, device=device, max_images=max_images)
+    finally:
+        evaluator.keep_masks = keep
+    volumes = volume_evaluation(result, dataset, evaluated_items=max_images)
+    if not keep:
+        for row in result.rows:
+            row.mask = None  # scored; free the memory
+    return result, volumes

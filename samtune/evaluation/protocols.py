@@ -11,10 +11,11 @@ from dataclasses import dataclass
 
 import torch
 
-from samtune import engine
 from samtune.evaluation.batching import ObjectBatch
-from samtune.evaluation.clicks import center_points, error_center_clicks, tight_boxes
+from samtune.evaluation.clicks import center_points, error_center_clicks
 from samtune.metrics.functional import mask_iou
+from samtune.prompts.sampling import mask_to_box
+from samtune.segmenter import sam2 as engine
 
 PROTOCOLS = ("point1", "box", "clicks")
 MASK_INPUT_CLAMP = 32.0  # SAM2ImagePredictor clamps the low-res logits it returns to +-32
@@ -164,7 +165,7 @@ class ProtocolRunner:
 
     def box(self) -> Outcome:
         """The tight box, single-mask output."""
-        boxes = torch.cat([tight_boxes(gt) for gt in self.batch.gts])  # N x 4
+        boxes = torch.cat([mask_to_box(gt) for gt in self.batch.gts])  # N x 4
         corners = to_input_frame(boxes.reshape(-1, 2, 2), self.batch.hw, self.image_size)
         decoded = self.decode(None, None, boxes=corners.reshape(-1, 4), multimask_output=False)
         return Outcome(self.masks(decoded.low_res_logits), decoded.iou_pred[:, 0], boxes=boxes)

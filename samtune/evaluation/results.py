@@ -1,20 +1,15 @@
-"""``EvalResult``: per-object rows and their aggregates; ``write_results`` puts them on disk."""
+"""``EvalResult``: per-object rows and their aggregates (data only; ``report.files`` writes them)."""
 
 from __future__ import annotations
 
-import csv
-import json
 import math
-import os
 from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from samtune.evaluation.gallery import Gallery
-from samtune.io_atomic import atomic_write, write_text_atomic
+from samtune.evaluation.report.gallery import Gallery
 
 CSV_COLUMNS = (
     "image_id", "file", "object", "class_id", "class_name", "protocol", "area",
@@ -163,97 +158,3 @@ class EvalResult:
     def aggregates(self) -> dict[str, dict[str, Any]]:
         """:meth:`aggregate` for every protocol run."""
         return {p: self.aggregate(p) for p in self.protocols}
-
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, (np.floating, np.integer, np.bool_)):
-        return _json_safe(obj.item())
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    return obj
-
-
-def results_dict(result: EvalResult, summary: dict[str, Any]) -> dict[str, Any]:
-    """What ``results.json`` holds: the caller's summary, the counts and every aggregate."""
-    return _json_safe(
-        {
-            "summary": dict(summary),
-            "counts": result.counts(),
-            "protocols": list(result.protocols),
-            "max_clicks": result.max_clicks,
-            "noc_thresholds": list(result.noc_thresholds),
-            "aggregates": result.aggregates(),
-        }
-    )
-
-
-def write_per_object_csv(result: EvalResult, path: Path) -> Path:
-    """Write one row per object and protocol to ``path``."""
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
-            writer.writeheader()
-            for row in result.rows:
-                writer.writerow(row.csv_row())
-
-    atomic_write(path, write)
-    return path
-
-
-def write_results(
-    result: EvalResult,
-    out_dir: str | os.PathLike,
-    *,
-    summary: dict[str, Any],
-    volumes: dict[str, Any] | None = None,
-) -> dict[str, Path]:
-    """Write ``results.json``, ``per_object.csv``, ``report.md``, ``report.html`` and the PNGs.
-
-    Args:
-        result: from :meth:`samtune.evaluation.Evaluator.evaluate`.
-        out_dir: folder to write into (created if needed).
-        summary: run facts the caller knows: ``model``, ``image_size``, ``adapter``,
-            ``checkpoint``, ``random_init``, ``data``, ``split``, ``seed``, ``samtune_version``.
-        volumes: per-volume 3D Dice from
-            :func:`samtune.evaluation.volume_report.volume_evaluation`, or None. When given it
-            goes into ``results.json`` under ``volumes``, into ``per_volume.csv`` and into a
-            report section.
-
-    Returns:
-        The written files by name (``results``, ``per_object``, ``report_md``, ``report_html``,
-        ``per_volume`` when ``volumes`` is given, and one entry per PNG).
-    """
-    from samtune.evaluation.report import write_report
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    data = results_dict(result, summary)
-    if volumes is not None:
-        data["volumes"] = _json_safe(volumes)
-    results_path = out / "results.json"
-    write_text_atomic(results_path, json.dumps(data, indent=2))
-    files = {
-        "results": results_path,
-        "per_object": write_per_object_csv(result, out / "per_object.csv"),
-    }
-    if volumes is not None:
-        from samtune.evaluation.volume_report import write_per_volume_csv
-
-        files["per_volume"] = write_per_volume_csv(data["volumes"], out / "per_volume.csv")
-    files.update(
-        write_report(
-            result,
-            out,
-            summary=data["summary"],
-            aggregates=data["aggregates"],
-            volumes=data.get("volumes"),
-        )
-    )
-    return files

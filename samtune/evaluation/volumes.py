@@ -4,17 +4,26 @@ Dice of one class in one volume is ``2 |P & G| / (|P| + |G|)`` over all voxels. 
 class is absent from both the prediction and the ground truth the Dice is undefined: it is
 reported as NaN and left out of every mean (a class the model rightly does not predict is
 neither rewarded nor punished). A class absent from the ground truth but predicted scores 0.
+
+:func:`volume_evaluation` scores an evaluation of a slice dataset: the evaluator's final mask of
+every object (``keep_masks=True``) is put back at its slice, the masks of one class are OR-ed
+into one 3D volume, and each class is scored against the whole ground-truth label volume:
+slices that got no prompt (no object of the class there, or the slice was not kept) count as
+predicting nothing, so ground truth missed there is a false negative.
 """
 
 from __future__ import annotations
 
+import math
+from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from samtune.data.volumes.slicing import slice_view
+from samtune.data.datasets.volumes.slicing import slice_view
+from samtune.evaluation.results import EvalResult
 
 ClassPrediction = Mapping[int, np.ndarray] | np.ndarray
 
@@ -219,3 +228,116 @@ def summarize_dice(
         "mean": _mean(class_mean.values()),
         "n_volumes": len(per_volume),
     }
+
+
+def volume_evaluation(
+    result: EvalResult, dataset: Any, *, evaluated_items: int | None = None
+) -> dict[str, Any]:
+    """3D Dice per protocol, volume and class, from an evaluation with ``keep_masks=True``.
+
+    Volumes are scored one at a time (one label volume and its predictions in memory).
+
+    Args:
+        result: what ``Evaluator.evaluate`` returned for ``dataset``.
+        dataset: the evaluated ``VolumeSliceDataset``; a row's ``image_id`` is its item index.
+        evaluated_items: how many leading items the evaluation went through (its
+            ``max_images``), or None for all. A volume with a kept slice beyond that is left
+            out (listed in ``excluded``): its Dice would count unevaluated slices as misses.
+
+    Returns:
+        ``{"axis", "classes": {id: name}, "cases": [scored cases], "excluded": {case: reason},
+        "protocols": {protocol: {"per_volume", "volume_mean", "class_mean", "mean",
+        "n_volumes", "voxels": {case: {id: {"gt": n, "pred": n}}}}}}``. Class ids are strings
+        (as in ``results.json``); a Dice is NaN where it is undefined.
+
+    Raises:
+        ValueError: a row without a mask (evaluate with ``keep_masks=True``), or a row whose
+            item is not in ``dataset``.
+    """
+    limit = len(dataset) if evaluated_items is None else min(len(dataset), int(evaluated_items))
+    where = [dataset.slice_at(i) for i in range(len(dataset))]
+    excluded: dict[str, str] = {}
+    for index in range(limit, len(dataset)):
+        case = where[index][0]
+        excluded.setdefault(
+            case,
+            f"not all kept slices evaluated (max_images={evaluated_items}); "
+            "its Dice would count them as misses",
+        )
+    records: dict[str, dict[str, list[SlicePrediction]]] = {
+        p: defaultdict(list) for p in result.protocols
+    }
+    for row in result.rows:
+        if row.mask is None:
+            raise ValueError(
+                "per-volume evaluation needs the predicted masks: evaluate with keep_masks=True"
+            )
+        index = int(row.image_id)
+        if not 0 <= index < len(dataset) or str(dataset.file_of(index)) != row.file:
+            raise ValueError(
+                f"evaluated item {row.image_id!r} ({row.file}) is not item {row.image_id!r} of "
+                "the volume dataset; evaluate the dataset itself, in order"
+            )
+        case, slice_index = where[index]
+        records[row.protocol][case].append(
+            SlicePrediction(
+                volume=case,
+                slice=slice_index,
+                axis=dataset.axis,
+                class_id=row.class_id,
+                mask=row.mask,
+            )
+        )
+    names: dict[int, str] = dict(dataset.classes or {})
+    scores: dict[str, dict[str, dict[int, float]]] = {p: {} for p in result.protocols}
+    voxels: dict[str, dict[str, dict[int, dict[str, int]]]] = {p: {} for p in result.protocols}
+    cases = [case for case in dataset.cases if case not in excluded]
+    for case in cases:
+        gt = dataset.label_volume(case)
+        shape = {case: gt.shape}
+        present = [int(v) for v in np.unique(gt) if v != 0]
+        for protocol in result.protocols:
+            predicted = stack_slice_predictions(records[protocol].get(case, []), shape)[case]
+            if dataset.classes is None:  # every label value of this volume, and any predicted
+                ids = sorted(set(present) | set(predicted))
+                for class_id in ids:
+                    names.setdefault(class_id, str(class_id))
+            else:
+                ids = sorted(names)
+            if not ids:
+                scores[protocol][case], voxels[protocol][case] = {}, {}
+                continue
+            scores[protocol][case] = volume_dice(predicted, gt, ids)
+            voxels[protocol][case] = {
+                c: {
+                    "gt": int(np.count_nonzero(gt == c)),
+                    "pred": int(predicted[c].sum()) if c in predicted else 0,
+                }
+                for c in ids
+            }
+    classes = {c: names[c] for c in sorted(names)}
+    protocols: dict[str, Any] = {}
+    for protocol in result.protocols:
+        if classes:
+            summary = summarize_dice(scores[protocol], classes)
+        else:  # no class anywhere: nothing to score
+            summary = {"classes": {}, "per_volume": {c: {} for c in cases}, "volume_mean": {},
+                       "class_mean": {}, "mean": math.nan, "n_volumes": len(cases)}  # fmt: skip
+        for case in cases:
+            for c in classes:
+                voxels[protocol][case].setdefault(c, {"gt": 0, "pred": 0})
+        summary["voxels"] = voxels[protocol]
+        protocols[protocol] = _str_keys(summary)
+    return {
+        "axis": int(dataset.axis),
+        "classes": {str(c): n for c, n in classes.items()},
+        "cases": cases,
+        "excluded": excluded,
+        "protocols": protocols,
+    }
+
+
+def _str_keys(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _str_keys(v) for k, v in obj.items()}
+    return obj

@@ -6,7 +6,7 @@ from samtune.models.build import (
     load_checkpoint_strict,
     read_state_dict,
 )
-from samtune.models.checkpoint import resolve_checkpoint
+from samtune.models.official import resolve_checkpoint
 from samtune.models.registry import MODELS, ModelInfo, get_model_info, guess_size_from_state_dict
 from samtune.models.spec import ModelSpec
 

@@ -33,7 +33,7 @@ def build_random_init(name: str, *, image_size: int, seed: int) -> torch.nn.Modu
 def file_sha256(path: Path) -> str:
     """The SHA-256 of ``path``: the one recorded at download time if there is one (it was
     verified when the file was resolved), else computed now."""
-    from samtune.models.checkpoint import _record_path, sha256_of
+    from samtune.models.official import _record_path, sha256_of
 
     record = _record_path(path)
     if record.is_file():
@@ -53,7 +53,7 @@ def base_reference(spec: Any) -> dict[str, Any]:
 
 
 def _candidates(base: dict[str, Any], source: Path) -> list[Path]:
-    from samtune.models.checkpoint import DEFAULT_CACHE_DIR
+    from samtune.models.official import DEFAULT_CACHE_DIR
 
     file = str(base.get("file", ""))
     found = [Path(base["path"])] if base.get("path") else []
@@ -79,7 +79,7 @@ def base_state_dict(
         CheckpointError: the file is nowhere to be found, or its SHA-256 differs from the one
             recorded (the base weights changed, so the trained weights no longer fit them).
     """
-    from samtune.models.checkpoint import sha256_of
+    from samtune.models.official import sha256_of
     from samtune.models.weights import read_state_dict
 
     source = Path(source)

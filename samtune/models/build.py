@@ -110,3 +110,9 @@ def load_checkpoint_strict(model: torch.nn.Module, path: str | os.PathLike, name
             f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})"
         )
     log.info("loaded checkpoint %s into %s", path, name)
+
+
+def log_resolution(path: Path, recorded: int, used: int) -> None:
+    """Say which resolution a model is built at when the caller overrides the recorded one."""
+    if recorded != used:
+        log.warning("%s: recorded image_size %d, using %d as asked", path, recorded, used)

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from samtune.models.build import CheckpointError, build_sam2_model
-from samtune.models.checkpoint import resolve_checkpoint
+from samtune.models.official import resolve_checkpoint
 from samtune.models.registry import get_model_info
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from samtune.models.build import CheckpointError
+from samtune.models.build import CheckpointError, log_resolution
 from samtune.models.registry import get_model_info, guess_size_from_state_dict
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ def load_strict(model: nn.Module, state_dict: dict[str, torch.Tensor], *, what: 
 
 def read_sidecar(path: Path) -> dict[str, Any] | None:
     """The export sidecar of ``path`` (``<stem>.json``), checked against the file's SHA-256."""
-    from samtune.models.checkpoint import sha256_of
+    from samtune.models.official import sha256_of
 
     side = path.with_suffix(".json")
     if not side.is_file():
@@ -164,19 +164,21 @@ def read_training_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def _adapter_classes() -> dict[str, type]:
-    """samtune's adapter classes by every ``_target_`` spelling samtune has written for them."""
-    from samtune.adapters import FrozenEncoder, FullFineTune, LoRAAdapter
+    """samtune's adapter classes by every ``_target_`` spelling samtune has written for them
+    (today's module paths and those of checkpoints written before the package layout changed)."""
+    from samtune.models.adapters import FrozenEncoder, FullFineTune, LoRAAdapter
 
+    old_package = ".".join(("samtune", "adapters"))  # spelled so that path rewrites keep it
     targets: dict[str, type] = {}
     for cls in (FrozenEncoder, FullFineTune, LoRAAdapter):
+        file = cls.__module__.rsplit(".", 1)[-1]
         for module in (
             cls.__module__,
-            cls.__module__.rsplit(".", 1)[0],
-            "samtune.adapters",
             "samtune.models.adapters",
+            old_package,
+            f"{old_package}.{file}",
         ):
             targets[f"{module}.{cls.__qualname__}"] = cls
-        targets[f"samtune.adapters.{cls.__module__.rsplit('.', 1)[-1]}.{cls.__qualname__}"] = cls
     return targets
 
 
@@ -268,6 +270,7 @@ def model_from_training_checkpoint(
     meta = ckpt["samtune"]
     name = str(meta["model"]["name"])
     size = int(image_size if image_size is not None else meta["model"]["image_size"])
+    log_resolution(path, int(meta["model"]["image_size"]), size)
     state = checkpoint_model_state(ckpt)
     if not state:
         raise CheckpointError(f"{path}: the state_dict has no '{MODEL_PREFIX}*' keys")
@@ -403,6 +406,7 @@ def _load_state_dict_file(
     if spec is not None and spec.name != name:
         raise size_mismatch(path, name, spec.name)
     size = int(image_size) if image_size is not None else recorded_size
+    log_resolution(path, recorded_size, size)
     model = build_sam2_model(name, image_size=size, checkpoint=path)
     info = {
         "name": name,

@@ -45,14 +45,30 @@ def uniform(
 
 
 def mask_to_box(masks: torch.Tensor) -> torch.Tensor:
-    """Tight boxes of ``N x H x W`` bool masks as ``N x 4`` float XYXY pixel coordinates.
+    """Tight boxes of ``N x H x W`` masks as ``N x 4`` float32 XYXY pixel coordinates.
 
-    The maxima are inclusive (the last column/row of the object), as in SAM 2's training code.
-    Empty masks have no box: call sites check for them first.
+    The one box rule of samtune: the training prompts jitter it, the ``box`` evaluation protocol
+    uses it as is. The maxima are inclusive (the last column/row of the object), as in
+    ``sam2.utils.misc.mask_to_box``.
+
+    Args:
+        masks: ``N x H x W`` (bool, or anything where non-zero is inside).
+
+    Returns:
+        ``N x 4`` float32 ``(x_min, y_min, x_max, y_max)`` on the masks' device.
+
+    Raises:
+        ValueError: masks that are not ``N x H x W``, or an empty mask (naming its index).
     """
+    if masks.dim() != 3:
+        raise ValueError(f"masks must be N x H x W, got shape {tuple(masks.shape)}")
+    masks = masks.bool()
     _, h, w = masks.shape
     cols = masks.any(dim=1)  # N x W: object present in that column
     rows = masks.any(dim=2)  # N x H
+    empty = ~cols.any(dim=1)
+    if bool(empty.any()):
+        raise ValueError(f"mask {int(empty.nonzero()[0])} is empty: a box needs at least one pixel")
     xs = torch.arange(w, device=masks.device)
     ys = torch.arange(h, device=masks.device)
     x_min = torch.where(cols, xs, w).amin(dim=1)

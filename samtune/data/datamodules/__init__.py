@@ -1,0 +1,1 @@
+"""Lightning datamodules: the shared base and one module per dataset format."""

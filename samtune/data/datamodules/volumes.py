@@ -1,0 +1,267 @@
+"""Datamodule for medical volumes (NIfTI files, DICOM series) cut into 2D slices.
+
+Validation data come from their own folders, or else from a seeded split of the training
+cases: whole cases go to one side, never single slices, so no patient is seen in both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from samtune.data.datamodules.base import (
+    SamDataModule,
+    TransformedDataset,
+    collate,
+    seed_worker,
+    seeded_split,
+)
+from samtune.data.datasets.volumes import VolumePair, VolumeSliceDataset, pair_volumes
+from samtune.data.sample import DataError
+
+PathList = str | Path | Sequence[str | Path]
+CaseSplit = tuple[list[VolumePair], list[VolumePair], list[tuple[str, str]]]
+
+
+class VolumeGroupSampler(Sampler[int]):
+    """Shuffles slices so that each volume is read about once per epoch.
+
+    Each epoch the volumes are shuffled and taken ``group`` at a time; the slices of one
+    group are shuffled together and given out before the next group starts. With ``group``
+    equal to the dataset's ``cache_volumes`` a loader process reads each volume once per epoch
+    (a fully random order would re-read a volume for almost every slice). Epoch ``e`` uses the
+    seed ``(seed, e)``, so runs repeat.
+
+    Args:
+        volume_of: the volume (any hashable name) of each dataset item.
+        group: volumes whose slices are mixed together (at least 1).
+        seed: seed of the shuffling.
+    """
+
+    def __init__(self, volume_of: Sequence[Any], *, group: int, seed: int = 0) -> None:
+        if int(group) < 1:
+            raise ValueError(f"group must be >= 1, got {group!r}")
+        self.group = int(group)
+        self.seed = int(seed)
+        self.epoch = 0
+        self._items: dict[Any, list[int]] = {}
+        for index, volume in enumerate(volume_of):
+            self._items.setdefault(volume, []).append(index)
+        self._length = len(volume_of)
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __iter__(self) -> Iterator[int]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        self.epoch += 1
+        volumes = list(self._items)
+        order = [volumes[i] for i in rng.permutation(len(volumes))]
+        for start in range(0, len(order), self.group):
+            members = [
+                i for volume in order[start : start + self.group] for i in self._items[volume]
+            ]
+            yield from (members[i] for i in rng.permutation(len(members)))
+
+
+class VolumeDataModule(SamDataModule):
+    """Train/val (and optionally test) slices of paired image and label volumes.
+
+    Every split is a :class:`~samtune.data.datasets.volumes.VolumeSliceDataset` (see it for pairing by
+    case name, windowing, label modes and slice selection). Without ``val_images`` and
+    ``val_labels`` the training cases are split: ``round(n * val_fraction)`` whole cases (at
+    least one when there are two or more) go to val, chosen by ``seed``. Cases left out as bad
+    data while pairing are reported under train.
+
+    Training batches come from :class:`VolumeGroupSampler` (``cache_volumes`` volumes mixed at
+    a time), so each volume is read about once per epoch. Slices without objects (kept with
+    ``empty_slice_rate``) reach the model with no masks; the training step skips them.
+
+    Args:
+        images: folder (or list) of training image volumes.
+        labels: folder (or list) of training label volumes.
+        val_images: folder (or list) of validation image volumes, or None to split by case.
+        val_labels: their label volumes (given together with ``val_images``).
+        test_images: folder (or list) of test image volumes, or None (no test split).
+        test_labels: their label volumes.
+        val_fraction: share of the training cases used for val when splitting, in ``[0, 1)``.
+        axis: the array axis to slice along (0, 1 or 2; 2 is axial for usual CT/MR).
+        window: CT window preset (``abdomen``, ``lung``, ``bone``, ``brain``) or
+            ``{"level", "width"}`` in HU; None uses ``normalize``.
+        normalize: ``"percentile"`` or a mapping of its fields (MR); None with no window
+            means percentile.
+        mode: ``"instance"`` (each connected region of a class is an object) or ``"semantic"``
+            (one object per class per slice).
+        classes: ``{label value: name}``; other values are ignored. None: every nonzero value.
+        empty_slice_rate: share of slices without objects kept in the train split.
+        val_empty_slice_rate: the same for the val and test splits (0: only slices with objects
+            are evaluated; per-volume Dice still scores whole volumes).
+        min_area: objects with fewer pixels, at the slice's own resolution, are dropped.
+        connectivity: 8 or 4, for instance components.
+        cache_volumes: volumes kept in memory per process; also the volumes mixed per group
+            of training batches.
+        **kwargs: the :class:`SamDataModule` arguments (``image_size`` is required).
+    """
+
+    def __init__(
+        self,
+        *,
+        images: PathList,
+        labels: PathList,
+        val_images: PathList | None = None,
+        val_labels: PathList | None = None,
+        test_images: PathList | None = None,
+        test_labels: PathList | None = None,
+        val_fraction: float = 0.2,
+        axis: int = 2,
+        window: str | Mapping[str, Any] | None = None,
+        normalize: str | Mapping[str, Any] | None = None,
+        mode: str = "instance",
+        classes: Mapping[Any, Any] | None = None,
+        empty_slice_rate: float = 0.0,
+        val_empty_slice_rate: float = 0.0,
+        min_area: int = 1,
+        connectivity: int = 8,
+        cache_volumes: int = 2,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        for name, (a, b) in {
+            "val": (val_images, val_labels),
+            "test": (test_images, test_labels),
+        }.items():
+            if (a is None) != (b is None):
+                raise ValueError(
+                    f"give both {name}_images and {name}_labels, or neither"
+                    + (" (to split the training cases)" if name == "val" else "")
+                )
+        if not 0.0 <= float(val_fraction) < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+        self.sources: dict[str, tuple[PathList, PathList] | None] = {
+            "train": (_paths(images), _paths(labels)),
+            "val": None if val_images is None else (_paths(val_images), _paths(val_labels)),
+            "test": None if test_images is None else (_paths(test_images), _paths(test_labels)),
+        }
+        self.val_fraction = float(val_fraction)
+        self.empty_slice_rates = {
+            "train": float(empty_slice_rate),
+            "val": float(val_empty_slice_rate),
+            "test": float(val_empty_slice_rate),
+        }
+        self.cache_volumes = int(cache_volumes)
+        self.slice_options: dict[str, Any] = {
+            "axis": axis,
+            "window": _plain(window),
+            "normalize": _plain(normalize),
+            "mode": mode,
+            "classes": _plain(classes),
+            "min_area": min_area,
+            "connectivity": connectivity,
+            "cache_volumes": self.cache_volumes,
+        }
+        self._case_split: CaseSplit | None = None
+        # fail early on bad options (window, mode, classes...) rather than at the first batch
+        VolumeSliceDataset(images=[], labels=[], **self.slice_options)
+
+    def make_dataset(self, split: str) -> VolumeSliceDataset:
+        """The slices of ``split`` (``"train"``, ``"val"`` or ``"test"``)."""
+        if split not in self.sources:
+            raise ValueError(
+                f"{type(self).__name__} has the splits 'train', 'val' and 'test', not {split!r}"
+            )
+        if split == "test" and self.sources["test"] is None:
+            raise ValueError(f"{type(self).__name__}: no test_images/test_labels given")
+        if split != "test" and self.sources["val"] is None:
+            train_pairs, val_pairs, problems = self.split_cases()
+            pairs = train_pairs if split == "train" else val_pairs
+            dataset = self._slices([p.image for p in pairs], [p.label for p in pairs], split=split)
+            if split == "train":
+                for file, message in problems:
+                    dataset.reject(file, message)
+            return dataset
+        images, labels = self.sources[split]
+        return self._slices(images, labels, split=split)
+
+    def split_cases(self) -> CaseSplit:
+        """``(train pairs, val pairs, problems)`` of the split by case (pairing done once).
+
+        ``problems`` lists ``(file, message)`` of cases left out while pairing
+        (``on_error="skip"``; with ``"raise"`` the first one raises ``DataError``).
+        """
+        if self._case_split is None:
+            problems: list[tuple[str, str]] | None = [] if self.on_error == "skip" else None
+            images, labels = self.sources["train"]
+            pairs = pair_volumes(images, labels, problems=problems)
+            train_idx, val_idx = seeded_split(len(pairs), self.val_fraction, self.seed)
+            self._case_split = (
+                [pairs[i] for i in train_idx],
+                [pairs[i] for i in val_idx],
+                list(problems or []),
+            )
+        return self._case_split
+
+    def train_dataloader(self) -> DataLoader:
+        """Augmented batches of the train split, volumes mixed ``cache_volumes`` at a time.
+
+        Raises:
+            DataError: the train split has no slice to learn from.
+        """
+        dataset = self.raw_dataset("train")
+        if len(dataset) == 0:
+            images, labels = self.sources["train"]
+            raise DataError(
+                f"no training slices: no slice of the volumes in {images} (labels {labels}) holds "
+                f"an object (classes={self.slice_options['classes']}) and empty_slice_rate is "
+                f"{self.empty_slice_rate_of('train')}"
+            )
+        sampler = VolumeGroupSampler(
+            [dataset.slice_at(i)[0] for i in range(len(dataset))],
+            group=self.cache_volumes,
+            seed=self.seed,
+        )
+        return DataLoader(
+            TransformedDataset(dataset, self.transform(train=True)),
+            batch_size=self.batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            collate_fn=collate,
+            worker_init_fn=seed_worker,
+            generator=torch.Generator().manual_seed(self.seed),
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def empty_slice_rate_of(self, split: str) -> float:
+        """The share of slices without objects kept in ``split``."""
+        return self.empty_slice_rates[split]
+
+    def _slices(self, images: PathList, labels: PathList, *, split: str) -> VolumeSliceDataset:
+        return VolumeSliceDataset(
+            images=images,
+            labels=labels,
+            empty_slice_rate=self.empty_slice_rates[split],
+            seed=self.seed,
+            on_error=self.on_error,
+            **self.slice_options,
+        )
+
+
+def _paths(source: PathList) -> PathList:
+    """A folder stays a path; a list (also a Hydra ListConfig) becomes a list of paths."""
+    if isinstance(source, (str, Path)):
+        return Path(source)
+    return [Path(p) for p in source]
+
+
+def _plain(value: Any) -> Any:
+    """Hydra containers (DictConfig) as plain dicts, so datasets pickle without OmegaConf."""
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
+    return value

@@ -1,0 +1,196 @@
+"""Tables across evaluations: model size x adapter, per protocol mIoU, mDice and NoC."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from samtune.evaluation.report.plots import plot_click_curves
+from samtune.evaluation.report.render import (
+    Alert,
+    Block,
+    Heading,
+    Image,
+    Paragraph,
+    Table,
+    to_html,
+    to_markdown,
+)
+from samtune.io_atomic import atomic_write, write_text_atomic
+from samtune.models.registry import MODELS
+
+log = logging.getLogger(__name__)
+
+ZERO_SHOT = "zero-shot"
+ADAPTER_ORDER = (ZERO_SHOT, "frozen", "lora", "full")
+METRICS = (("miou", "mIoU"), ("mdice", "mDice"))
+OFFICIAL_NAMES = {"", "none", "null", "official", "auto"}
+
+
+def adapter_label(summary: dict[str, Any]) -> str:
+    """``zero-shot`` when no tuned checkpoint was evaluated, else the adapter (``tuned`` if unknown).
+
+    A checkpoint counts as not tuned when it is none/official/auto or is named like an official
+    SAM 2.1 checkpoint file (``sam2.1_hiera_tiny.pt``).
+    """
+    ckpt = summary.get("checkpoint")
+    official_files = {info.checkpoint_file for info in MODELS.values()}
+    if ckpt is None or str(ckpt).strip().lower() in OFFICIAL_NAMES:
+        return ZERO_SHOT
+    if Path(str(ckpt)).name in official_files:
+        return ZERO_SHOT
+    adapter = summary.get("adapter")
+    return str(adapter) if adapter not in (None, "", "none") else "tuned"
+
+
+def _row(path: Path, data: dict[str, Any]) -> dict[str, Any]:
+    summary = data.get("summary") or {}
+    aggregates = data["aggregates"]
+    row: dict[str, Any] = {
+        "model": summary.get("model", "?"),
+        "adapter": adapter_label(summary),
+        "data": summary.get("data"),
+        "split": summary.get("split"),
+        "image_size": summary.get("image_size"),
+        "random_init": bool(summary.get("random_init", False)),
+        "checkpoint": summary.get("checkpoint"),
+        "objects": (data.get("counts") or {}).get("objects"),
+        "path": str(path.parent),
+        "protocols": list(aggregates),
+    }
+    for protocol, agg in aggregates.items():
+        for key, value in agg.items():
+            if key.startswith(("miou", "mdice", "noc", "nof")):
+                row[f"{protocol}/{key}"] = value
+    return row
+
+
+def gather(folder: str | os.PathLike) -> list[dict[str, Any]]:
+    """Read every ``results.json`` under ``folder`` into one row each.
+
+    A file that cannot be read or lacks ``aggregates`` is skipped with a warning naming it.
+
+    Returns:
+        Rows with ``model``, ``adapter`` (see :func:`adapter_label`), ``data``, ``split``,
+        ``image_size``, ``random_init``, ``checkpoint``, ``objects``, ``path`` and
+        ``<protocol>/<metric>`` values (``miou``, ``mdice``, ``noc85``, ``miou_at_clicks``, ...),
+        sorted by model size, adapter, data and path.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no such folder: {folder}")
+    rows = []
+    for path in sorted(folder.rglob("results.json")):
+        try:
+            data = json.loads(path.read_text())
+            rows.append(_row(path, data))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            log.warning("skipping %s: not a samtune results.json (%s)", path, exc)
+    sizes = list(MODELS)
+
+    def order(row: dict[str, Any]) -> tuple:
+        size = sizes.index(row["model"]) if row["model"] in sizes else len(sizes)
+        ad = row["adapter"]
+        adapter = ADAPTER_ORDER.index(ad) if ad in ADAPTER_ORDER else len(ADAPTER_ORDER)
+        return size, row["model"], adapter, ad, str(row["data"]), row["path"]
+
+    return sorted(rows, key=order)
+
+
+def _columns(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(key, title) of the metric columns, in protocol order of first appearance."""
+    protocols: list[str] = []
+    for row in rows:
+        protocols += [p for p in row["protocols"] if p not in protocols]
+    cols = []
+    for p in protocols:
+        cols += [(f"{p}/{k}", f"{p} {title}") for k, title in METRICS]
+        noc = sorted({k.split("/", 1)[1] for r in rows for k in r if k.startswith(f"{p}/noc")})
+        cols += [(f"{p}/{k}", f"{p} NoC@{k[3:]}") for k in noc]
+    return cols
+
+
+def _cell(key: str, value: Any) -> Any:
+    """A table cell: NoC (a mean number of clicks) with 2 decimals, random init as yes/no; the CSV
+    keeps the raw values."""
+    if key == "random_init" and isinstance(value, bool):
+        return "yes" if value else "no"
+    if "/noc" in key and isinstance(value, float) and math.isfinite(value):
+        return f"{value:.2f}"
+    return value
+
+
+def _label(row: dict[str, Any], several_data: bool) -> str:
+    label = f"{row['model']} / {row['adapter']}"
+    return f"{label} / {row['data']}" if several_data else label
+
+
+def write_comparison(rows: list[dict[str, Any]], out_dir: str | os.PathLike) -> dict[str, Path]:
+    """Write ``comparison.md``, ``comparison.csv``, ``comparison.html`` and the clicks plot.
+
+    Args:
+        rows: from :func:`gather`.
+        out_dir: folder to write into (created if needed).
+
+    Returns:
+        ``md``, ``csv``, ``html`` and, when any row ran the clicks protocol, ``plot``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cols = _columns(rows)
+    base = [("model", "model"), ("adapter", "adapter"), ("data", "data"), ("image_size", "size px")]
+    base += [("random_init", "random init"), ("objects", "objects")]
+    files: dict[str, Path] = {"csv": out / "comparison.csv"}
+
+    def write_csv(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow([k for k, _ in base + cols] + ["path"])
+            for row in rows:
+                values = [row.get(k) for k, _ in base + cols] + [row["path"]]
+                writer.writerow(["" if v is None else v for v in values])
+
+    atomic_write(files["csv"], write_csv)
+    table = Table(
+        [t for _, t in base + cols], [[_cell(k, r.get(k)) for k, _ in base + cols] for r in rows]
+    )
+    blocks: list[Block] = [Heading("samtune comparison", 1)]
+    if any(r["random_init"] for r in rows):
+        blocks.append(Alert("rows marked 'random init' were evaluated with RANDOM weights"))
+    blocks += [
+        Paragraph(
+            f"{len(rows)} evaluation(s). zero-shot: the official weights (or none) without tuning. "
+            "NoC: clicks to reach the IoU, the click budget when never reached."
+        ),
+        table,
+    ]
+    several_data = len({r["data"] for r in rows}) > 1
+    curves = {
+        _label(r, several_data): r["clicks/miou_at_clicks"]
+        for r in rows
+        if r.get("clicks/miou_at_clicks")
+        and all(isinstance(v, float) and math.isfinite(v) for v in r["clicks/miou_at_clicks"])
+    }
+    if curves:
+        sizes = {_label(r, several_data): r["model"] for r in rows}
+        files["plot"] = plot_click_curves(
+            curves,
+            out / "comparison_clicks.png",
+            title="mIoU vs clicks per model size",
+            groups=sizes,
+        )
+        blocks += [Heading("mIoU vs clicks"), Image(files["plot"].name, "mIoU vs clicks")]
+    blocks += [
+        Heading("Runs"),
+        Table(["row", "folder"], [[_label(r, True), r["path"]] for r in rows]),
+    ]
+    files["md"] = out / "comparison.md"
+    write_text_atomic(files["md"], to_markdown(blocks))
+    files["html"] = out / "comparison.html"
+    write_text_atomic(files["html"], to_html(blocks, title="samtune comparison"))
+    return files

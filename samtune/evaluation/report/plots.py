@@ -1,0 +1,102 @@
+"""Figures of the reports: mIoU-vs-clicks curves and best/worst overlays (matplotlib, no pyplot)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from samtune.evaluation.report.gallery import Example
+from samtune.io_atomic import atomic_write
+
+PRED_COLOR = np.array([0.12, 0.47, 0.95])  # prediction: blue fill
+GT_COLOR = "#00d060"  # ground truth: green outline
+LINE_STYLES = ("-", "--", ":", "-.")
+
+
+def _save(fig: Figure, path: str | os.PathLike) -> Path:
+    FigureCanvasAgg(fig)
+    path = Path(path)
+    atomic_write(
+        path, lambda tmp: fig.savefig(tmp, dpi=100, format=path.suffix.lstrip(".") or "png")
+    )
+    return path
+
+
+def plot_click_curves(
+    curves: dict[str, Sequence[float]],
+    path: str | os.PathLike,
+    *,
+    title: str = "mIoU vs clicks",
+    groups: dict[str, str] | None = None,
+) -> Path:
+    """One line per entry of ``curves`` (label -> mIoU after click 1..K), saved as a PNG.
+
+    Args:
+        curves: label -> mIoU after click 1..K.
+        path: the PNG to write.
+        title: the plot's title.
+        groups: label -> group (e.g. model size); a group shares a colour, its members differ
+            in line style. Without it every line has its own colour.
+    """
+    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    names = list(dict.fromkeys((groups or {}).get(k, k) for k in curves))
+    seen: dict[str, int] = {}
+    for label, values in curves.items():
+        group = (groups or {}).get(label, label)
+        style = LINE_STYLES[seen.get(group, 0) % len(LINE_STYLES)]
+        seen[group] = seen.get(group, 0) + 1
+        color = f"C{names.index(group) % 10}"
+        x = np.arange(1, len(values) + 1)
+        ax.plot(x, values, style, color=color, marker="o", markersize=3, label=label)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("clicks")
+    ax.set_ylabel("mIoU")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.set_title(title)
+    if curves:
+        ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
+def _draw_example(ax, ex: Example) -> None:
+    img = ex.image.astype(np.float32) / 255.0
+    alpha = 0.45 * ex.pred[..., None]
+    ax.imshow(img * (1 - alpha) + PRED_COLOR * alpha, interpolation="nearest")
+    if ex.gt.any() and not ex.gt.all():
+        ax.contour(ex.gt.astype(np.float32), levels=[0.5], colors=GT_COLOR, linewidths=1.2)
+    for (x, y), lab in zip(ex.points, ex.labels, strict=True):
+        ax.plot(
+            x, y, marker="+" if lab == 1 else "x", color="lime" if lab == 1 else "red", ms=8, mew=2
+        )
+    if ex.box is not None:
+        x0, y0, x1, y1 = ex.box
+        ax.plot([x0, x1, x1, x0, x0], [y0, y0, y1, y1, y0], color="yellow", lw=1)
+    ax.set_title(f"IoU {ex.iou:.3f}\n{Path(ex.file).name} #{ex.object_index}", fontsize=7)
+    ax.set_axis_off()
+
+
+def plot_overlays(
+    best: list[Example], worst: list[Example], path: str | os.PathLike, *, title: str
+) -> Path:
+    """A grid of overlays: best objects on the top row, worst below (prediction blue, GT green)."""
+    cols = max(len(best), len(worst), 1)
+    fig = Figure(figsize=(2.3 * cols, 5.0), layout="constrained")
+    fig.suptitle(
+        f"{title} — top: best, bottom: worst (blue: prediction, green: ground truth)", fontsize=9
+    )
+    axes = fig.subplots(2, cols, squeeze=False)
+    for row, examples in enumerate((best, worst)):
+        for col in range(cols):
+            if col < len(examples):
+                _draw_example(axes[row][col], examples[col])
+            else:
+                axes[row][col].set_axis_off()
+    return _save(fig, path)

@@ -1,0 +1,107 @@
+"""Turn a samtune Lightning checkpoint into an official SAM 2 checkpoint.
+
+The result is ``{"model": state_dict}`` with sam2's own key names and any LoRA update merged,
+which ``sam2.build_sam.build_sam2(config, path)`` loads strictly with no samtune import, plus a
+JSON sidecar ``<name>.json`` saying what the weights are (size, resolution, adapter, data,
+metrics, SHA-256 of the ``.pt``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from samtune.io_atomic import atomic_write, write_json_atomic
+from samtune.models.official import sha256_of
+from samtune.models.weights import model_from_training_checkpoint
+
+log = logging.getLogger(__name__)
+
+# The export reads training checkpoints through the one safe loader.
+model_from_lightning_checkpoint = model_from_training_checkpoint
+
+
+def _jsonable(value: Any) -> Any:
+    """Metrics as plain JSON values (tensors and numpy scalars become floats; NaN becomes None)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
+def loading_note(out: Path, sam2_config: str, image_size: int) -> str:
+    """How to build the exported model at the resolution it was tuned at, for the sidecar."""
+    official = f'build_sam2("{sam2_config}", "{out.name}")'
+    if image_size == 1024:
+        return f"tuned at 1024 px: {official} with SAM2ImagePredictor, as for the official weights"
+    return (
+        f"tuned at {image_size} px. {official} builds it at 1024 px (SAM2ImagePredictor assumes "
+        f'1024); samtune.load_predictor("{out.name}") builds it at {image_size} px, the '
+        "resolution it was tuned at, and returns the same SAM2ImagePredictor class"
+    )
+
+
+def sidecar_path(out: str | os.PathLike) -> Path:
+    """The JSON sidecar of an exported checkpoint: ``<out without suffix>.json``."""
+    return Path(out).with_suffix(".json")
+
+
+def export_checkpoint(ckpt: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """Write the tuned model of ``ckpt`` as an official SAM 2 checkpoint, with a JSON sidecar.
+
+    Args:
+        ckpt: a samtune Lightning checkpoint (any adapter; a frozen encoder still writes the
+            full model).
+        out: the ``.pt`` file to write; an existing folder gets ``<ckpt stem>.pt`` inside.
+
+    Returns:
+        The path of the written ``.pt``. The sidecar is ``<out without suffix>.json``.
+    """
+    from samtune import __version__
+
+    out = Path(out)
+    if out.is_dir():
+        out = out / f"{Path(ckpt).stem}.pt"
+    if out.suffix not in {".pt", ".pth"}:
+        raise ValueError(f"export out={out} must end in .pt (or be an existing folder)")
+    model, info = model_from_lightning_checkpoint(ckpt)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    atomic_write(out, lambda tmp: torch.save({"model": state}, tmp))
+    sidecar = {
+        "model": info["name"],
+        "sam2_config": info["sam2_config"],
+        "image_size": info["image_size"],
+        "adapter": info["adapter"],
+        "adapter_config": info["adapter_config"],
+        "data": info["data"],
+        "metrics": _jsonable(info["metrics"]),
+        "random_init": info["random_init"],
+        "samtune_version": info["samtune_version"],
+        "exported_with": __version__,
+        "source": str(Path(ckpt).resolve()),
+        "base_checkpoint": info["base_checkpoint"],
+        "sha256": sha256_of(out),
+        "loading": loading_note(out, info["sam2_config"], int(info["image_size"])),
+    }
+    side = sidecar_path(out)
+    write_json_atomic(side, sidecar, indent=2)
+    log.info(
+        "exported %s (%s, %s adapter) to %s and %s", ckpt, info["name"], info["adapter"], out, side
+    )
+    if info["random_init"]:
+        log.warning(
+            "%s was trained from RANDOM WEIGHTS (no SAM 2.1 checkpoint); see %s", ckpt, side
+        )
+    return out

@@ -1,0 +1,1 @@
+"""Training: the LightningModule, the loss, the optimiser and the training run."""

@@ -1,0 +1,253 @@
+"""SAM 2's training loss for one prediction step of N objects.
+
+Terms, per object and per predicted mask (M = 1 or 3 masks per object):
+
+* **focal**: sigmoid focal loss (``alpha``, ``gamma``), averaged over the pixels.
+* **dice**: soft Dice on the sigmoid, smoothed with 1 in numerator and denominator,
+  ``1 - (2 * sum(p * t) + 1) / (sum(p) + sum(t) + 1)``, sums over the pixels. SAM 2 writes the
+  numerator as ``sum(p) + sum(t) - |p - t|_1``, which is the same number for a 0/1 target.
+* **iou**: L1 (or MSE) between the predicted IoU and the actual IoU of the thresholded mask
+  (logits > 0) with the target, ``|pred & t| / max(|pred | t|, 1)``, averaged over all M masks.
+* **object_score**: binary cross-entropy with logits of the object score against "the target
+  is not empty".
+
+Focal and dice are taken from the mask with the lowest ``focal_weight * focal + dice_weight *
+dice`` only, so gradients reach that mask alone; the IoU term sees all masks. With
+``supervise_object_score`` an object whose target is empty contributes no focal, dice or IoU
+loss (it only teaches the object score), as in SAM 2. Every term is then summed over the
+objects and divided by N, the number of objects including the empty ones (SAM 2 divides by
+the number of objects in the batch the same way).
+
+For interactive training, call the loss once per prediction step and add the results, as SAM 2
+does; the logits must be at the target's resolution (upsample the decoder's low-res logits
+first).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def sigmoid_focal_loss(
+    logits: torch.Tensor, target: torch.Tensor, *, alpha: float, gamma: float
+) -> torch.Tensor:
+    """Per-mask sigmoid focal loss averaged over the pixels.
+
+    Args:
+        logits: ``N x M x H x W`` mask logits.
+        target: ``N x M x H x W`` float 0/1 target (broadcastable).
+        alpha: weight of the positive pixels (negatives get ``1 - alpha``); < 0 disables it.
+        gamma: focusing exponent on ``1 - p_t``.
+
+    Returns:
+        ``N x M`` losses.
+    """
+    target = target.expand_as(logits)
+    prob = torch.sigmoid(logits)
+    ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    p_t = prob * target + (1 - prob) * (1 - target)
+    loss = ce * (1 - p_t) ** gamma
+    if alpha >= 0:
+        loss = loss * (alpha * target + (1 - alpha) * (1 - target))
+    return loss.flatten(2).mean(dim=-1)
+
+
+def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-mask soft Dice loss on the sigmoid with +1 smoothing.
+
+    Args:
+        logits: ``N x M x H x W`` mask logits.
+        target: ``N x M x H x W`` float 0/1 target (broadcastable).
+
+    Returns:
+        ``N x M`` losses in ``[0, 1)``.
+    """
+    prob = torch.sigmoid(logits).flatten(2)
+    target = target.expand_as(logits).flatten(2)
+    intersection = (prob * target).sum(dim=-1)
+    total = prob.sum(dim=-1) + target.sum(dim=-1)
+    return 1 - (2 * intersection + 1) / (total + 1)
+
+
+def mask_iou(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """IoU of each thresholded mask (logits > 0) with the target, 0 where both are empty.
+
+    Args:
+        logits: ``N x M x H x W`` mask logits.
+        target: ``N x M x H x W`` bool target (broadcastable).
+
+    Returns:
+        ``N x M`` float IoUs, without gradient.
+    """
+    pred = (logits > 0).flatten(2)
+    target = target.expand_as(logits).flatten(2)
+    inter = (pred & target).sum(dim=-1).float()
+    union = (pred | target).sum(dim=-1).float()
+    return inter / union.clamp(min=1.0)
+
+
+class SAM2Loss(torch.nn.Module):
+    """SAM 2's loss: focal + dice on the best of the masks, IoU prediction on all, object score.
+
+    See the module docstring for the exact formulas and the reduction.
+
+    Args:
+        focal_weight: weight of the focal term in ``loss`` and in the choice of the best mask.
+        dice_weight: weight of the dice term in ``loss`` and in the choice of the best mask.
+        iou_weight: weight of the IoU-prediction term.
+        object_score_weight: weight of the object-score term.
+        focal_alpha: focal loss alpha (weight of positive pixels); < 0 disables the weighting.
+        focal_gamma: focal loss gamma.
+        iou_use_l1: L1 for the IoU prediction (SAM 2.1's choice); MSE if False.
+        supervise_object_score: train the object score and give empty targets no mask loss.
+            If False the object-score term is 0, ``object_score_logits`` may be None, and every
+            object gets the mask losses.
+    """
+
+    def __init__(
+        self,
+        *,
+        focal_weight: float = 20.0,
+        dice_weight: float = 1.0,
+        iou_weight: float = 1.0,
+        object_score_weight: float = 1.0,
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
+        iou_use_l1: bool = True,
+        supervise_object_score: bool = True,
+    ) -> None:
+        super().__init__()
+        for name, value in (
+            ("focal_weight", focal_weight),
+            ("dice_weight", dice_weight),
+            ("iou_weight", iou_weight),
+            ("object_score_weight", object_score_weight),
+            ("focal_gamma", focal_gamma),
+        ):
+            if value < 0:
+                raise ValueError(f"SAM2Loss: {name} must be >= 0, got {value!r}")
+        if focal_alpha > 1:
+            raise ValueError(
+                f"SAM2Loss: focal_alpha must be <= 1 (or < 0 to disable), got {focal_alpha!r}"
+            )
+        self.focal_weight = float(focal_weight)
+        self.dice_weight = float(dice_weight)
+        self.iou_weight = float(iou_weight)
+        self.object_score_weight = float(object_score_weight)
+        self.focal_alpha = float(focal_alpha)
+        self.focal_gamma = float(focal_gamma)
+        self.iou_use_l1 = bool(iou_use_l1)
+        self.supervise_object_score = bool(supervise_object_score)
+
+    def extra_repr(self) -> str:
+        return (
+            f"focal_weight={self.focal_weight}, dice_weight={self.dice_weight}, "
+            f"iou_weight={self.iou_weight}, object_score_weight={self.object_score_weight}, "
+            f"focal_alpha={self.focal_alpha}, focal_gamma={self.focal_gamma}, "
+            f"iou_use_l1={self.iou_use_l1}, supervise_object_score={self.supervise_object_score}"
+        )
+
+    def _check(
+        self,
+        mask_logits: torch.Tensor,
+        iou_pred: torch.Tensor,
+        object_score_logits: torch.Tensor | None,
+        target: torch.Tensor,
+    ) -> None:
+        if mask_logits.dim() != 4:
+            raise ValueError(
+                f"SAM2Loss: mask_logits must be N x M x H x W, got {tuple(mask_logits.shape)}"
+            )
+        n, m, h, w = mask_logits.shape
+        if n == 0:
+            raise ValueError("SAM2Loss: got 0 objects; there is nothing to compute a loss on")
+        if target.shape != (n, h, w):
+            raise ValueError(
+                f"SAM2Loss: target must be N x H x W = {(n, h, w)} to match mask_logits "
+                f"{tuple(mask_logits.shape)}, got {tuple(target.shape)} (upsample the logits first)"
+            )
+        if iou_pred.shape != (n, m):
+            raise ValueError(
+                f"SAM2Loss: iou_pred must be N x M = {(n, m)}, got {tuple(iou_pred.shape)}"
+            )
+        if self.supervise_object_score:
+            if object_score_logits is None:
+                raise ValueError(
+                    "SAM2Loss: object_score_logits is required when supervise_object_score"
+                )
+            if object_score_logits.shape != (n, 1):
+                raise ValueError(
+                    f"SAM2Loss: object_score_logits must be N x 1 = {(n, 1)}, "
+                    f"got {tuple(object_score_logits.shape)}"
+                )
+
+    def forward(
+        self,
+        mask_logits: torch.Tensor,
+        iou_pred: torch.Tensor,
+        object_score_logits: torch.Tensor | None,
+        target: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        """Loss of one prediction step.
+
+        Args:
+            mask_logits: ``N x M x H x W`` mask logits (M = 1 or 3) at the target's size.
+            iou_pred: ``N x M`` predicted IoUs.
+            object_score_logits: ``N x 1`` object-present logits (None allowed only without
+                ``supervise_object_score``).
+            target: ``N x H x W`` bool ground truth.
+
+        Returns:
+            ``loss``: the weighted total to back-propagate; ``focal``, ``dice``, ``iou``,
+            ``object_score``: the unweighted terms, each averaged over the N objects.
+        """
+        self._check(mask_logits, iou_pred, object_score_logits, target)
+        n = mask_logits.shape[0]
+        logits = mask_logits.float()
+        target_bool = target.bool()[:, None]
+        target_float = target_bool.float()
+
+        focal_all = sigmoid_focal_loss(
+            logits, target_float, alpha=self.focal_alpha, gamma=self.focal_gamma
+        )
+        dice_all = dice_loss(logits, target_float)
+        actual_iou = mask_iou(logits.detach(), target_bool)
+        if self.iou_use_l1:
+            iou_all = F.l1_loss(iou_pred.float(), actual_iou, reduction="none")
+        else:
+            iou_all = F.mse_loss(iou_pred.float(), actual_iou, reduction="none")
+
+        combo = self.focal_weight * focal_all + self.dice_weight * dice_all
+        best = combo.detach().argmin(dim=1)
+        rows = torch.arange(n, device=logits.device)
+        focal = focal_all[rows, best]
+        dice = dice_all[rows, best]
+        iou = iou_all.mean(dim=1)
+
+        present = target_bool.flatten(1).any(dim=1).float()
+        if self.supervise_object_score:
+            weight = present
+            object_score = F.binary_cross_entropy_with_logits(
+                object_score_logits.float()[:, 0], present, reduction="mean"
+            )
+        else:
+            weight = torch.ones_like(present)
+            object_score = logits.new_zeros(())
+
+        focal = (focal * weight).sum() / n
+        dice = (dice * weight).sum() / n
+        iou = (iou * weight).sum() / n
+        loss = (
+            self.focal_weight * focal
+            + self.dice_weight * dice
+            + self.iou_weight * iou
+            + self.object_score_weight * object_score
+        )
+        return {
+            "loss": loss,
+            "focal": focal,
+            "dice": dice,
+            "iou": iou,
+            "object_score": object_score,
+        }

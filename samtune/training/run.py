@@ -1,0 +1,278 @@
+"""One training run from a composed Hydra config: build, fit, evaluate the best model, summarise."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from samtune.training.module import SamTuneModule
+
+log = logging.getLogger(__name__)
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes in bf16 natively (AVX512-BF16 or AMX), read from /proc/cpuinfo."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str | None) -> str:
+    """``null`` means bf16 autocast on a GPU (with TF32 matmuls on Ampere and later), bf16 autocast
+    on a CPU with native bf16, and full fp32 on other CPUs (where emulated bf16 is slower)."""
+    if precision not in (None, "null", "auto"):
+        return str(precision)
+    if torch.cuda.is_available():
+        torch.set_float32_matmul_precision("high")
+        return "bf16-mixed"
+    return "bf16-mixed" if cpu_has_native_bf16() else "32-true"
+
+
+def build_module(cfg: DictConfig) -> SamTuneModule:
+    """The LightningModule described by ``cfg`` (model, adapter, prompts, loss, optim, speed)."""
+    adapter = instantiate(cfg.adapter)
+    speed = cfg.get("speed") or {}
+    cache_cfg = speed.get("embedding_cache")
+    use_cache = cache_cfg is not None and not adapter.encoder_trainable
+    return SamTuneModule(
+        model=instantiate(cfg.model),
+        adapter=adapter,
+        prompts=instantiate(cfg.prompts),
+        loss=instantiate(cfg.loss),
+        optim=instantiate(cfg.optim),
+        seed=int(cfg.seed),
+        run_info={
+            "adapter": OmegaConf.to_container(cfg.adapter, resolve=True),
+            "data": describe_data(cfg),
+            "config": OmegaConf.to_container(cfg, resolve=True),
+        },
+        embedding_cache=instantiate(cache_cfg) if use_cache else None,
+        activation_checkpointing=bool(speed.get("activation_checkpointing", False)),
+        checkpoint_prompt_steps=bool(speed.get("checkpoint_prompt_steps", False)),
+        compile_encoder=bool(speed.get("compile_encoder", False)),
+    )
+
+
+def describe_data(cfg: DictConfig) -> str:
+    """A short name for the data of a run, the same for training and evaluation runs: the ``data``
+    config choice (else the datamodule class) and its main path, if any."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if cfg.get("data_name"):  # recorded by the run that a resumed run continues
+        return str(cfg.data_name)
+    name = None
+    if HydraConfig.initialized():
+        name = HydraConfig.get().runtime.choices.get("data")
+    if not name:
+        name = str(cfg.data.get("_target_", "?")).rsplit(".", 1)[-1]
+    for key in ("root", "images", "train_images"):
+        if cfg.data.get(key):
+            return f"{name}({cfg.data.get(key)})"
+    return str(name)
+
+
+def run_training(cfg: DictConfig) -> dict[str, Any]:
+    """Fit, evaluate the best checkpoint (if asked), write ``summary.json`` and print a summary.
+
+    Returns:
+        The summary dict (also written to ``<output_dir>/summary.json``).
+    """
+    from samtune.models.weights import is_none
+    from samtune.training.run_lock import RunLock
+
+    resume = None
+    if not is_none(cfg.get("resume")):
+        from samtune.training.resume import resume_config, task_overrides
+
+        cfg, resume, _ = resume_config(cfg, task_overrides())
+    out_dir = Path(cfg.paths.output_dir)
+    with RunLock(out_dir):
+        return _fit_and_summarise(cfg, out_dir, resume)
+
+
+def _fit_and_summarise(cfg: DictConfig, out_dir: Path, resume: Path | None) -> dict[str, Any]:
+    import lightning as L
+
+    from samtune.io_atomic import remove_stale_temporaries, write_json_atomic
+    from samtune.training.checkpoint_io import AtomicCheckpointIO
+    from samtune.training.interrupt import InterruptCheckpoint, interrupted_message
+    from samtune.training.run_lock import check_writable
+
+    start = time.time()
+    ckpt_dir = out_dir / "checkpoints"
+    check_writable(ckpt_dir)  # before any compute is spent
+    remove_stale_temporaries(ckpt_dir)
+    if resume is None and os.environ.get("SLURM_RESTART_COUNT", "0") not in ("", "0"):
+        if (ckpt_dir / "last.ckpt").is_file():  # a requeued SLURM job picks up where it stopped
+            resume = ckpt_dir / "last.ckpt"
+            log.warning("SLURM requeue: resuming from %s", resume)
+    L.seed_everything(int(cfg.seed), workers=True)
+
+    data_kwargs = {}
+    if "skip_log" in cfg.data and cfg.data.skip_log is None:
+        data_kwargs["skip_log"] = str(out_dir / "skipped.jsonl")
+    datamodule = instantiate(cfg.data, **data_kwargs)
+    module = build_module(cfg)
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    interrupt = InterruptCheckpoint(ckpt_dir)
+    callbacks.append(interrupt)
+    if resume is not None:
+        import warnings
+
+        from samtune.training.resume import ContinueCsvLog
+
+        # samtune's datamodules resume their order mid-epoch (EpochShuffleSampler)
+        warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended")
+
+        from samtune.models.weights import safe_load
+
+        step = int(safe_load(resume, what="training checkpoint")["global_step"])
+        callbacks.append(ContinueCsvLog(out_dir / "csv" / "metrics.csv", before_step=step))
+    trainer = instantiate(
+        cfg.trainer,
+        logger=loggers or False,
+        callbacks=callbacks,
+        precision=resolve_precision(cfg.trainer.get("precision")),
+        plugins=[AtomicCheckpointIO()],
+    )
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
+    except (SystemExit, KeyboardInterrupt):
+        if interrupt.saved_step is None:
+            raise
+        print(interrupted_message(interrupt.saved_step, out_dir), flush=True)
+        raise SystemExit(interrupt.exit_code) from None
+
+    ckpt_cb = trainer.checkpoint_callback
+    best = getattr(ckpt_cb, "best_model_path", "") or ""
+    last = str(ckpt_dir / "last.ckpt") if (ckpt_dir / "last.ckpt").is_file() else ""
+    summary: dict[str, Any] = {
+        "model": module.spec.name,
+        "image_size": int(module.spec.image_size),
+        "adapter": module.adapter.name,
+        "checkpoint": module.spec.resolved_checkpoint,
+        "random_init": bool(module.spec.random_init),
+        "data": describe_data(cfg),
+        "parameters": module.param_report,
+        "best_val": module.best_metrics,
+        "best_checkpoint": best,
+        "last_checkpoint": last,
+        "output_dir": str(out_dir),
+        "data_summary": datamodule.summary() if hasattr(datamodule, "summary") else "",
+    }
+    if cfg.get("evaluate_after_training", False):
+        summary["eval"] = evaluate_module(cfg, module, datamodule, best, out_dir / "eval")
+    summary["wall_time_s"] = round(time.time() - start, 1)
+    write_json_atomic(out_dir / "summary.json", summary, indent=2, default=str)
+    print(format_summary(summary), flush=True)
+    for lg in loggers:
+        if type(lg).__name__ == "WandbLogger":
+            import wandb
+
+            wandb.finish()
+    return summary
+
+
+def evaluate_module(
+    cfg: DictConfig, module: SamTuneModule, datamodule: Any, best_ckpt: str, out_dir: Path
+) -> dict[str, Any]:
+    """Evaluate the best weights of a finished run with the fixed protocols; write the report files."""
+    from samtune.evaluation.evaluator import evaluate_dataset
+    from samtune.evaluation.report.files import write_results
+
+    if best_ckpt and Path(best_ckpt).is_file():
+        from samtune.models.weights import read_training_checkpoint
+
+        ckpt = read_training_checkpoint(best_ckpt)
+        module.on_load_checkpoint(ckpt)  # a small checkpoint gets its frozen weights back
+        module.load_state_dict(ckpt["state_dict"], strict=True)
+    model = module.model.eval()
+    evaluator = instantiate(cfg.evaluation)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model.to(device)
+    result, volumes = evaluate_dataset(
+        evaluator, model, datamodule.raw_dataset("val"), device=device
+    )
+    files = write_results(
+        result,
+        out_dir,
+        volumes=volumes,
+        summary={
+            "model": module.spec.name,
+            "image_size": int(module.spec.image_size),
+            "adapter": module.adapter.name,
+            "checkpoint": best_ckpt or None,
+            "base_checkpoint": module.spec.resolved_checkpoint,
+            "random_init": bool(module.spec.random_init),
+            "data": describe_data(cfg),
+            "split": "val",
+            "seed": int(cfg.seed),
+        },
+    )
+    headline = {}
+    for protocol, agg in result.aggregates().items():
+        headline[protocol] = {
+            k: v for k, v in agg.items() if k in ("n_objects", "miou", "mdice", "noc85", "noc90")
+        }
+    return {
+        "aggregates": headline,
+        "counts": result.counts(),
+        "files": {k: str(v) for k, v in files.items()},
+    }
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The one-screen summary printed at the end of ``samtune-train``."""
+    bar = "=" * 78
+    lines = [bar, "samtune: training finished".center(78), bar]
+    weights = (
+        "RANDOM INIT (no checkpoint) - numbers are not SAM 2.1's"
+        if summary["random_init"]
+        else summary["checkpoint"]
+    )
+    lines.append(f"model      {summary['model']} @ {summary['image_size']} px; weights: {weights}")
+    p = summary["parameters"]
+    lines.append(
+        f"adapter    {summary['adapter']}: {p['trainable']:,} trainable of {p['total']:,} parameters"
+    )
+    lines.append(f"data       {summary['data']}")
+    if summary.get("data_summary"):
+        for row in str(summary["data_summary"]).splitlines():
+            lines.append(f"           {row}")
+    best = summary.get("best_val") or {}
+    if best:
+        parts = ", ".join(f"{k.removeprefix('val/')} {v:.3f}" for k, v in best.items())
+        lines.append(f"best val   {parts}")
+    ev = summary.get("eval")
+    if ev:
+        for proto, agg in ev["aggregates"].items():
+            if isinstance(agg, dict) and "miou" in agg:
+                extra = "".join(
+                    f", {k} {agg[k]:.2f}"
+                    for k in ("noc85", "noc90")
+                    if isinstance(agg.get(k), (int, float))
+                )
+                lines.append(
+                    f"eval       {proto:<7} mIoU {agg['miou']:.3f}  mDice {agg.get('mdice', float('nan')):.3f}{extra}"
+                )
+    lines.append(f"files      best checkpoint  {summary['best_checkpoint'] or '-'}")
+    lines.append(f"           last checkpoint  {summary['last_checkpoint'] or '-'}")
+    lines.append(f"           metrics (CSV)    {summary['output_dir']}/csv/metrics.csv")
+    if ev:
+        for name in ("results", "report_html", "report_md"):
+            if name in ev["files"]:
+                lines.append(f"           {name:<16} {ev['files'][name]}")
+    lines.append(f"           summary          {summary['output_dir']}/summary.json")
+    lines.append(f"time       {summary.get('wall_time_s', 0):.0f} s")
+    lines.append(bar)
+    return "\n".join(lines)

@@ -1,0 +1,25 @@
+"""The notebooks in notebooks/ run from top to bottom."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers import REPO
+
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_runs(path, tmp_path, monkeypatch):
+    import nbformat
+    from nbclient import NotebookClient
+
+    monkeypatch.setenv("SAMTUNE_CACHE", str(tmp_path / "cache"))  # never a real download
+    nb = nbformat.read(path, as_version=4)
+    NotebookClient(
+        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
+    outputs = "".join(
+        o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+    )
+    assert "mIoU" in outputs and "IoU with the ground truth" in outputs
