@@ -7,7 +7,8 @@ and a W&B run is resumed under the same id.
 
 Command-line values still win for the keys in :data:`SAFE_OVERRIDES` (how long to train, where
 to run, what to log and evaluate); any other override (model, adapter, data, optimiser, loss,
-prompts, seed, ...) would change the run under way, so it is refused with an error naming it.
+prompts, seed, ...) that differs from the recorded value would change the run under way, so it
+is refused with an error naming it (restating the recorded value is accepted).
 """
 
 from __future__ import annotations
@@ -77,6 +78,12 @@ def is_safe_override(key: str) -> bool:
     return any(key == k or key.startswith(k + ".") for k in SAFE_OVERRIDES)
 
 
+def _plain(value: Any) -> Any:
+    from omegaconf import Container
+
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, Container) else value
+
+
 def _relocate(value: Any, old: str, new: str) -> Any:
     if isinstance(value, dict):
         return {k: _relocate(v, old, new) for k, v in value.items()}
@@ -102,23 +109,29 @@ def resume_config(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, Pa
         CheckpointError: for a missing or unreadable checkpoint, or one without a recorded config.
     """
     ckpt_path, run_dir = find_checkpoint(cfg.resume)
-    unsafe = [o for o in overrides if not is_safe_override(_override_key(o))]
-    if unsafe:
-        raise ValueError(
-            f"resume={cfg.resume} continues the run with its recorded config; these overrides "
-            f"would change it: {', '.join(unsafe)}. Allowed: {', '.join(SAFE_OVERRIDES)}"
-        )
     meta = read_training_checkpoint(ckpt_path)["samtune"]
     recorded = meta.get("config")
     if not isinstance(recorded, dict) or not recorded:
         raise CheckpointError(f"{ckpt_path} has no recorded config (ckpt['samtune']['config'])")
     old_dir = str(OmegaConf.select(OmegaConf.create(recorded), "paths.output_dir") or "")
     resumed = OmegaConf.create(_relocate(recorded, old_dir, str(run_dir)))
+    unsafe = []
     for override in overrides:
         key = _override_key(override)
-        if key == "resume":
+        if key == "resume" or key.startswith("hydra."):
             continue
-        OmegaConf.update(resumed, key, OmegaConf.select(cfg, key), force_add=True)
+        value = OmegaConf.select(cfg, key)
+        if key == "experiment":  # an experiment file changes many keys at once
+            unsafe.append(override)
+        elif is_safe_override(key):
+            OmegaConf.update(resumed, key, value, force_add=True)
+        elif _plain(value) != _plain(OmegaConf.select(resumed, key)):
+            unsafe.append(override)  # restating the recorded value changes nothing
+    if unsafe:
+        raise ValueError(
+            f"resume={cfg.resume} continues the run with its recorded config; these overrides "
+            f"would change it: {', '.join(unsafe)}. Allowed: {', '.join(SAFE_OVERRIDES)}"
+        )
     resumed.resume = str(ckpt_path)
     if meta.get("data"):  # this invocation's Hydra choices are today's defaults, not the run's
         resumed.data_name = str(meta["data"])

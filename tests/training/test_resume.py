@@ -158,9 +158,25 @@ def test_resume_refuses_overrides_that_change_the_run(tmp_path):
 
     assert is_safe_override("trainer.max_epochs") and is_safe_override("logger.wandb.offline")
     assert not is_safe_override("optim.lr") and not is_safe_override("model.name")
-    ckpt = tmp_path / "checkpoints" / "last.ckpt"
-    ckpt.parent.mkdir()
-    ckpt.write_bytes(b"")
-    cfg = OmegaConf.create({"resume": str(tmp_path), "optim": {"lr": 1.0}})
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    recorded = {
+        "optim": {"lr": 0.1},
+        "trainer": {"max_epochs": 2},
+        "seed": 1,
+        "paths": {"output_dir": "/elsewhere/run"},
+        "callbacks": {"last": {"dirpath": "/elsewhere/run/checkpoints"}},
+    }
+    meta = {"model": {"name": "x", "image_size": 128}, "adapter": {}, "config": recorded}
+    torch.save({"state_dict": {}, "samtune": meta}, ckpt)
+    cfg = OmegaConf.create({"resume": str(tmp_path / "run"), "optim": {"lr": 1.0}, "seed": 1})
     with pytest.raises(ValueError, match="would change it: optim.lr=1.0"):
         resume_config(cfg, ["resume=x", "optim.lr=1.0"])
+    cfg = OmegaConf.create(
+        {"resume": str(tmp_path / "run"), "optim": {"lr": 0.1}, "trainer": {"max_epochs": 5}}
+    )
+    resumed, found, _ = resume_config(cfg, ["resume=x", "optim.lr=0.1", "trainer.max_epochs=5"])
+    assert found == ckpt and resumed.trainer.max_epochs == 5 and resumed.optim.lr == 0.1
+    # the run folder is where the checkpoint is now, not where it was recorded
+    assert resumed.paths.output_dir == str(tmp_path / "run")
+    assert resumed.callbacks.last.dirpath == str(tmp_path / "run" / "checkpoints")
