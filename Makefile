@@ -4,6 +4,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.samtune-installed
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+# Roboflow's client for the serving tests, without its own pins (they would downgrade numpy and
+# pillow and add a second OpenCV next to opencv-python-headless): the package and the small
+# packages it imports.
+CLIENT_PINS ?= inference-sdk==1.8.3 dataclasses-json==0.6.7 marshmallow==3.26.2 \
+	typing-inspect==0.9.0 mypy-extensions==1.2.0 backoff==2.2.1 tldextract==5.1.3 \
+	requests-file==3.0.1 supervision==0.30.9 pyDeprecate==0.13.0 defusedxml==0.7.1
 DEMO_ARGS ?=
 
 .PHONY: setup test test-all demo lint format benchmark clean
@@ -16,6 +22,7 @@ $(STAMP): pyproject.toml
 	$(PY) -c "import torch, torchvision" 2>/dev/null || $(PY) -m pip install -q $(TORCH_PINS)
 	$(PY) -c "import sam2" 2>/dev/null || SAM2_BUILD_CUDA=0 $(PY) -m pip install -q --no-build-isolation "sam2==1.1.0"
 	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -c "import inference_sdk" 2>/dev/null || $(PY) -m pip install -q --no-deps $(CLIENT_PINS)
 	touch $(STAMP)
 
 test: setup

@@ -415,6 +415,7 @@ def train_job(job: dict[str, Any]) -> dict[str, Any]:
         "objects_per_step": objects[-1],
         "trainable_params": report["trainable"],
     }
+    out.update(memory_estimate(module, job, objects[-1]))
     if module.embedding_cache is not None:
         stats = module.embedding_cache.stats
         out["cache"] = {
@@ -423,6 +424,24 @@ def train_job(job: dict[str, Any]) -> dict[str, Any]:
             "mb": stats.memory_bytes / 2**20,
         }
     return out
+
+
+def memory_estimate(module, job: dict[str, Any], objects: int) -> dict[str, Any]:
+    """samtune's estimate of the step's peak memory (``samtune.training.memory``, what training checks
+    before it starts), for the objects this step prompted, next to what was measured."""
+    from samtune.training.memory import estimate_step_memory
+    from samtune.training.memory_check import module_inputs
+
+    inputs = module_inputs(
+        module,
+        batch=job["batch"],
+        objects_per_image=max(objects, 1) / job["batch"],
+        bf16=job["precision"] == "bf16",
+    )
+    return {
+        "estimated_memory_mb": estimate_step_memory(inputs).total / 2**20,
+        "prompt_steps": inputs.prompt_steps,
+    }
 
 
 def run_train_job(job: dict[str, Any], isolate: bool) -> dict[str, Any]:
@@ -488,7 +507,8 @@ def bench_train(args, device: torch.device) -> list[dict[str, Any]]:
             row = run_train_job(job, args.isolate)
             rows.append(row)
             print(
-                f"  train {size} {config}: {row['sec_per_step']:.2f} s/step, {row['peak_memory_mb']:.0f} MB",
+                f"  train {size} {config}: {row['sec_per_step']:.2f} s/step, "
+                f"{row['peak_memory_mb']:.0f} MB (estimated {row['estimated_memory_mb']:.0f} MB)",
                 flush=True,
             )
     add_train_ratios(rows)
@@ -718,6 +738,30 @@ def format_tables(result: dict[str, Any]) -> str:
             ],
         )
     train = result.get("train")
+    if isinstance(train, list) and any("estimated_memory_mb" in r for r in train):
+        lines += [
+            "Training step memory: samtune's estimate (samtune.training.memory) vs measured",
+            "",
+        ]
+        lines += _table(
+            ["model", "config", "px", "batch", "objects x steps", "precision"]
+            + ["measured MB", "estimated MB", "error"],
+            [
+                [
+                    r["size"],
+                    r["config"],
+                    str(r["image_size"]),
+                    str(r["batch"]),
+                    f"{r['objects_per_step']} x {r.get('prompt_steps', '?')}",
+                    r["precision"],
+                    f"{r['peak_memory_mb']:.0f}",
+                    f"{r['estimated_memory_mb']:.0f}",
+                    f"{r['estimated_memory_mb'] / r['peak_memory_mb'] - 1:+.0%}",
+                ]
+                for r in train
+                if "estimated_memory_mb" in r
+            ],
+        )
     if isinstance(train, list) and train:
         lines += _table(
             [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 
@@ -41,6 +42,10 @@ def run_hydra_app(task: Callable[[DictConfig], object], config_name: str) -> Non
     global state is cleared; the model is built later from sam2's YAML without Hydra's globals.
     """
     import hydra
+
+    from samtune.cli.console import filter_noise_warnings, setup_console
+
+    filter_noise_warnings()
     import sam2  # noqa: F401
 
     if not CONFIG_DIR.is_dir():
@@ -49,4 +54,12 @@ def run_hydra_app(task: Callable[[DictConfig], object], config_name: str) -> Non
             "reinstall samtune"
         )
     clear_global_hydra()
-    hydra.main(config_path=str(CONFIG_DIR), config_name=config_name, version_base="1.3")(task)()
+
+    @functools.wraps(task)
+    def task_with_console(cfg: DictConfig) -> object:
+        setup_console()  # after Hydra configured logging
+        return task(cfg)
+
+    hydra.main(config_path=str(CONFIG_DIR), config_name=config_name, version_base="1.3")(
+        task_with_console
+    )()

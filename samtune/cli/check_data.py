@@ -3,12 +3,14 @@
 Prints counts (images or volume slices, objects per class, empty and tiny masks, size and
 spacing outliers) and every unreadable or mismatched file, writes the same as
 ``data_check.json`` into the Hydra run folder, and exits with status 1 when any file is bad.
+With ``to_coco=out.json`` it also writes every image and object it read as one COCO file.
 The datamodule is built with ``on_error=skip``, so all problems are listed, not just the first.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -51,11 +53,23 @@ def check_data(cfg: DictConfig, out_dir: Path, data_name: str | None = None) -> 
         size_outlier_factor=float(cfg.size_outlier_factor),
     )
     report = {"data": data_name, **report, "report_file": str(out_dir / "data_check.json")}
+    if cfg.get("to_coco"):
+        from samtune.data.coco_export import write_coco
+
+        report["to_coco"] = write_coco(datamodule, cfg.to_coco, splits=list(cfg.splits))
     from samtune.io_atomic import write_json_atomic
 
     write_json_atomic(out_dir / "data_check.json", report, indent=2, default=str)
     print(format_check(report, max_listed=int(cfg.max_listed)), flush=True)
     print(f"report: {out_dir / 'data_check.json'}", flush=True)
+    if "to_coco" in report:
+        coco = report["to_coco"]
+        splits = ", ".join(f"{split} {n}" for split, n in coco["per_split"].items())
+        print(
+            f"COCO: {coco['images']} images ({splits}), {coco['annotations']} objects, "
+            f"{len(coco['categories'])} categories written to {coco['file']}",
+            flush=True,
+        )
     return report
 
 
@@ -74,10 +88,37 @@ def task(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    """Entry point of ``samtune-check-data``."""
+    """Entry point of ``samtune-check-data`` (``--to-coco out.json`` is read as ``to_coco=``)."""
+    import sys
+
     from samtune.cli._hydra import run_hydra_app
 
+    sys.argv[1:] = plain_overrides(sys.argv[1:])
     run_hydra_app(task, "check_data")
+
+
+def plain_overrides(args: list[str]) -> list[str]:
+    """``--to-coco out.json`` and ``--to-coco=out.json`` as the Hydra override ``to_coco=out.json``."""
+    out: list[str] = []
+    rest = iter(args)
+    for arg in rest:
+        if arg == "--to-coco":
+            value = next(rest, None)
+            if value is None:
+                raise SystemExit("--to-coco needs a file name: --to-coco out.json")
+            out.append(f"to_coco={_hydra_value(value)}")
+        elif arg.startswith("--to-coco="):
+            out.append(f"to_coco={_hydra_value(arg.split('=', 1)[1])}")
+        else:
+            out.append(arg)
+    return out
+
+
+def _hydra_value(value: str) -> str:
+    """``value`` quoted for Hydra's override grammar when it holds more than plain path text."""
+    if re.fullmatch(r"[A-Za-z0-9_./~:-]+", value):
+        return value
+    return "'" + value.replace("'", "\\'") + "'"
 
 
 if __name__ == "__main__":

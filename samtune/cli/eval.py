@@ -106,7 +106,33 @@ def evaluate(cfg: DictConfig, out_dir: Path, data_name: str) -> dict[str, Path]:
     if hasattr(datamodule, "summary"):
         log.info("data: %s", datamodule.summary())
     log.info("results written to %s", out_dir)
+    print(results_text(result.aggregates(), summary, files), flush=True)
     return files
+
+
+def results_text(
+    aggregates: dict[str, Any], summary: dict[str, Any], files: dict[str, Path]
+) -> str:
+    """What ``samtune-eval`` prints at the end: the run, the protocol table, the report files."""
+    from samtune.evaluation.report.files import console_table
+
+    weights = (
+        "RANDOM INIT (no checkpoint)" if summary.get("random_init") else summary.get("weights")
+    )
+    lines = [
+        f"samtune-eval: {summary.get('model')} @ {summary.get('image_size')} px, "
+        f"checkpoint {summary.get('checkpoint') or 'none (zero-shot)'}, weights {weights}",
+        f"data {summary.get('data')}, split {summary.get('split')}, seed {summary.get('seed')}",
+        "",
+        console_table(aggregates),
+        "",
+    ]
+    lines += [
+        f"{name:<12} {path}"
+        for name, path in files.items()
+        if name.startswith(("results", "report"))
+    ]
+    return "\n".join(lines)
 
 
 def task(cfg: DictConfig) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from omegaconf import DictConfig
 
 from samtune.cli._hydra import run_hydra_app
@@ -9,9 +11,14 @@ from samtune.cli._hydra import run_hydra_app
 
 def task(cfg: DictConfig) -> float | None:
     """Run one training job; the return value (best val mIoU) lets Hydra sweepers optimise it."""
+    from samtune.training.memory import MemoryBudgetError
     from samtune.training.run import run_training
 
-    summary = run_training(cfg)
+    try:
+        summary = run_training(cfg)
+    except MemoryBudgetError as exc:  # a message for the user, not a traceback
+        logging.getLogger("samtune.training.memory").error("%s", exc)
+        raise SystemExit(1) from None
     return (summary.get("best_val") or {}).get("val/miou")
 
 

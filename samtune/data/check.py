@@ -337,6 +337,13 @@ def format_check(report: dict[str, Any], *, max_listed: int = 20) -> str:
             )
         else:
             lines.append(f"  sizes (HxW) {_fmt_range(entry['sizes'])}")
+            extra = {
+                k: v
+                for k, v in entry.get("dataset_stats", {}).items()
+                if k not in _COMMON_STATS and isinstance(v, int)
+            }
+            if extra:
+                lines.append("  also: " + ", ".join(f"{k} {v}" for k, v in extra.items()))
             _listed(
                 lines,
                 "size outliers",
@@ -369,6 +376,11 @@ def format_check(report: dict[str, Any], *, max_listed: int = 20) -> str:
         "OK: no bad files" if report["ok"] else f"FAILED: {bad} problem(s) (bad files or splits)"
     )
     return "\n".join(lines)
+
+
+_COMMON_STATS = (
+    "images", "objects", "dropped_empty", "dropped_small", "dropped_images", "skipped",
+)  # fmt: skip
 
 
 def _listed(lines: list[str], title: str, items: list[str], max_listed: int) -> None:

@@ -8,6 +8,7 @@ metrics, SHA-256 of the ``.pt``).
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -103,5 +104,47 @@ def export_checkpoint(ckpt: str | os.PathLike, out: str | os.PathLike) -> Path:
     if info["random_init"]:
         log.warning(
             "%s was trained from RANDOM WEIGHTS (no SAM 2.1 checkpoint); see %s", ckpt, side
+        )
+    return out
+
+
+ROBOFLOW_WEIGHTS = "model.pt"
+ROBOFLOW_CONFIG = "sam_configuration.json"
+
+
+def roboflow_version(sam2_config: str) -> str:
+    """Roboflow's name for a SAM 2.1 size: the sam2 config's stem (``sam2.1_hiera_t``, ...)."""
+    return Path(sam2_config).stem
+
+
+def export_roboflow(ckpt: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """Write the tuned model of ``ckpt`` as a model package for Roboflow's local runtime.
+
+    The folder ``out`` receives ``model.pt`` (the same ``{"model": state_dict}`` as
+    :func:`export_checkpoint`, with its ``model.json`` sidecar) and ``sam_configuration.json``
+    (``{"version": "sam2.1_hiera_t"}`` style). Roboflow builds the model from sam2's config at
+    1024 px; a model tuned at another resolution is exported with a warning.
+
+    Returns:
+        The folder.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"export format=roboflow writes a folder, but out={out} is a file")
+    weights = export_checkpoint(ckpt, out / ROBOFLOW_WEIGHTS)
+    meta = json.loads(sidecar_path(weights).read_text())
+    config = {"version": roboflow_version(meta["sam2_config"])}
+    atomic_write(
+        out / ROBOFLOW_CONFIG, lambda tmp: tmp.write_text(json.dumps(config, indent=2) + "\n")
+    )
+    if int(meta["image_size"]) != 1024:
+        log.warning(
+            "%s was tuned at %d px; Roboflow's runtime builds %s at 1024 px "
+            "(samtune-serve ckpt=%s serves it at %d px)",
+            ckpt,
+            int(meta["image_size"]),
+            config["version"],
+            out,
+            int(meta["image_size"]),
         )
     return out

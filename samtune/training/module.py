@@ -197,7 +197,6 @@ class SamTuneModule(L.LightningModule):
             f"{r['trainable']:,} trainable of {r['total']:,} parameters ({pct:.2f}%)"
         )
         log.info(msg)
-        print(msg, flush=True)
         if self.logger is not None:
             self.logger.log_hyperparams(
                 {"params/trainable": r["trainable"], "params/total": r["total"]}

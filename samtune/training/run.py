@@ -12,7 +12,9 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from samtune.training.memory_check import fit_memory
 from samtune.training.module import SamTuneModule
+from samtune.training.progress import stdout_is_terminal
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +124,10 @@ def _fit_and_summarise(cfg: DictConfig, out_dir: Path, resume: Path | None) -> d
         data_kwargs["skip_log"] = str(out_dir / "skipped.jsonl")
     datamodule = instantiate(cfg.data, **data_kwargs)
     module = build_module(cfg)
+    precision = resolve_precision(cfg.trainer.get("precision"))
+    if fit_memory(cfg, module, precision):  # speed.fit_memory=auto changed settings
+        datamodule = instantiate(cfg.data, **data_kwargs)
+        module.run_info["config"] = OmegaConf.to_container(cfg, resolve=True)
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     interrupt = InterruptCheckpoint(ckpt_dir)
@@ -142,7 +148,10 @@ def _fit_and_summarise(cfg: DictConfig, out_dir: Path, resume: Path | None) -> d
         cfg.trainer,
         logger=loggers or False,
         callbacks=callbacks,
-        precision=resolve_precision(cfg.trainer.get("precision")),
+        precision=precision,
+        # in a file or pipe the bar is noise; samtune.training.progress.ProgressLog logs lines instead
+        enable_progress_bar=bool(cfg.trainer.get("enable_progress_bar", True))
+        and stdout_is_terminal(),
         plugins=[AtomicCheckpointIO()],
     )
     try:
@@ -255,16 +264,11 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(f"best val   {parts}")
     ev = summary.get("eval")
     if ev:
-        for proto, agg in ev["aggregates"].items():
-            if isinstance(agg, dict) and "miou" in agg:
-                extra = "".join(
-                    f", {k} {agg[k]:.2f}"
-                    for k in ("noc85", "noc90")
-                    if isinstance(agg.get(k), (int, float))
-                )
-                lines.append(
-                    f"eval       {proto:<7} mIoU {agg['miou']:.3f}  mDice {agg.get('mdice', float('nan')):.3f}{extra}"
-                )
+        from samtune.evaluation.report.files import console_table
+
+        rows = {p: a for p, a in ev["aggregates"].items() if isinstance(a, dict) and "miou" in a}
+        lines.append("eval       best checkpoint on the val split:")
+        lines += [f"           {row}" for row in console_table(rows).splitlines()]
     lines.append(f"files      best checkpoint  {summary['best_checkpoint'] or '-'}")
     lines.append(f"           last checkpoint  {summary['last_checkpoint'] or '-'}")
     lines.append(f"           metrics (CSV)    {summary['output_dir']}/csv/metrics.csv")

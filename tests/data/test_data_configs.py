@@ -29,11 +29,33 @@ def _overrides(name: str, tmp_path) -> list[str]:
     if name == "volumes":
         images, labels = write_cases(tmp_path / "volumes", n=2)
         return [f"data.images={images}", f"data.labels={labels}", "data.val_fraction=0.5"]
-    return []
+    from tests.data import layouts as data_layouts
+
+    root = tmp_path / name
+    if name == "per_object":
+        data_layouts.write_per_object_nested(root, n=2)
+    elif name == "yolo":
+        data_layouts.write_yolo(root, {"train": 2, "val": 1})
+    elif name == "labelme":
+        data_layouts.write_labelme(root, n=2)
+    elif name == "semantic":
+        data_layouts.write_semantic(root, n=2)
+        return [
+            f"data.train_images={root / 'images'}",
+            f"data.train_masks={root / 'masks'}",
+            "data.classes={1: tumour, 2: stroma}",
+            "data.val_fraction=0.5",
+        ]
+    else:
+        return []
+    return [f"data.root={root}", "data.val_fraction=0.5"]
 
 
 def test_all_expected_configs_exist():
-    assert DATA_CONFIGS == ["coco", "folder", "nuclei_mini", "synthetic", "volumes"]
+    assert DATA_CONFIGS == [
+        "coco", "folder", "labelme", "nuclei_mini", "per_object", "semantic", "synthetic",
+        "volumes", "yolo",
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize("name", DATA_CONFIGS)
@@ -53,14 +75,18 @@ def test_config_composes_and_instantiates(name, tmp_path):
     assert len(dm.raw_dataset("val")) >= 1
 
 
-@pytest.mark.parametrize("name", ["coco", "folder"])
+@pytest.mark.parametrize("name", ["coco", "folder", "per_object", "yolo", "labelme", "semantic"])
 def test_required_paths_are_marked_missing(name):
     from omegaconf import OmegaConf
 
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
         cfg = compose(overrides=[f"+data={name}", "+model.image_size=128"])
     required = {
-        "coco": ["root", "train_json", "val_json"],
-        "folder": ["train_images", "train_masks"],
+        "coco": ["root"],  # the jsons are found in an export folder when not given
+        "folder": [],  # evaluating needs only the val folders
+        "per_object": ["root"],
+        "yolo": ["root"],
+        "labelme": ["root"],
+        "semantic": ["classes"],
     }[name]
     assert [key for key in required if OmegaConf.is_missing(cfg.data, key)] == required

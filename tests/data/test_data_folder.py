@@ -115,12 +115,78 @@ def test_shared_folder_and_empty_masks(tmp_path):
 def test_image_without_mask_and_mask_without_image(tmp_path, instance_folders):
     images, masks, _ = instance_folders
     _image(images / "lonely.png")
-    with pytest.raises(DataError, match=r"lonely\.png: image has no mask"):
+    with pytest.raises(DataError, match=r"lonely\.png: image has no mask") as err:
         FolderDataset(images=images, masks=masks)
+    assert "lonely_mask" in str(err.value) and "lonely_instances" in str(err.value)
+    assert "mask_suffix" in str(err.value)
     (images / "lonely.png").unlink()
     Image.fromarray(_instance_map(0)).save(masks / "orphan_mask.png")
-    with pytest.raises(DataError, match=r"orphan_mask\.png: mask has no image"):
+    with pytest.raises(DataError, match=r"orphan_mask\.png: mask has no image") as err:
         FolderDataset(images=images, masks=masks)
+    assert "mask_suffix" in str(err.value)
+
+
+def _isic_like(root, n=3, suffix="_segmentation"):
+    """ISIC-style names: ``ISIC_000k.jpg`` with ``ISIC_000k<suffix>.png`` binary masks."""
+    images, masks = root / "images", root / "masks"
+    images.mkdir()
+    masks.mkdir()
+    for k in range(n):
+        _image(images / f"ISIC_000{k}.jpg")
+        binary = np.zeros((20, 30), np.uint8)
+        binary[3 : 8 + k, 4:12] = 255
+        Image.fromarray(binary).save(masks / f"ISIC_000{k}{suffix}.png")
+    return images, masks
+
+
+def test_mask_suffix_pairs_and_unpaired_images_are_one_error_each(tmp_path):
+    images, masks = _isic_like(tmp_path)
+    with pytest.warns(DataSkipWarning):
+        skipped = FolderDataset(images=images, masks=masks, on_error="skip")
+    # one error per image (the masks are named in them, not reported a second time)
+    assert len(skipped.skipped) == 3 and all(f.endswith(".jpg") for f, _ in skipped.skipped)
+    reason = skipped.skipped[0][1]
+    assert "ISIC_0000_mask" in reason and "mask_suffix" in reason
+    assert "ISIC_0000_segmentation.png" in reason  # the unpaired masks are pointed out
+    ds = FolderDataset(images=images, masks=masks, mask_suffix="_segmentation")
+    assert len(ds) == 3 and ds[2].meta["mask_file"].endswith("ISIC_0002_segmentation.png")
+    several = FolderDataset(images=images, masks=masks, mask_suffix=["_seg", "_segmentation"])
+    assert len(several) == 3
+    with pytest.raises(ValueError, match="mask_suffix"):
+        FolderDataset(images=images, masks=masks, mask_suffix="")
+
+
+def test_broken_symbolic_link_is_named_as_such(tmp_path):
+    images, masks = _isic_like(tmp_path, suffix="_mask")
+    (images / "ISIC_0001.jpg").unlink()
+    (images / "ISIC_0001.jpg").symlink_to(tmp_path / "gone" / "ISIC_0001.jpg")
+    with pytest.warns(DataSkipWarning):
+        ds = FolderDataset(images=images, masks=masks, on_error="skip")
+    ((file, reason),) = ds.skipped
+    assert file.endswith("ISIC_0001.jpg") and "broken symbolic link" in reason
+    assert str(tmp_path / "gone") in reason and len(ds) == 2
+    (images / "ISIC_0001.jpg").unlink()
+    (masks / "ISIC_0001_mask.png").unlink()
+    (masks / "ISIC_0002_mask.png").unlink()
+    (masks / "ISIC_0002_mask.png").symlink_to(tmp_path / "nowhere.png")
+    with pytest.raises(DataError, match=r"ISIC_0002_mask\.png: broken symbolic link"):
+        FolderDataset(images=images, masks=masks, on_error="raise")
+
+
+def test_connectivity_4_splits_cells_touching_at_a_corner(tmp_path):
+    images, masks = tmp_path / "im", tmp_path / "ma"
+    images.mkdir()
+    masks.mkdir()
+    _image(images / "em.png")
+    binary = np.zeros((20, 30), dtype=np.uint8)
+    binary[2:6, 2:6] = 1
+    binary[6:10, 6:10] = 1  # meets the first only across a diagonal
+    Image.fromarray(binary).save(masks / "em.png")
+    assert len(FolderDataset(images=images, masks=masks)[0].masks) == 1  # default 8
+    four = FolderDataset(images=images, masks=masks, connectivity=4)[0]
+    assert len(four.masks) == 2 and sorted(int(m.sum()) for m in four.masks) == [16, 16]
+    with pytest.raises(ValueError, match="connectivity must be 4 or 8"):
+        FolderDataset(images=images, masks=masks, connectivity=6)
 
 
 def test_mask_of_wrong_size_names_both_files_and_sizes(instance_folders):

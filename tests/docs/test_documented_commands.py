@@ -33,6 +33,21 @@ CONFIG_HEADERS = sorted((REPO / "samtune" / "configs").glob("*.yaml"))
 
 # --- the tables --------------------------------------------------------------------------------
 
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# Programs that serve until stopped (samtune-serve): started in the background, ready when
+# /health answers, stopped before the next one starts and when the document is done. The
+# documents' port 9001 becomes a free one.
+SERVERS = {"samtune-serve"}
+SERVE_PORT = _free_port()
+
 # Placeholders of the documents -> what the test runs. Applied in this order, as plain text.
 PLACEHOLDERS: list[tuple[str, str]] = [
     ("/data/cells/train.json", f"{NUCLEI}/annotations/train.json"),
@@ -41,7 +56,16 @@ PLACEHOLDERS: list[tuple[str, str]] = [
     ("root: /data/cells", f"root: {NUCLEI}/images"),
     ("/data/cells/images", f"{NUCLEI}/images"),
     ("/data/cells/masks", f"{NUCLEI}/masks"),
+    ("127.0.0.1:9001", f"127.0.0.1:{SERVE_PORT}"),
+    ("port=9001", f"port={SERVE_PORT}"),
 ]
+# The data layouts of README's "Bring your data as it comes": /data/<name> is the folder <name>
+# that tests.data.layouts.write_documented_layouts generates in the working folder.
+LAYOUT_FOLDERS = (
+    "isic", "stage1_train", "yolo_export", "roboflow_coco", "labelme", "tiles_rgb", "tiles",
+    "nrrd", "my cells", "Zellkerne é",
+)  # fmt: skip
+PLACEHOLDERS += [(f"/data/{name}", name) for name in LAYOUT_FOLDERS]
 
 # One model size serves for all four: they share every line of samtune's code.
 SIZES = re.compile(r"sam2\.1_hiera_(small|base_plus|large)")
@@ -245,8 +269,13 @@ def reader_env(tmp_path_factory, tiny_state_dict) -> dict[str, str]:
 
 
 def prepare_folder(work: Path) -> None:
-    """What the documents' placeholders stand for: a user's image folder and CT volumes."""
+    """What the documents' placeholders stand for: a user's image folder, CT volumes and the
+    data layouts users bring (see LAYOUT_FOLDERS)."""
     import nibabel as nib
+
+    from tests.data.layouts import write_documented_layouts
+
+    write_documented_layouts(work)
 
     cells = work / "cells"
     cells.mkdir()
@@ -275,7 +304,10 @@ def run_step(step: Step, work: Path, env: dict[str, str]) -> None:
         return
     if step.kind == "python":
         script = work / f"snippet_{step.line}.py"
-        script.write_text(step.text + "\n")
+        text = step.text
+        for placeholder, value in PLACEHOLDERS:
+            text = text.replace(placeholder, value)
+        script.write_text(text + "\n")
         argv, cwd = [sys.executable, str(script)], work
     else:
         if not_run(step.text):
@@ -291,6 +323,9 @@ def run_step(step: Step, work: Path, env: dict[str, str]) -> None:
         else:
             assert argv[0].startswith("samtune-"), f"{step.id}: no table says how to run {argv[0]}"
     log = work / f"{step.doc.replace('/', '_')}_{step.line}.log"
+    if argv[0] in SERVERS:
+        start_server(step, argv, work, env, log)
+        return
     with log.open("w") as out:
         code = subprocess.call(
             argv,
@@ -311,6 +346,51 @@ def run_step(step: Step, work: Path, env: dict[str, str]) -> None:
 
 
 SMALL_ARGS_DEMO = [f"{k}={v}" for k, v in SMALL_TRAIN.items()]
+
+_RUNNING: list[subprocess.Popen] = []
+
+
+def start_server(step: Step, argv: list[str], work: Path, env: dict[str, str], log: Path) -> None:
+    """Start a documented server in the background; return once its /health answers."""
+    import time
+    import urllib.request
+
+    stop_servers()
+    port = next((a.split("=", 1)[1] for a in argv if a.startswith("port=")), "9001")
+    out = log.open("w")
+    proc = subprocess.Popen(
+        argv, cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+    )
+    out.close()
+    _RUNNING.append(proc)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, (
+            f"{step.id}: `{step.text}` ran as {argv} and exited {proc.returncode}:\n"
+            f"{log.read_text()[-4000:]}"
+        )
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"{step.id}: `{step.text}` did not answer on port {port} in 300 s")
+
+
+def stop_servers() -> None:
+    """Stop the documented servers started so far (Ctrl-C, as a reader would)."""
+    import signal
+
+    while _RUNNING:
+        proc = _RUNNING.pop()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=60)
 
 
 # --- the tests -----------------------------------------------------------------------------------
@@ -357,8 +437,11 @@ def test_documented_commands_run(doc, reader_env, tmp_path_factory):
     if doc.name == "README.md":
         steps += config_header_steps()
     # the files a document shows are there before its commands, as a reader makes them first
-    for step in sorted(steps, key=lambda s: s.kind != "file"):
-        run_step(step, work, reader_env)
+    try:
+        for step in sorted(steps, key=lambda s: s.kind != "file"):
+            run_step(step, work, reader_env)
+    finally:
+        stop_servers()
     if doc.name == "README.md":
         masks = json.loads((work / "masks" / "masks.json").read_text())
         assert masks, "samtune-predict wrote no masks"

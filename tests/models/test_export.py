@@ -197,3 +197,29 @@ def test_export_round_trip_in_official_sam2_at_1024(tmp_path):
         # the prompts gave different masks, so the comparison has teeth
         assert not np.array_equal(mine["points_masks"][0], mine["box_masks"][0])
     assert not np.array_equal(ours[0]["box_masks"], ours[1]["box_masks"])  # two different models
+
+
+def test_export_roboflow_package(tmp_path, caplog):
+    """format=roboflow: a folder with model.pt (the official format) and sam_configuration.json
+    naming the sam2 config Roboflow's runtime builds (a 128 px model is exported with a warning)."""
+    from samtune.models.build import sam2_config_path
+    from samtune.models.export import export_roboflow
+
+    ckpt = tmp_path / "run.ckpt"
+    adapted = make_lightning_checkpoint(ckpt, FullFineTune())
+    with caplog.at_level("WARNING", logger="samtune.models.export"):
+        folder = export_roboflow(ckpt, tmp_path / "rf")
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "model.json",
+        "model.pt",
+        "sam_configuration.json",
+    ]
+    config = json.loads((folder / "sam_configuration.json").read_text())
+    assert config == {"version": "sam2.1_hiera_t"}
+    assert sam2_config_path(f"configs/sam2.1/{config['version']}.yaml").is_file()
+    state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)["model"]
+    expected = FullFineTune().merged_state_dict(adapted)
+    assert list(state) == list(expected) and all(torch.equal(state[k], expected[k]) for k in state)
+    assert "1024" in caplog.text and "128" in caplog.text
+    with pytest.raises(ValueError, match="folder"):
+        export_roboflow(ckpt, folder / "model.pt")

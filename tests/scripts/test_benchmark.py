@@ -129,6 +129,12 @@ def test_quick_benchmark_runs_and_is_consistent(tmp_path, capsys):
         hit["speedup_vs_frozen"] / hit["flop_speedup_vs_frozen"]
     )
     assert lora["trainable_params"] < full["trainable_params"]
+    # samtune.training.memory's estimate next to every measured peak (the table prints both)
+    assert "estimated MB" in printed
+    assert all(r["estimated_memory_mb"] > 0 for r in train.values())
+    assert (
+        lora_all["estimated_memory_mb"] < lora["estimated_memory_mb"] < full["estimated_memory_mb"]
+    )
     # timing: a hit looks features up instead of running the encoder (whole-step times are too
     # noisy on a shared 2-core machine to compare in a test; the benchmark reports them)
     assert hit["sec_encode"] < recomputed["sec_encode"]

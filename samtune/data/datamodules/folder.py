@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from samtune.data.datamodules.base import SamDataModule, seeded_split
-from samtune.data.datasets.folder import FolderDataset
+from samtune.data.datasets.folder import DEFAULT_CONNECTIVITY, FolderDataset
 
 
 class FolderDataModule(SamDataModule):
@@ -23,6 +24,9 @@ class FolderDataModule(SamDataModule):
         val_masks: folder of validation masks (given together with ``val_images``).
         val_fraction: share of the train folders used for val when splitting, in [0, 1).
         mask_type: ``"auto"``, ``"instance"`` or ``"binary"``.
+        mask_suffix: suffix (or list of suffixes) of mask names after the image stem, e.g.
+            ``"_segmentation"``; None tries the built-in list (see :class:`FolderDataset`).
+        connectivity: 8 (default) or 4, for splitting binary masks into objects.
         **kwargs: the :class:`SamDataModule` arguments (``image_size`` is required).
     """
 
@@ -35,6 +39,8 @@ class FolderDataModule(SamDataModule):
         val_masks: str | Path | None = None,
         val_fraction: float = 0.2,
         mask_type: str = "auto",
+        mask_suffix: str | Sequence[str] | None = None,
+        connectivity: int = DEFAULT_CONNECTIVITY,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -48,6 +54,8 @@ class FolderDataModule(SamDataModule):
         self.val_images, self.val_masks = val_images, val_masks
         self.val_fraction = float(val_fraction)
         self.mask_type = mask_type
+        self.mask_suffix = None if mask_suffix is None else _plain(mask_suffix)
+        self.connectivity = int(connectivity)
         self._train_folder: FolderDataset | None = None
 
     def make_dataset(self, split: str) -> FolderDataset:
@@ -75,5 +83,15 @@ class FolderDataModule(SamDataModule):
 
     def _folder(self, images: str | Path, masks: str | Path) -> FolderDataset:
         return FolderDataset(
-            images=images, masks=masks, mask_type=self.mask_type, on_error=self.on_error
+            images=images,
+            masks=masks,
+            mask_type=self.mask_type,
+            mask_suffix=self.mask_suffix,
+            connectivity=self.connectivity,
+            on_error=self.on_error,
         )
+
+
+def _plain(value: str | Sequence[str]) -> str | list[str]:
+    """A suffix or a plain list of them (Hydra passes a ListConfig)."""
+    return value if isinstance(value, str) else [str(v) for v in value]

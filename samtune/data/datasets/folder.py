@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +16,8 @@ from samtune.data.sample import DataError, Sample
 
 MASK_TYPES = ("auto", "instance", "binary")
 MASK_SUFFIXES = ("_mask", "_masks", "-mask", "_label", "_labels", "_seg", "_gt", "_instances")
+CONNECTIVITY = (4, 8)
+DEFAULT_CONNECTIVITY = 8
 
 
 @dataclass
@@ -26,28 +30,62 @@ class _Pair:
     extra: dict[str, int] = field(default_factory=dict)
 
 
-def mask_key(mask: Path) -> list[str]:
+def mask_suffixes(mask_suffix: str | Sequence[str] | None) -> tuple[str, ...]:
+    """The mask-name suffixes to try: ``mask_suffix`` (one or several), or the built-in list.
+
+    Raises:
+        ValueError: an empty suffix or list, or a value that is not text.
+    """
+    if mask_suffix is None:
+        return MASK_SUFFIXES
+    values = [mask_suffix] if isinstance(mask_suffix, str) else list(mask_suffix)
+    if not values or not all(isinstance(v, str) and v for v in values):
+        raise ValueError(
+            f"mask_suffix must be a non-empty suffix or list of suffixes (e.g. '_segmentation'), "
+            f"got {mask_suffix!r}"
+        )
+    return tuple(values)
+
+
+def mask_key(mask: Path, suffixes: Sequence[str] = MASK_SUFFIXES) -> list[str]:
     """Image stems a mask file may belong to, most specific first.
 
     A mask pairs with the image of the same stem (``cell1.png`` -> ``cell1.tif``), or, if its
-    stem ends with one of :data:`MASK_SUFFIXES`, with the image named without that suffix
-    (``cell1_mask.png`` -> ``cell1.png``). Matching is case-sensitive.
+    stem ends with one of ``suffixes`` (by default :data:`MASK_SUFFIXES`), with the image named
+    without that suffix (``cell1_mask.png`` -> ``cell1.png``). Matching is case-sensitive.
     """
     stem = mask.stem
     keys = [stem]
-    for suffix in MASK_SUFFIXES:
+    for suffix in suffixes:
         if stem.endswith(suffix) and len(stem) > len(suffix):
             keys.append(stem[: -len(suffix)])
     return keys
 
 
-def label_objects(label_map: np.ndarray, mask_type: str) -> tuple[np.ndarray, str]:
+def structure_for(connectivity: int) -> np.ndarray:
+    """The ``scipy.ndimage.label`` structure of 4- or 8-connectivity.
+
+    Raises:
+        ValueError: ``connectivity`` is not 4 or 8.
+    """
+    if connectivity not in CONNECTIVITY:
+        raise ValueError(f"connectivity must be 4 or 8, got {connectivity!r}")
+    if connectivity == 8:
+        return np.ones((3, 3), dtype=bool)
+    return ndimage.generate_binary_structure(2, 1)
+
+
+def label_objects(
+    label_map: np.ndarray, mask_type: str, connectivity: int = DEFAULT_CONNECTIVITY
+) -> tuple[np.ndarray, str]:
     """Number the objects of a mask file: ``(labels, resolved_type)``.
 
     ``"instance"``: each distinct nonzero value is one object (even if in several pieces).
-    ``"binary"``: every nonzero pixel is foreground (0/1 and 0/255 alike) and each
-    8-connected component is one object. ``"auto"``: binary when the map holds at most two
-    distinct values, 0 and one other (or a single value), instance otherwise.
+    ``"binary"``: every nonzero pixel is foreground (0/1 and 0/255 alike) and each connected
+    component is one object; ``connectivity`` 8 (the default) joins pixels that touch at a
+    corner, 4 only those that share an edge (use 4 for membrane or boundary maps, where cells
+    meet across a diagonal gap). ``"auto"``: binary when the map holds at most two distinct
+    values, 0 and one other (or a single value), instance otherwise.
 
     Returns:
         ``labels`` (``H x W`` int, 0 background, objects numbered by their original value for
@@ -59,7 +97,7 @@ def label_objects(label_map: np.ndarray, mask_type: str) -> tuple[np.ndarray, st
         values = np.unique(label_map)
         mask_type = "binary" if np.count_nonzero(values) <= 1 else "instance"
     if mask_type == "binary":
-        labels, _ = ndimage.label(label_map != 0, structure=np.ones((3, 3), dtype=bool))
+        labels, _ = ndimage.label(label_map != 0, structure=structure_for(connectivity))
         return labels, "binary"
     return label_map, "instance"
 
@@ -81,13 +119,18 @@ class FolderDataset(SampleDataset):
         images: folder of images.
         masks: folder of masks.
         mask_type: ``"auto"``, ``"instance"`` or ``"binary"`` (see :func:`label_objects`).
+        mask_suffix: the suffix (or list of suffixes) mask names carry after the image stem,
+            e.g. ``"_segmentation"`` for ``ISIC_0001_segmentation.png``; None tries
+            :data:`MASK_SUFFIXES`. A mask named exactly like its image always pairs.
+        connectivity: 8 (default) or 4, for splitting binary masks into objects.
         on_error: ``"raise"`` or ``"skip"``.
         min_area: smallest object kept, in pixels at the original resolution.
 
     Raises:
-        DataError: a folder is missing or holds no image; an image has no mask or a mask no image
-            (naming the file); a mask's size differs from its image's (naming both files and
-            sizes); a file cannot be read.
+        DataError: a folder is missing or holds no image; an image has no mask (one error per
+            image, naming the suffixes tried), a mask no image, or a file is a broken symbolic
+            link (naming the file); a mask's size differs from its image's (naming both files
+            and sizes); a file cannot be read.
     """
 
     def __init__(
@@ -96,13 +139,18 @@ class FolderDataset(SampleDataset):
         images: str | Path,
         masks: str | Path,
         mask_type: str = "auto",
+        mask_suffix: str | Sequence[str] | None = None,
+        connectivity: int = DEFAULT_CONNECTIVITY,
         on_error: str = "raise",
         min_area: int = 1,
     ) -> None:
         super().__init__(on_error=on_error, min_area=min_area)
-        if mask_type not in MASK_TYPES:
-            raise ValueError(f"mask_type must be one of {MASK_TYPES}, got {mask_type!r}")
+        if mask_type not in self.mask_types():
+            raise ValueError(f"mask_type must be one of {self.mask_types()}, got {mask_type!r}")
+        structure_for(connectivity)  # checks the value
         self.images_dir, self.masks_dir, self.mask_type = Path(images), Path(masks), mask_type
+        self.suffixes = mask_suffixes(mask_suffix)
+        self.connectivity = int(connectivity)
         pairs = self._pair_files()
         self._pairs: list[_Pair] = []
         for pair in pairs:
@@ -110,6 +158,11 @@ class FolderDataset(SampleDataset):
                 self._pairs.append(pair)
         self.counts["images"] = len(self._pairs)
         self.counts["objects"] = sum(pair.objects for pair in self._pairs)
+
+    @staticmethod
+    def mask_types() -> tuple[str, ...]:
+        """The accepted ``mask_type`` values."""
+        return MASK_TYPES
 
     def __len__(self) -> int:
         return len(self._pairs)
@@ -121,17 +174,19 @@ class FolderDataset(SampleDataset):
     def subset(self, indices: list[int], *, keep_rejects: bool = False) -> FolderDataset:
         """A dataset of the items ``indices`` only (same settings, counts recomputed).
 
-        Images skipped or dropped while indexing belong to no item; the ``skipped`` list and the
-        ``dropped_images`` count are carried over only with ``keep_rejects=True`` (give it to
-        exactly one subset of a split so they are reported once).
+        Images skipped or dropped while indexing belong to no item; the ``skipped`` list, the
+        ``dropped_images`` count and other whole-folder counts are carried over only with
+        ``keep_rejects=True`` (give it to exactly one subset of a split so they count once).
         """
-        clone = object.__new__(FolderDataset)
+        clone = object.__new__(type(self))
         clone.__dict__.update(self.__dict__)
         clone._pairs = [self._pairs[i] for i in indices]
         clone.skipped = list(self.skipped) if keep_rejects else []
-        clone.counts = {key: 0 for key in self.counts}
-        if keep_rejects:
-            clone.counts["dropped_images"] = self.counts["dropped_images"]
+        per_item = ("images", "objects", "dropped_small")
+        clone.counts = {
+            key: (value if keep_rejects and key not in per_item else 0)
+            for key, value in self.counts.items()
+        }
         clone.counts["images"] = len(clone._pairs)
         clone.counts["objects"] = sum(pair.objects for pair in clone._pairs)
         clone.counts["dropped_small"] = sum(pair.dropped_small for pair in clone._pairs)
@@ -141,7 +196,7 @@ class FolderDataset(SampleDataset):
         """Read image ``index`` and its mask file, one boolean mask per object."""
         pair = self._pairs[index]
         image = read_image(pair.image)
-        labels, _ = self._objects(pair)
+        labels, class_of = self._objects(pair)
         if labels.shape != image.shape[:2]:
             raise self._size_error(pair, image.shape[:2], labels.shape)
         ids, areas = _object_areas(labels)
@@ -154,14 +209,29 @@ class FolderDataset(SampleDataset):
             "mask_file": str(pair.mask),
             "mask_type": pair.mask_type,
         }
-        return Sample(image=image, masks=masks, meta=meta)
+        if class_of is None:
+            return Sample(image=image, masks=masks, meta=meta)
+        class_ids = np.array([class_of[int(i)] for i in ids], dtype=np.int64)
+        meta["class_names"] = self.class_names()
+        return Sample(image=image, masks=masks, class_ids=class_ids, meta=meta)
 
-    def _objects(self, pair: _Pair) -> tuple[np.ndarray, str]:
-        labels, pair.mask_type = label_objects(read_label_map(pair.mask), self.mask_type)
-        return labels, pair.mask_type
+    def class_names(self) -> dict[int, str]:
+        """``{class id: name}`` of the objects (one class, ``1: "object"``, for plain masks)."""
+        return {1: "object"}
+
+    def _objects(self, pair: _Pair) -> tuple[np.ndarray, dict[int, int] | None]:
+        """``(labels, class_of)``: objects numbered in an ``H x W`` map, and the class of each
+        label value (None: all class 1). Subclasses read other mask kinds here."""
+        labels, pair.mask_type = label_objects(
+            read_label_map(pair.mask), self.mask_type, self.connectivity
+        )
+        return labels, None
 
     def _index_pair(self, pair: _Pair) -> bool:
         try:
+            for path in (pair.image, pair.mask):
+                if _is_broken_link(path):
+                    raise DataError(_broken_link_message(path))
             image_size, mask_size = read_size(pair.image), read_size(pair.mask)
             if image_size != mask_size:
                 raise self._size_error(pair, image_size, mask_size)
@@ -189,6 +259,10 @@ class FolderDataset(SampleDataset):
             f"is {image_size[0]}x{image_size[1]}"
         )
 
+    def _tried(self, stem: str) -> str:
+        names = ", ".join(f"{stem}{suffix}" for suffix in ("", *self.suffixes))
+        return f"{names} (with {', '.join(LABEL_SUFFIXES)})"
+
     def _pair_files(self) -> list[_Pair]:
         for folder, what in ((self.images_dir, "images"), (self.masks_dir, "masks")):
             if not folder.is_dir():
@@ -197,11 +271,16 @@ class FolderDataset(SampleDataset):
         image_files = _list_files(self.images_dir, IMAGE_SUFFIXES)
         mask_files = _list_files(self.masks_dir, LABEL_SUFFIXES)
         if same_folder:
-            mask_files = [f for f in mask_files if len(mask_key(f)) > 1]
+            mask_files = [f for f in mask_files if len(mask_key(f, self.suffixes)) > 1]
             taken = set(mask_files)
             image_files = [f for f in image_files if f not in taken]
         images_by_stem: dict[str, Path] = {}
+        broken: set[str] = set()
         for image in image_files:
+            if _is_broken_link(image):
+                broken.add(image.stem)
+                self.reject(str(image), _broken_link_message(image))
+                continue
             if image.stem in images_by_stem:
                 self.reject(
                     str(image),
@@ -209,22 +288,30 @@ class FolderDataset(SampleDataset):
                 )
                 continue
             images_by_stem[image.stem] = image
-        if not images_by_stem:
+        if not images_by_stem and not broken:
+            nested = any((p / "images").is_dir() for p in self.images_dir.iterdir() if p.is_dir())
+            hint = (
+                "; its subfolders hold images/ folders: for <id>/images + <id>/masks (one mask "
+                "file per object) use data=per_object data.root=<this folder>"
+                if nested
+                else ""
+            )
             raise DataError(
-                f"{self.images_dir}: no image files ({', '.join(IMAGE_SUFFIXES)}) found"
+                f"{self.images_dir}: no image files ({', '.join(IMAGE_SUFFIXES)}) found" + hint
             )
         mask_for: dict[str, Path | None] = {}
+        orphans: list[Path] = []
         for mask in mask_files:
+            candidates = mask_key(mask, self.suffixes)
+            if any(key in broken for key in candidates):
+                continue  # its image is a broken link, already reported
             keys = [
                 key
-                for key in mask_key(mask)
+                for key in candidates
                 if key in images_by_stem and not (same_folder and key == mask.stem)
             ]
             if not keys:
-                self.reject(
-                    str(mask),
-                    f"{mask}: mask has no image in {self.images_dir} (pairing by file stem)",
-                )
+                orphans.append(mask)
                 continue
             stem = keys[0]
             if stem in mask_for:
@@ -238,25 +325,54 @@ class FolderDataset(SampleDataset):
                 continue
             mask_for[stem] = mask
         pairs = []
-        for stem, image in sorted(images_by_stem.items()):
-            mask = mask_for.get(stem, False)
-            if mask is None:
-                continue  # already rejected: two masks
-            if mask is False:
+        unpaired = [image for stem, image in sorted(images_by_stem.items()) if stem not in mask_for]
+        hint = _orphans_hint(orphans)
+        for image in unpaired:
+            self.reject(
+                str(image),
+                f"{image}: image has no mask in {self.masks_dir}: looked for "
+                f"{self._tried(image.stem)}. If your masks carry another suffix after the image "
+                f"name, set it with mask_suffix (e.g. data.mask_suffix=_segmentation)" + hint,
+            )
+        if not unpaired:  # with unpaired images the orphans are named in their errors
+            for mask in orphans:
                 self.reject(
-                    str(image),
-                    f"{image}: image has no mask in {self.masks_dir} (pairing by file stem)",
+                    str(mask),
+                    f"{mask}: mask has no image in {self.images_dir}: looked for an image named "
+                    f"{' or '.join(mask_key(mask, self.suffixes))} (mask suffixes tried: "
+                    f"{', '.join(self.suffixes)}; set others with mask_suffix)",
                 )
-                continue
-            pairs.append(_Pair(image=image, mask=mask))
+        for stem, image in sorted(images_by_stem.items()):
+            mask = mask_for.get(stem)
+            if mask is not None:
+                pairs.append(_Pair(image=image, mask=mask))
         return pairs
 
 
+def _orphans_hint(orphans: list[Path]) -> str:
+    if not orphans:
+        return ""
+    names = ", ".join(m.name for m in orphans[:3])
+    more = f" and {len(orphans) - 3} more" if len(orphans) > 3 else ""
+    return f"; masks without an image there: {names}{more}"
+
+
+def _is_broken_link(path: Path) -> bool:
+    return path.is_symlink() and not path.exists()
+
+
+def _broken_link_message(path: Path) -> str:
+    return f"{path}: broken symbolic link: it points to {os.readlink(path)}, which does not exist"
+
+
 def _list_files(folder: Path, suffixes: tuple[str, ...]) -> list[Path]:
+    """Visible files with one of ``suffixes``, and broken symbolic links with such a name."""
     return sorted(
         path
         for path in folder.iterdir()
-        if path.is_file() and not path.name.startswith(".") and path.suffix.lower() in suffixes
+        if (path.is_file() or _is_broken_link(path))
+        and not path.name.startswith(".")
+        and path.suffix.lower() in suffixes
     )
 
 

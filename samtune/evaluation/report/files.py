@@ -49,6 +49,26 @@ def protocol_table(aggregates: dict[str, dict[str, Any]], noc_keys: list[str]) -
     return Table(header, rows)
 
 
+def console_table(aggregates: dict[str, dict[str, Any]]) -> str:
+    """The headline of an evaluation for the console, as a Markdown table: one row per protocol
+    with objects, mIoU, mDice and NoC at every threshold that ran (``noc85``, ``noc90``, ...).
+
+    Args:
+        aggregates: ``EvalResult.aggregates()``, or any mapping of protocol to a dict with
+            ``n_objects``, ``miou``, ``mdice`` and optional ``noc<t>`` keys.
+    """
+    noc_keys: list[str] = []
+    for agg in aggregates.values():
+        noc_keys += [k for k in agg if k.startswith("noc") and k not in noc_keys]
+    header = ["protocol", "objects", "mIoU", "mDice"] + [f"NoC@{k[3:]}" for k in noc_keys]
+    rows = [
+        [name, agg.get("n_objects"), agg.get("miou"), agg.get("mdice")]
+        + [agg.get(k) for k in noc_keys]
+        for name, agg in aggregates.items()
+    ]
+    return to_markdown([Table(header, rows)]).rstrip()
+
+
 def _grouped_table(aggregates: dict[str, dict[str, Any]], group: str, first: str) -> Table:
     """mIoU / mDice of every protocol per class or per image."""
     keys: list[str] = []

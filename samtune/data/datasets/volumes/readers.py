@@ -1,4 +1,5 @@
-"""Read 3D medical volumes: NIfTI files and DICOM series, as one ``Volume`` type.
+"""Read 3D medical volumes: NIfTI files, DICOM series, NRRD / MetaImage (``.nrrd .nhdr .mha
+.mhd``, through SimpleITK) and multi-page TIFF stacks, as one ``Volume`` type.
 
 Array order and coordinates (the same for both formats):
 
@@ -26,6 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
+from samtune.data.datasets.volumes.formats import (
+    COMPANION_SUFFIXES,
+    read_header,
+    read_voxels,
+    volume_suffix,
+)
 from samtune.data.sample import DataError
 
 log = logging.getLogger(__name__)
@@ -88,6 +95,11 @@ def is_nifti(path: Path) -> bool:
     return path.name.endswith(NIFTI_SUFFIXES)
 
 
+def is_volume_file(path: Path) -> bool:
+    """Whether ``path`` names a volume file: NIfTI, NRRD, MetaImage or TIFF stack."""
+    return is_nifti(path) or volume_suffix(path) is not None
+
+
 def read_geometry(path: str | Path) -> VolumeGeometry:
     """Read the shape, spacing and affine of a NIfTI file or DICOM series folder, without pixels.
 
@@ -100,6 +112,9 @@ def read_geometry(path: str | Path) -> VolumeGeometry:
     if is_nifti(path):
         img = _load_nifti(path)
         return _nifti_geometry(img, path)
+    if volume_suffix(path):
+        shape, spacing, affine = read_header(path)
+        return VolumeGeometry(shape=shape, spacing=spacing, affine=affine, path=path)
     raise DataError(_unsupported_message(path))
 
 
@@ -130,6 +145,9 @@ def read_volume(path: str | Path, *, label: bool = False) -> Volume:
         except Exception as err:  # nibabel raises many types for truncated or corrupt data
             raise DataError(f"{path}: cannot read the NIfTI voxel data: {err}") from err
         array = np.asarray(raw).reshape(geometry.shape)
+    elif volume_suffix(path):
+        geometry = read_geometry(path)
+        array = read_voxels(path)
     else:
         raise DataError(_unsupported_message(path))
     array = _as_label_array(array, path) if label else array.astype(np.float32, copy=False)
@@ -139,7 +157,10 @@ def read_volume(path: str | Path, *, label: bool = False) -> Volume:
 def _unsupported_message(path: Path) -> str:
     if not path.exists():
         return f"{path}: no such file or folder"
-    return f"{path}: expected a NIfTI file (.nii or .nii.gz) or a folder holding one DICOM series"
+    return (
+        f"{path}: expected a volume file (.nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd, a .tif stack) "
+        "or a folder holding one DICOM series"
+    )
 
 
 def _as_label_array(array: np.ndarray, path: Path) -> np.ndarray:
@@ -408,10 +429,12 @@ def case_name(path: str | Path, *, role: str) -> str:
 
 
 def _stem(path: Path) -> str:
-    """The name without a NIfTI extension."""
+    """The name without its volume extension."""
     for ext in NIFTI_SUFFIXES:
         if path.name.endswith(ext):
             return path.name[: -len(ext)]
+    if volume_suffix(path):
+        return path.stem
     return path.name
 
 
@@ -423,9 +446,11 @@ def list_volumes(source: str | Path | list[str | Path] | tuple[str | Path, ...])
     """The volumes named by ``source``.
 
     Args:
-        source: a folder whose ``.nii`` / ``.nii.gz`` files and subfolders (one DICOM series
-            each) are the volumes; or a list of such files and series folders. Hidden entries
-            are skipped; other files in a folder are skipped with a logged warning.
+        source: a folder whose volume files (``.nii .nii.gz .nrrd .nhdr .mha .mhd .tif .tiff``)
+            and subfolders (one DICOM series each) are the volumes; or a list of such files and
+            series folders. Hidden entries are skipped, and so are the ``.raw`` data files of
+            ``.mhd`` / ``.nhdr`` headers; other files in a folder are skipped with a logged
+            warning.
 
     Raises:
         DataError: a listed path does not exist, or a folder holds no volumes.
@@ -437,20 +462,25 @@ def list_volumes(source: str | Path | list[str | Path] | tuple[str | Path, ...])
                 f"{folder}: expected a folder of volumes (NIfTI files or DICOM series folders)"
             )
         entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
-        volumes = [p for p in entries if p.is_dir() or is_nifti(p)]
-        ignored = [p.name for p in entries if p not in volumes]
+        volumes = [p for p in entries if p.is_dir() or is_volume_file(p)]
+        ignored = [
+            p.name
+            for p in entries
+            if p not in volumes and not p.name.lower().endswith(COMPANION_SUFFIXES)
+        ]
         if ignored:
             log.warning(
                 "%s: ignored %d entries that are not volumes: %s", folder, len(ignored), ignored[:5]
             )
         if not volumes:
             raise DataError(
-                f"{folder}: no volumes found (expected .nii/.nii.gz files or DICOM series folders)"
+                f"{folder}: no volumes found (expected .nii/.nii.gz/.nrrd/.mha/.mhd/.tif files "
+                "or DICOM series folders)"
             )
         return volumes
     volumes = [Path(p) for p in source]
     for p in volumes:
-        if not (p.is_dir() or (p.is_file() and is_nifti(p))):
+        if not (p.is_dir() or (p.is_file() and is_volume_file(p))):
             raise DataError(_unsupported_message(p))
     return volumes
 
@@ -582,7 +612,11 @@ def _fmt(values) -> str:
 
 def _expected_names(case: str, suffixes: tuple[str, ...]) -> str:
     names = [case] + [case + s for s in suffixes]
-    return "looked for " + ", ".join(f"{n}.nii.gz" for n in names) + f" or a series folder {case}/"
+    return (
+        "looked for "
+        + ", ".join(f"{n}.nii.gz" for n in names)
+        + f" (or .nii/.nrrd/.mha/.mhd/.tif) or a series folder {case}/"
+    )
 
 
 def _where(source) -> str:

@@ -1,0 +1,36 @@
+"""``samtune-serve model=sam2.1_hiera_tiny ckpt=tuned_tiny.pt port=9001``: Roboflow's SAM 2 API.
+
+Serves one model (``ckpt``: a Lightning ``.ckpt``, an exported ``.pt``, a folder from
+``samtune-export format=roboflow``, or ``none`` with ``model=<size>``) or several
+(``models={hiera_tiny: {ckpt: a.pt}, hiera_large: {ckpt: b.pt}}``) under their
+``sam2_version_id``; see :mod:`samtune.serving`.
+"""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig, OmegaConf
+
+from samtune.cli._hydra import command_line_keys, run_hydra_app
+
+
+def serve_task(cfg: DictConfig) -> None:
+    """Load the models and serve them until interrupted.
+
+    ``model.image_size=N`` on the command line serves a file at ``N`` px like ``image_size=N``
+    (a resolution given on the command line beats the one recorded with the weights).
+    """
+    from samtune.serving.run import serve
+
+    config = OmegaConf.to_container(cfg, resolve=True)
+    if config.get("image_size") is None and "model.image_size" in command_line_keys():
+        config["image_size"] = int(cfg.model.image_size)
+    serve(config)
+
+
+def main() -> None:
+    """Console entry point."""
+    run_hydra_app(serve_task, "serve")
+
+
+if __name__ == "__main__":
+    main()

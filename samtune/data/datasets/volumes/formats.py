@@ -1,0 +1,134 @@
+"""More volume files: NRRD and MetaImage through SimpleITK, and multi-page TIFF stacks.
+
+Both give the same ``(array, spacing, affine)`` as the NIfTI reader: ``array[i, j, k]`` with
+``i`` the column, ``j`` the row and ``k`` the slice; ``affine`` maps ``(i, j, k, 1)`` to RAS+
+millimetres. ITK stores directions and origin in LPS; they are turned into RAS here. A TIFF
+stack has no orientation: its axes are taken as the identity, its voxel size from the ImageJ
+``spacing`` (slices) and the resolution tags (pixels), 1 where they are missing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from samtune.data.sample import DataError
+
+ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+TIFF_STACK_SUFFIXES = (".tif", ".tiff")
+COMPANION_SUFFIXES = (".raw", ".zraw", ".gz.raw")  # the data files of .mhd / .nhdr headers
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def volume_suffix(path: Path) -> str | None:
+    """The suffix of ``path`` if it is an ITK or TIFF volume file, else None."""
+    suffix = path.suffix.lower()
+    return suffix if suffix in ITK_SUFFIXES + TIFF_STACK_SUFFIXES else None
+
+
+def read_header(path: Path) -> tuple[tuple[int, int, int], tuple[float, float, float], np.ndarray]:
+    """``(shape, spacing, affine)`` of an ITK or TIFF volume, without reading the voxels.
+
+    Raises:
+        DataError: the file is missing, unreadable or not a single-channel 3D volume.
+    """
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    if path.suffix.lower() in TIFF_STACK_SUFFIXES:
+        return _tiff_header(path)
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as err:
+        raise DataError(f"{path}: cannot read with SimpleITK: {_first_line(err)}") from err
+    size = tuple(int(n) for n in reader.GetSize())
+    if len(size) != 3 or reader.GetNumberOfComponents() != 1:
+        raise DataError(
+            f"{path}: expected a single-channel 3D volume, got size {size} with "
+            f"{reader.GetNumberOfComponents()} components"
+        )
+    spacing = tuple(float(s) for s in reader.GetSpacing())
+    direction = np.asarray(reader.GetDirection(), dtype=np.float64).reshape(3, 3)
+    return size, spacing, _affine(spacing, direction, reader.GetOrigin())
+
+
+def read_voxels(path: Path) -> np.ndarray:
+    """The voxels of an ITK or TIFF volume, indexed ``[i, j, k]`` (column, row, slice).
+
+    Raises:
+        DataError: the file is unreadable.
+    """
+    if path.suffix.lower() in TIFF_STACK_SUFFIXES:
+        return _tiff_stack(path)[0].transpose(2, 1, 0)
+    import SimpleITK as sitk
+
+    try:
+        array = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))  # [k, j, i]
+    except RuntimeError as err:
+        raise DataError(f"{path}: cannot read with SimpleITK: {_first_line(err)}") from err
+    return np.ascontiguousarray(array.transpose(2, 1, 0))
+
+
+def _affine(spacing, direction: np.ndarray, origin) -> np.ndarray:
+    lps = np.eye(4)
+    lps[:3, :3] = direction * np.asarray(spacing, dtype=np.float64)[None, :]
+    lps[:3, 3] = np.asarray(origin, dtype=np.float64)
+    return _LPS_TO_RAS @ lps
+
+
+def _tiff_stack(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """``(array [k, j, i], spacing (i, j, k))`` of a single-channel TIFF stack."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            array = series.asarray()
+            axes = series.axes
+            spacing = _tiff_spacing(tif)
+    except Exception as err:  # tifffile raises many types for corrupt files
+        raise DataError(f"{path}: cannot read TIFF stack: {err}") from err
+    keep = [i for i, ax in enumerate(axes) if ax in "YX" or array.shape[i] > 1]
+    axes = "".join(axes[i] for i in keep)
+    array = array.reshape([array.shape[i] for i in keep])
+    if array.ndim == 2:
+        raise DataError(
+            f"{path}: a single 2-D image, not a stack of slices (use data=folder for 2-D images)"
+        )
+    if array.ndim != 3 or axes[-2:] != "YX":
+        raise DataError(
+            f"{path}: expected a single-channel stack of slices (axes ZYX), got axes {axes!r} "
+            f"and shape {array.shape}"
+        )
+    return array, spacing
+
+
+def _tiff_header(path: Path) -> tuple[tuple[int, int, int], tuple[float, float, float], np.ndarray]:
+    array, spacing = _tiff_stack(path)
+    nk, nj, ni = array.shape
+    return (ni, nj, nk), spacing, np.diag([*spacing, 1.0])
+
+
+def _tiff_spacing(tif) -> tuple[float, float, float]:
+    """``(x, y, z)`` voxel size: resolution tags for x and y, ImageJ ``spacing`` for z."""
+
+    def per_pixel(tag_name: str) -> float:
+        tag = tif.pages[0].tags.get(tag_name)
+        if tag is None:
+            return 1.0
+        numerator, denominator = tag.value if isinstance(tag.value, tuple) else (tag.value, 1)
+        return float(denominator) / float(numerator) if numerator else 1.0
+
+    meta = tif.imagej_metadata or {}
+    z = float(meta.get("spacing", 1.0) or 1.0)
+    return per_pixel("XResolution"), per_pixel("YResolution"), z
+
+
+def _first_line(err: Exception) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith(("sitk::ERROR", "Exception thrown"))]
+    return (useful or lines or [type(err).__name__])[-1]

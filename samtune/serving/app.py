@@ -1,0 +1,199 @@
+"""The FastAPI app: Roboflow's SAM 2 routes on samtune's models.
+
+Routes: ``POST /sam2/embed_image``, ``POST /sam2/segment_image`` (and ``/sam3/embed_image``,
+``/sam3/visual_segment`` with the same schemas), ``GET /health`` and ``GET /info``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from time import perf_counter
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from samtune.serving.cache import Embedding, EmbeddingCache
+from samtune.serving.errors import ApiError, install_error_handlers
+from samtune.serving.formats import FORMATS, json_predictions, npz_bytes
+from samtune.serving.images import decode_image, image_id_of
+from samtune.serving.model import ServedModel
+from samtune.serving.prompts import PromptBatch, prompt_batch
+from samtune.serving.schemas import EmbedRequest, ImageRef, SegmentRequest
+from samtune.serving.security import BodyLimit, KeyCheck, Limits
+
+log = logging.getLogger(__name__)
+
+
+class Server:
+    """The state behind the routes: models by ``sam2_version_id``, the cache, keys and limits.
+
+    Args:
+        models: ``sam2_version_id`` -> model; the first one answers requests without an id.
+        cache: the embedding cache shared by the models (keyed by model and image).
+        keys: accepted API keys (empty: no authentication).
+        limits: request limits.
+    """
+
+    def __init__(
+        self,
+        models: Mapping[str, ServedModel],
+        *,
+        cache: EmbeddingCache,
+        keys: KeyCheck | None = None,
+        limits: Limits | None = None,
+    ) -> None:
+        if not models:
+            raise ValueError("the server needs at least one model")
+        self.models = dict(models)
+        self.default_version = next(iter(self.models))
+        self.cache = cache
+        self.keys = keys or KeyCheck(None)
+        self.limits = limits or Limits()
+
+    def model(self, version_id: str | None) -> ServedModel:
+        """The model for ``version_id`` (the default one for None)."""
+        if version_id is None or version_id == "":
+            return self.models[self.default_version]
+        if version_id not in self.models:
+            raise ApiError(
+                400,
+                f"sam2_version_id {version_id!r} is not served here; served: "
+                f"{', '.join(self.models)}",
+                "sam2_version_id",
+            )
+        return self.models[version_id]
+
+    def embedding(
+        self,
+        served: ServedModel,
+        image: ImageRef | None,
+        image_id: str | None,
+        check: Any = None,
+    ) -> tuple[Embedding, str, bool]:
+        """The embedding of the request's image: from the cache by ``image_id``, else encoded.
+
+        ``check(height, width)`` runs after decoding and before the encoder (prompt checks).
+
+        Returns:
+            The embedding, its image id and whether it came from the cache.
+        """
+        if image_id is not None:
+            found = self.cache.get((served.version_id, image_id), count_miss=False)
+            if found is not None:
+                return found, image_id, True
+            if image is None:
+                raise ApiError(
+                    400,
+                    f"image_id {image_id!r} is not in the embedding cache of "
+                    f"{served.version_id}: send the image as well",
+                    "image",
+                )
+        pixels = decode_image(image, max_pixels=self.limits.max_image_pixels)
+        if image_id is None:
+            image_id = image_id_of(pixels)
+        if check is not None:
+            check(*pixels.shape[:2])
+        embedding, cached = self.cache.get_or_compute(
+            (served.version_id, image_id), lambda: served.encode(pixels)
+        )
+        return embedding, image_id, cached
+
+    def info(self) -> dict[str, Any]:
+        """Models, cache, limits and whether keys are required."""
+        from samtune import __version__
+
+        return {
+            "server": "samtune-serve",
+            "samtune_version": __version__,
+            "default_sam2_version_id": self.default_version,
+            "models": [m.describe() for m in self.models.values()],
+            "cache": self.cache.stats(),
+            "auth": self.keys.enabled,
+            "limits": {
+                "max_body_bytes": self.limits.max_body_bytes,
+                "max_image_pixels": self.limits.max_image_pixels,
+                "max_prompts": self.limits.max_prompts,
+                "max_points_per_prompt": self.limits.max_points_per_prompt,
+            },
+        }
+
+
+def create_app(server: Server) -> Any:
+    """The ASGI app serving ``server`` (FastAPI, wrapped in the body-size limit)."""
+    app = FastAPI(
+        title="samtune-serve",
+        description="Roboflow-compatible SAM 2 routes on samtune's tuned models",
+    )
+    app.state.server = server
+    install_error_handlers(app)
+
+    def authorise(request: Request, body_key: str | None = None) -> None:
+        server.keys.check(
+            query_key=request.query_params.get("api_key"),
+            body_key=body_key,
+            header=request.headers.get("authorization"),
+        )
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "models": list(server.models)}
+
+    @app.get("/info")
+    def info(request: Request) -> dict[str, Any]:
+        authorise(request)
+        return server.info()
+
+    def embed(body: EmbedRequest, request: Request) -> dict[str, Any]:
+        start = perf_counter()
+        authorise(request, body.api_key)
+        served = server.model(body.sam2_version_id)
+        _, image_id, _ = server.embedding(served, body.image, body.image_id)
+        return {"image_id": image_id, "time": perf_counter() - start}
+
+    def segment(body: SegmentRequest, request: Request) -> Any:
+        start = perf_counter()
+        authorise(request, body.api_key)
+        served = server.model(body.sam2_version_id)
+        fmt = str(body.format).lower()
+        if fmt not in FORMATS:
+            raise ApiError(
+                400, f"format {body.format!r} is not one of {', '.join(FORMATS)}", "format"
+            )
+        if body.mask_input is not None or body.use_mask_input_cache:
+            field = "mask_input" if body.mask_input is not None else "use_mask_input_cache"
+            raise ApiError(400, f"{field} is not supported by samtune-serve", field)
+        prompts = body.prompts.prompts
+        batch: list[PromptBatch] = []
+
+        def check(height: int, width: int) -> None:
+            batch.append(
+                prompt_batch(
+                    prompts,
+                    height=height,
+                    width=width,
+                    max_prompts=server.limits.max_prompts,
+                    max_points=server.limits.max_points_per_prompt,
+                )
+            )
+
+        embedding, image_id, _ = server.embedding(served, body.image, body.image_id, check)
+        if not batch:  # a cache hit: check against the cached image's size
+            check(*embedding.orig_hw)
+        result = served.segment(embedding, batch[0], multimask_output=body.multimask_output)
+        if fmt == "binary":
+            return Response(npz_bytes(result), media_type="application/octet-stream")
+        return JSONResponse(
+            {
+                "predictions": json_predictions(result, fmt),
+                "time": perf_counter() - start,
+                "image_id": image_id,
+            }
+        )
+
+    app.post("/sam2/embed_image")(embed)
+    app.post("/sam3/embed_image")(embed)
+    app.post("/sam2/segment_image")(segment)
+    app.post("/sam3/visual_segment")(segment)
+    return BodyLimit(app, server.limits.max_body_bytes)

@@ -1,0 +1,207 @@
+"""The memory check before training: the estimate of :mod:`samtune.training.memory` for a
+composed ``train`` config and its built module, against what the device has free.
+
+``speed.fit_memory`` says what happens when a step does not fit: ``check`` stops with the estimate
+and the overrides that would fit, ``auto`` applies them, ``off`` skips the check.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from samtune.training.memory import (
+    SAFETY,
+    Change,
+    MemoryBudgetError,
+    StepMemoryInputs,
+    available_memory,
+    changes_to_fit,
+    encoder_units,
+    estimate_step_memory,
+)
+
+log = logging.getLogger(__name__)
+
+FIT_MODES = ("check", "auto", "off")
+ALL_OBJECTS_ASSUMED = 64  # objects per image assumed when prompts.max_objects_per_image is null
+
+
+def module_inputs(
+    module: Any,
+    *,
+    batch: int,
+    objects_per_image: float,
+    bf16: bool,
+    activation_checkpointing: bool | None = None,
+    checkpoint_prompt_steps: bool | None = None,
+) -> StepMemoryInputs:
+    """The inputs of :func:`estimate_step_memory` for a built ``SamTuneModule``.
+
+    The checkpointing switches default to what the module does (``module.checkpoint_prompt_steps``;
+    activation checkpointing when its Hiera blocks are wrapped).
+    """
+    from samtune.segmenter.checkpointing import hiera_blocks
+
+    adapter = module.adapter
+    encoder = "frozen" if not adapter.encoder_trainable else adapter.name
+    if encoder not in ("lora", "full"):
+        encoder = "full"
+    if activation_checkpointing is None:
+        activation_checkpointing = any(
+            "forward" in vars(b) for b in hiera_blocks(module.model)
+        )  # enable_activation_checkpointing replaces each block's forward on the instance
+    if checkpoint_prompt_steps is None:
+        checkpoint_prompt_steps = bool(module.checkpoint_prompt_steps)
+    return StepMemoryInputs(
+        image_size=int(module.spec.image_size),
+        batch=int(batch),
+        objects_per_image=objects_per_image,
+        prompt_steps=1 + int(getattr(module.prompts, "correction_clicks", 0)),
+        encoder=encoder,
+        total_params=int(module.param_report["total"]),
+        trainable_params=int(module.param_report["trainable"]),
+        encoder_units=encoder_units(module.model),
+        activation_checkpointing=bool(activation_checkpointing),
+        checkpoint_prompt_steps=bool(checkpoint_prompt_steps),
+        bf16=bool(bf16),
+    )
+
+
+def step_inputs(cfg: Any, module: Any, precision: str) -> StepMemoryInputs:
+    """The memory-relevant settings of a composed ``train`` config and its built module."""
+    speed = cfg.get("speed") or {}
+    cap = getattr(module.prompts, "max_objects_per_image", None)
+    return module_inputs(
+        module,
+        batch=int(cfg.data.get("batch_size", 1)),
+        objects_per_image=int(cap) if cap else ALL_OBJECTS_ASSUMED,
+        bf16="bf16" in str(precision),
+        activation_checkpointing=bool(speed.get("activation_checkpointing", False)),
+        checkpoint_prompt_steps=bool(speed.get("checkpoint_prompt_steps", False)),
+    )
+
+
+def training_device(cfg: Any) -> str:
+    """``cuda`` when the trainer will run on a GPU, else ``cpu``."""
+    import torch
+
+    accelerator = str(cfg.trainer.get("accelerator", "auto")).lower()
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        return "cuda"
+    return "cpu"
+
+
+def _settings(changes: list[Change]) -> str:
+    return " ".join(f"{c.key}={str(c.value).lower()}" for c in changes)
+
+
+def fit_memory(
+    cfg: Any, module: Any, precision: str, *, budget: float | None = None
+) -> list[Change]:
+    """Check that a training step fits the device's free memory before training starts.
+
+    ``speed.fit_memory`` says what happens when it does not: ``check`` (the default) raises
+    :class:`MemoryBudgetError` with the estimate and the settings that would fit, ``auto``
+    applies those settings to ``cfg`` and ``module`` and logs them, ``off`` skips the check.
+
+    Args:
+        cfg: the composed ``train`` config (changed in place by ``auto``).
+        module: the built ``SamTuneModule`` (its weights are already in memory).
+        precision: the resolved ``trainer.precision``.
+        budget: bytes free for the step; by default what :func:`available_memory` reads, less
+            a safety margin.
+
+    Returns:
+        The applied changes (empty when the step fits or the check is off).
+    """
+    from omegaconf import open_dict
+
+    speed = cfg.get("speed") or {}
+    mode = str(speed.get("fit_memory", "check")).lower()
+    if mode not in FIT_MODES:
+        raise ValueError(f"speed.fit_memory must be one of {', '.join(FIT_MODES)}, got {mode!r}")
+    if mode == "off":
+        return []
+    device = training_device(cfg)
+    inputs = step_inputs(cfg, module, precision)
+    estimate = estimate_step_memory(inputs)
+    source = "speed.fit_memory_budget_gb"
+    if budget is None:
+        gb = speed.get("fit_memory_budget_gb")
+        if gb is not None:
+            budget = float(gb) * 1e9
+        else:
+            free, source = available_memory(device)
+            # on the CPU the weights are already resident; the rest must fit in what is free
+            resident = estimate.weights if device == "cpu" else 0.0
+            budget = SAFETY * free + resident
+    assumed = (
+        ""
+        if getattr(module.prompts, "max_objects_per_image", None)
+        else f" (prompts.max_objects_per_image=null: {ALL_OBJECTS_ASSUMED} objects per image assumed)"
+    )
+    what = (
+        f"{module.spec.name} @ {inputs.image_size} px, adapter={module.adapter.name}, batch "
+        f"{inputs.batch}, {inputs.objects_per_image} objects x {inputs.prompt_steps} prompt steps "
+        f"per image{assumed}, precision {precision}"
+    )
+    budget_text = f"{budget / 1e9:.1f} GB ({source}" + (
+        f", {SAFETY:.0%} of the free memory)" if source != "speed.fit_memory_budget_gb" else ")"
+    )
+    log.info(
+        "memory: one training step needs about %s; %s has %s",
+        estimate.describe(),
+        device,
+        budget_text,
+    )
+    changes = changes_to_fit(inputs, budget)
+    if changes == []:
+        return []
+    if changes is None:
+        raise MemoryBudgetError(
+            f"a training step of {what} needs about {estimate.describe()}, more than the "
+            f"{budget_text} available on {device}, and no setting of speed.checkpoint_prompt_steps, "
+            "speed.activation_checkpointing, prompts.max_objects_per_image or data.batch_size "
+            "fits: lower model.image_size or use a smaller model. speed.fit_memory=off skips "
+            "this check."
+        )
+    fitted = estimate_step_memory(changes[-1].inputs)
+    if mode == "check":
+        raise MemoryBudgetError(
+            f"a training step of {what} needs about {estimate.describe()}, more than the "
+            f"{budget_text} available on {device}. It would fit (about {fitted.total / 1e9:.1f} "
+            f"GB) with: {_settings(changes)}  (add these overrides, or speed.fit_memory=auto to "
+            "apply them; speed.fit_memory=off skips this check)"
+        )
+    with open_dict(cfg):
+        for change in changes:
+            key = change.key.split(".")
+            node = cfg
+            for part in key[:-1]:
+                node = node[part]
+            node[key[-1]] = change.value
+    apply_to_module(module, changes)
+    log.warning(
+        "speed.fit_memory=auto: %s needs about %s, more than the %s available; applied %s "
+        "(about %.1f GB)",
+        what,
+        estimate.describe(),
+        budget_text,
+        _settings(changes),
+        fitted.total / 1e9,
+    )
+    return changes
+
+
+def apply_to_module(module: Any, changes: list[Change]) -> None:
+    """Apply the module-side changes (checkpointing, objects per image) to a built module."""
+    from samtune.segmenter.checkpointing import enable_activation_checkpointing
+
+    for change in changes:
+        if change.key == "speed.checkpoint_prompt_steps":
+            module.checkpoint_prompt_steps = True
+        elif change.key == "speed.activation_checkpointing" and module.adapter.encoder_trainable:
+            enable_activation_checkpointing(module.model)
+        elif change.key == "prompts.max_objects_per_image":
+            module.prompts.max_objects_per_image = int(change.value)

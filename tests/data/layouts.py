@@ -1,0 +1,234 @@
+"""Generators of the data layouts users bring, tiny (64-96 px), written into a folder.
+
+Each scene holds a few non-overlapping octagons on noise; the functions return what they wrote
+so tests can compare what the readers give back with the truth.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from samtune.data.datasets.objects import polygon_mask
+
+
+@dataclass
+class Scene:
+    """An image, its objects as polygons (pixels, x y) and masks, and their classes (1..)."""
+
+    image: np.ndarray
+    polygons: list[np.ndarray]
+    masks: np.ndarray
+    classes: list[int]
+
+
+def make_scene(
+    seed: int, size: tuple[int, int] = (72, 88), n: int = 3, n_classes: int = 1
+) -> Scene:
+    """``n`` octagons in a row (never touching), classes cycling 1..``n_classes``."""
+    rng = np.random.default_rng(seed)
+    h, w = size
+    image = rng.integers(0, 50, size=(h, w, 3)).astype(np.uint8)
+    polygons, masks, classes = [], [], []
+    cell = w / n
+    for k in range(n):
+        cx = cell * (k + 0.5) + rng.uniform(-2, 2)
+        cy = h / 2 + rng.uniform(-h / 6, h / 6)
+        r = min(cell * 0.35, h * 0.25) * rng.uniform(0.8, 1.0)
+        angles = np.arange(8) * np.pi / 4 + np.pi / 8
+        poly = np.stack([cx + r * np.cos(angles), cy + r * np.sin(angles)], axis=1)
+        mask = polygon_mask(poly, size)
+        image[mask] = rng.integers(150, 255, size=3)
+        polygons.append(poly)
+        masks.append(mask)
+        classes.append(k % n_classes + 1)
+    return Scene(image, polygons, np.stack(masks), classes)
+
+
+def _png(path: Path, array: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+    return path
+
+
+def write_per_object_nested(root: Path, n: int = 4, start: int = 0) -> dict[str, Scene]:
+    """``<root>/<id>/images/<id>.png`` and ``<root>/<id>/masks/<k>.png`` (0/255)."""
+    scenes = {}
+    for i in range(start, start + n):
+        name = f"{i:04x}beef"
+        scene = make_scene(i)
+        _png(root / name / "images" / f"{name}.png", scene.image)
+        for k, mask in enumerate(scene.masks):
+            _png(root / name / "masks" / f"m{k}.png", mask.astype(np.uint8) * 255)
+        scenes[name] = scene
+    return scenes
+
+
+def write_per_object_flat(root: Path, n: int = 4) -> dict[str, Scene]:
+    """``<root>/images/<stem>.png`` and ``<root>/masks/<stem>/<k>.png`` (0/1)."""
+    scenes = {}
+    for i in range(n):
+        stem = f"img{i}"
+        scene = make_scene(10 + i)
+        _png(root / "images" / f"{stem}.png", scene.image)
+        for k, mask in enumerate(scene.masks):
+            _png(root / "masks" / stem / f"{k}.png", mask.astype(np.uint8))
+        scenes[stem] = scene
+    return scenes
+
+
+YOLO_NAMES = ["nucleus", "cytoplasm"]
+
+
+def write_yolo(
+    root: Path, counts: dict[str, int] | None = None, roboflow: bool = False
+) -> dict[str, dict[str, Scene]]:
+    """An Ultralytics segmentation export: ``data.yaml``, ``images/<split>``, ``labels/<split>``.
+
+    With ``roboflow=True`` Roboflow's variant instead: ``<split>/images``, ``<split>/labels``,
+    splits ``train``/``valid``/``test`` and ``../<split>/images`` entries in ``data.yaml``.
+    Polygons are normalised to 0..1; class indices start at 0.
+    """
+    counts = counts or {"train": 4, "val": 2}
+    scenes: dict[str, dict[str, Scene]] = {}
+    entries = {}
+    for split, n in counts.items():
+        folder = "valid" if roboflow and split == "val" else split
+        images = root / folder / "images" if roboflow else root / "images" / folder
+        labels = root / folder / "labels" if roboflow else root / "labels" / folder
+        labels.mkdir(parents=True, exist_ok=True)
+        entries[split] = f"../{folder}/images" if roboflow else f"images/{folder}"
+        scenes[split] = {}
+        for i in range(n):
+            scene = make_scene(100 * len(scenes) + i, n_classes=2)
+            h, w = scene.image.shape[:2]
+            _png(images / f"{split}_{i}.png", scene.image)
+            lines = []
+            for poly, cls in zip(scene.polygons, scene.classes):
+                xy = (poly / [w, h]).reshape(-1)
+                lines.append(" ".join([str(cls - 1)] + [f"{v:.6f}" for v in xy]))
+            (labels / f"{split}_{i}.txt").write_text("\n".join(lines) + "\n")
+            scenes[split][f"{split}_{i}"] = scene
+    header = "" if roboflow else f"path: {root}\n"
+    names = "\n".join(f"  {k}: {name}" for k, name in enumerate(YOLO_NAMES))
+    splits = "".join(f"{s}: {e}\n" for s, e in entries.items())
+    (root / "data.yaml").write_text(f"{header}{splits}nc: {len(YOLO_NAMES)}\nnames:\n{names}\n")
+    return scenes
+
+
+def write_roboflow_coco(
+    root: Path, counts: dict[str, int] | None = None
+) -> dict[str, dict[str, Scene]]:
+    """A Roboflow COCO export: ``train/ valid/ test/`` each with images and ``_annotations.coco.json``.
+
+    Like Roboflow's, category 0 is a supercategory with no annotations; objects are polygons.
+    """
+    counts = counts or {"train": 4, "valid": 2, "test": 1}
+    scenes: dict[str, dict[str, Scene]] = {}
+    for s, (split, n) in enumerate(counts.items()):
+        folder = root / split
+        images, annotations = [], []
+        scenes[split] = {}
+        for i in range(n):
+            scene = make_scene(200 + 10 * s + i, n_classes=2)
+            name = f"cell_{i}_png.rf.{i:06x}.png"
+            _png(folder / name, scene.image)
+            h, w = scene.image.shape[:2]
+            images.append({"id": i, "file_name": name, "height": h, "width": w})
+            for poly, cls, mask in zip(scene.polygons, scene.classes, scene.masks):
+                annotations.append({
+                    "id": len(annotations), "image_id": i, "category_id": cls,
+                    "segmentation": [poly.reshape(-1).round(2).tolist()],
+                    "area": int(mask.sum()), "bbox": [0, 0, 1, 1], "iscrowd": 0,
+                })  # fmt: skip
+            scenes[split][name] = scene
+        categories = [{"id": 0, "name": "cells", "supercategory": "none"}] + [
+            {"id": k + 1, "name": name, "supercategory": "cells"}
+            for k, name in enumerate(YOLO_NAMES)
+        ]
+        data = {"images": images, "annotations": annotations, "categories": categories}
+        (folder / "_annotations.coco.json").write_text(json.dumps(data))
+    return scenes
+
+
+def write_labelme(root: Path, n: int = 4) -> dict[str, Scene]:
+    """LabelMe json next to each image: polygons labelled by class, plus one rectangle each."""
+    scenes = {}
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        scene = make_scene(300 + i, n_classes=2)
+        h, w = scene.image.shape[:2]
+        _png(root / f"photo{i}.png", scene.image)
+        shapes = [
+            {"label": YOLO_NAMES[cls - 1], "points": poly.tolist(), "group_id": None,
+             "shape_type": "polygon", "flags": {}}
+            for poly, cls in zip(scene.polygons, scene.classes)
+        ]  # fmt: skip
+        shapes.append({"label": "box", "points": [[1, 1], [9, 9]], "shape_type": "rectangle"})
+        doc = {"version": "5.4.1", "flags": {}, "shapes": shapes, "imagePath": f"photo{i}.png",
+               "imageData": None, "imageHeight": h, "imageWidth": w}  # fmt: skip
+        (root / f"photo{i}.json").write_text(json.dumps(doc))
+        scenes[f"photo{i}"] = scene
+    return scenes
+
+
+PALETTE = {"tumour": (255, 0, 0), "stroma": (0, 128, 255)}
+
+
+def write_semantic(root: Path, n: int = 4, palette: bool = False) -> dict[str, Scene]:
+    """``images/<stem>.png`` and ``masks/<stem>.png``: class values 1, 2 (or palette colours)."""
+    scenes = {}
+    colours = list(PALETTE.values())
+    for i in range(n):
+        scene = make_scene(400 + i, n=4, n_classes=2)
+        _png(root / "images" / f"tile{i}.png", scene.image)
+        if palette:
+            mask = np.zeros((*scene.image.shape[:2], 3), np.uint8)
+            for m, cls in zip(scene.masks, scene.classes):
+                mask[m] = colours[cls - 1]
+        else:
+            mask = np.zeros(scene.image.shape[:2], np.uint8)
+            for m, cls in zip(scene.masks, scene.classes):
+                mask[m] = cls
+        _png(root / "masks" / f"tile{i}.png", mask)
+        scenes[f"tile{i}"] = scene
+    return scenes
+
+
+def write_documented_layouts(work: Path) -> None:
+    """The folders README.md's data commands name (``/data/<name>`` read as ``<name>/``)."""
+    import SimpleITK as sitk
+
+    scenes = write_semantic(work / "isic", n=4)
+    for stem in scenes:
+        mask = work / "isic" / "masks" / f"{stem}.png"
+        binary = (np.array(Image.open(mask)) > 0).astype(np.uint8) * 255
+        _png(mask.with_name(f"{stem}_segmentation.png"), binary)
+        mask.unlink()
+    write_per_object_nested(work / "stage1_train")
+    write_yolo(work / "yolo_export", {"train": 4, "val": 2})
+    write_roboflow_coco(work / "roboflow_coco")
+    write_labelme(work / "labelme")
+    write_semantic(work / "tiles")
+    write_semantic(work / "tiles_rgb", palette=True)
+    write_per_object_flat(work / "my cells")
+    write_per_object_flat(work / "Zellkerne é")
+    rng = np.random.default_rng(0)
+    for case in range(3):
+        hu = rng.normal(-100, 30, size=(6, 40, 40)).astype(np.float32)  # [k, j, i]
+        label = np.zeros(hu.shape, np.uint8)
+        label[1:5, 10:24, 8:26] = 1
+        label[2:6, 28:36, 26:36] = 2
+        hu[label == 1], hu[label == 2] = 60, 200
+        for folder, array, name in (
+            ("ct", hu, f"case{case}.nrrd"),
+            ("labels", label, f"case{case}_seg.nrrd"),
+        ):
+            image = sitk.GetImageFromArray(array)
+            image.SetSpacing((0.8, 0.8, 2.5))
+            (work / "nrrd" / folder).mkdir(parents=True, exist_ok=True)
+            sitk.WriteImage(image, str(work / "nrrd" / folder / name))

@@ -1,0 +1,179 @@
+"""The training step's memory estimate (samtune.training.memory) and the check before training
+(samtune.training.memory_check)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from samtune.training.memory import (
+    MemoryBudgetError,
+    StepMemoryInputs,
+    changes_to_fit,
+    encoder_units,
+    estimate_step_memory,
+)
+from samtune.training.memory_check import fit_memory, module_inputs, step_inputs
+
+BASE = StepMemoryInputs(
+    image_size=1024,
+    batch=2,
+    objects_per_image=16,
+    prompt_steps=8,
+    encoder="lora",
+    total_params=46_000_000,
+    trainable_params=4_500_000,
+    encoder_units=30.0,
+)
+
+
+def total(**changes) -> float:
+    return estimate_step_memory(replace(BASE, **changes)).total
+
+
+@pytest.mark.parametrize(
+    ("key", "values"),
+    [
+        ("image_size", [128, 256, 512, 1024]),
+        ("batch", [1, 2, 4, 8]),
+        ("objects_per_image", [1, 4, 16, 64]),
+        ("prompt_steps", [1, 2, 4, 8]),
+    ],
+)
+def test_estimate_grows_with_each_size(key, values):
+    for encoder in ("frozen", "lora", "full"):
+        for ckpt in (False, True):
+            estimates = [
+                total(
+                    **{key: v},
+                    encoder=encoder,
+                    activation_checkpointing=ckpt,
+                    checkpoint_prompt_steps=ckpt,
+                )
+                for v in values
+            ]
+            assert all(a < b for a, b in zip(estimates, estimates[1:])), (key, encoder, ckpt)
+
+
+def test_checkpointing_and_adapter_order():
+    plain = total()
+    assert total(activation_checkpointing=True) < plain
+    assert total(checkpoint_prompt_steps=True) < plain
+    both = total(activation_checkpointing=True, checkpoint_prompt_steps=True)
+    assert both < min(total(activation_checkpointing=True), total(checkpoint_prompt_steps=True))
+    assert total(encoder="frozen") < plain < total(encoder="full", trainable_params=46_000_000)
+    # activation checkpointing does nothing to a frozen encoder (it has no graph)
+    assert total(encoder="frozen", activation_checkpointing=True) == total(encoder="frozen")
+    parts = estimate_step_memory(BASE)
+    assert parts.total == pytest.approx(
+        parts.weights + parts.optimizer + parts.encoder + parts.decoder + parts.fixed
+    )
+    assert parts.weights == 4 * BASE.total_params and parts.optimizer == 12 * 4_500_000
+
+
+def test_calibration_matches_the_measured_1024px_peaks():
+    """docs/benchmarks/cpu-1024px-train-memory.json: tiny, 1024 px, batch 4, 16 objects x 3."""
+    tiny = replace(
+        BASE,
+        batch=4,
+        objects_per_image=4,
+        prompt_steps=3,
+        total_params=38_962_498,
+        trainable_params=4_441_745,
+        encoder_units=24.0,
+    )
+    measured_mb = {
+        (False, False): 15553,
+        (True, False): 10002,
+        (True, True): 6258,
+    }
+    for (act, steps), mb in measured_mb.items():
+        inputs = replace(tiny, activation_checkpointing=act, checkpoint_prompt_steps=steps)
+        assert estimate_step_memory(inputs).total / 2**20 == pytest.approx(mb, rel=0.25)
+
+
+def test_bad_inputs_are_named():
+    with pytest.raises(ValueError, match="batch must be a positive integer"):
+        replace(BASE, batch=0)
+    with pytest.raises(ValueError, match="encoder must be frozen, lora or full"):
+        replace(BASE, encoder="adapter")
+
+
+def test_changes_to_fit_take_the_free_switches_first():
+    plain = estimate_step_memory(BASE).total
+    assert changes_to_fit(BASE, plain) == []
+    steps_only = estimate_step_memory(replace(BASE, checkpoint_prompt_steps=True)).total
+    (change,) = changes_to_fit(BASE, steps_only)
+    assert (change.key, change.value) == ("speed.checkpoint_prompt_steps", True)
+    both = replace(BASE, checkpoint_prompt_steps=True, activation_checkpointing=True)
+    keys = [c.key for c in changes_to_fit(BASE, estimate_step_memory(both).total)]
+    assert keys == ["speed.checkpoint_prompt_steps", "speed.activation_checkpointing"]
+    fewer = replace(both, objects_per_image=4, batch=1)
+    changes = changes_to_fit(BASE, estimate_step_memory(fewer).total)
+    assert {c.key: c.value for c in changes}["prompts.max_objects_per_image"] == 4
+    assert {c.key: c.value for c in changes}["data.batch_size"] == 1
+    assert estimate_step_memory(changes[-1].inputs).total <= estimate_step_memory(fewer).total
+    assert changes_to_fit(BASE, 1e6) is None  # less than the weights: nothing fits
+
+
+@pytest.fixture
+def smoke_run():
+    """The smoke experiment's config and its built module (real tiny model at 128 px)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from samtune.cli._hydra import CONFIG_DIR
+    from samtune.training.run import build_module
+
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(
+            "train", overrides=["experiment=smoke", "adapter=lora"], return_hydra_config=True
+        )
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg, build_module(cfg)
+
+
+def test_over_budget_stops_naming_the_settings_or_applies_them(smoke_run):
+    cfg, module = smoke_run
+    # the real tiny model: widths 96/192/384/768, 1/2/7/2 blocks at strides 4/8/16/32
+    units = 96 / 16 + 2 * 192 / 64 + 7 * 384 / 256 + 2 * 768 / 1024
+    assert encoder_units(module.model) == pytest.approx(units)
+
+    inputs = step_inputs(cfg, module, "32-true")
+    need = estimate_step_memory(inputs).total
+    assert fit_memory(cfg, module, "32-true", budget=need) == []  # fits: nothing to do
+    budget = estimate_step_memory(
+        replace(inputs, checkpoint_prompt_steps=True, activation_checkpointing=True)
+    ).total
+    with pytest.raises(MemoryBudgetError) as err:
+        fit_memory(cfg, module, "32-true", budget=budget)
+    text = str(err.value)
+    assert "sam2.1_hiera_tiny @ 128 px, adapter=lora, batch 2, 4 objects x 3 prompt steps" in text
+    assert f"needs about {need / 1e9:.1f} GB" in text
+    assert "speed.checkpoint_prompt_steps=true speed.activation_checkpointing=true" in text
+    assert "speed.fit_memory=auto" in text
+    assert not module.checkpoint_prompt_steps  # the check changes nothing
+
+    with pytest.raises(MemoryBudgetError, match="no setting of speed.checkpoint_prompt_steps"):
+        fit_memory(cfg, module, "32-true", budget=1e6)
+
+    cfg.speed.fit_memory = "auto"
+    changes = fit_memory(cfg, module, "32-true", budget=budget)
+    assert [c.key for c in changes] == [
+        "speed.checkpoint_prompt_steps",
+        "speed.activation_checkpointing",
+    ]
+    assert cfg.speed.checkpoint_prompt_steps is True and cfg.speed.activation_checkpointing is True
+    assert module.checkpoint_prompt_steps
+    applied = module_inputs(module, batch=2, objects_per_image=4, bf16=False)
+    assert applied.activation_checkpointing and applied.checkpoint_prompt_steps
+
+    cfg.speed.fit_memory = "off"
+    assert fit_memory(cfg, module, "32-true", budget=1.0) == []
+    cfg.speed.fit_memory = "sometimes"
+    with pytest.raises(ValueError, match="speed.fit_memory must be one of check, auto, off"):
+        fit_memory(cfg, module, "32-true", budget=1.0)
