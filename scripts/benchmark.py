@@ -54,6 +54,7 @@ from samtune.data.sample import Sample  # noqa: E402
 from samtune.evaluation import Evaluator, center_points  # noqa: E402
 from samtune.evaluation.report.render import Table, to_markdown  # noqa: E402
 from samtune.inference.predict import load_predictor  # noqa: E402
+from samtune.io_atomic import write_text_atomic  # noqa: E402
 from samtune.models import ModelSpec, build_sam2_model, get_model_info  # noqa: E402
 from samtune.segmenter.cache import EmbeddingCache  # noqa: E402
 from samtune.segmenter.flops import FlopCounter, gpu_peak_bf16_tflops  # noqa: E402
@@ -1003,7 +1004,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             log.exception("benchmark section %s failed", name)
         result.setdefault("section_seconds", {})[name] = round(time.perf_counter() - t0, 1)
         if args.json != "-":  # what is measured so far survives a later failure
-            Path(args.json).write_text(json.dumps(result, indent=1, default=str))
+            write_text_atomic(args.json, json.dumps(result, indent=1, default=str))
     return result
 
 
@@ -1021,7 +1022,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.json == "-":
         print(text)
     else:
-        Path(args.json).write_text(text)
+        write_text_atomic(args.json, text)
         print(f"\nJSON: {Path(args.json).resolve()}")
     return result
 

@@ -19,7 +19,8 @@ def main() -> int:
     cmd = [sys.executable, "-m", "samtune.cli.train", "experiment=demo", *sys.argv[1:]]
     print("$", " ".join(cmd), flush=True)
     code = subprocess.call(cmd, cwd=REPO, env=env)
-    print(f"demo finished in {time.time() - start:.0f} s (exit code {code})", flush=True)
+    what = "finished" if code == 0 else "stopped"
+    print(f"demo {what} after {time.time() - start:.0f} s (exit code {code})", flush=True)
     return code
 
 

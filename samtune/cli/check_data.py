@@ -10,7 +10,6 @@ The datamodule is built with ``on_error=skip``, so all problems are listed, not 
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import sys
@@ -61,7 +60,9 @@ def check_data(cfg: DictConfig, out_dir: Path, data_name: str | None = None) -> 
         from samtune.data.coco_export import write_coco
 
         report["to_coco"] = write_coco(datamodule, cfg.to_coco, splits=list(cfg.splits))
-    (out_dir / "data_check.json").write_text(json.dumps(report, indent=2, default=str))
+    from samtune.io_atomic import write_json_atomic
+
+    write_json_atomic(out_dir / "data_check.json", report, indent=2, default=str)
     print(format_check(report, max_listed=int(cfg.max_listed)), flush=True)
     print(f"report: {out_dir / 'data_check.json'}", flush=True)
     if "to_coco" in report:

@@ -20,6 +20,7 @@ from samtune.evaluation.evaluator import evaluate_dataset
 from samtune.evaluation.report.files import write_results
 from samtune.evaluation.report.wandb_log import log_to_wandb
 from samtune.inference.predict import load_sam2_model
+from samtune.models.weights import is_none
 from samtune.training.run import describe_data
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ def evaluate(cfg: DictConfig, out_dir: Path, data_name: str) -> dict[str, Path]:
 
     lightning.seed_everything(int(cfg.seed), workers=True)
     spec = instantiate(cfg.model)
-    ckpt = None if cfg.ckpt is None or str(cfg.ckpt).lower() in {"none", "null"} else str(cfg.ckpt)
+    ckpt = None if is_none(cfg.ckpt) else str(cfg.ckpt)
     # a resolution given on the command line beats the one recorded with the weights
     explicit_size = spec.image_size if "model.image_size" in command_line_keys() else None
     model, info = load_sam2_model(ckpt, spec, image_size=explicit_size)

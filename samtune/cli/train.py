@@ -21,8 +21,24 @@ def task(cfg: DictConfig) -> float | None:
     return (summary.get("best_val") or {}).get("val/miou")
 
 
+def resume_run_dir_args(argv: list[str]) -> list[str]:
+    """For ``resume=<run folder or .ckpt>``: the Hydra overrides that make the resumed job run in
+    the original run folder (logs appended there, its recorded ``.hydra`` config kept)."""
+    from samtune.models.weights import is_none
+    from samtune.training.resume import find_checkpoint
+
+    values = [a.split("=", 1)[1] for a in argv if a.startswith("resume=")]
+    if not values or is_none(values[-1]) or any(a.startswith("hydra.run.dir=") for a in argv):
+        return []
+    _, run_dir = find_checkpoint(values[-1])
+    return [f"hydra.run.dir={run_dir}", "hydra.output_subdir=null"]
+
+
 def main() -> None:
     """Console entry point."""
+    import sys
+
+    sys.argv += resume_run_dir_args(sys.argv[1:])
     run_hydra_app(task, "train")
 
 

@@ -66,6 +66,7 @@ class ShardedSampler(DistributedSampler):
         self.pad = bool(pad)
         self.drop_last = False
         self.epoch = 0
+        self._skip: dict[int, int] = {}
         if self.pad:
             self.num_samples = -(-self.length // self.num_replicas)
         else:
@@ -75,6 +76,12 @@ class ShardedSampler(DistributedSampler):
     def set_epoch(self, epoch: int) -> None:
         """Use the order of epoch ``epoch`` from the next iteration on."""
         self.epoch = int(epoch)
+
+    def resume_at(self, epoch: int, skip: int) -> None:
+        """The next pass over ``epoch`` leaves out the first ``skip`` items of this rank's share
+        (once): a run resumed in the middle of an epoch continues where it stopped."""
+        self.epoch = int(epoch)
+        self._skip = {int(epoch): max(0, int(skip))}
 
     def order(self) -> list[int]:
         """The whole epoch's order, before it is split across ranks."""
@@ -88,7 +95,8 @@ class ShardedSampler(DistributedSampler):
         if self.pad and order and len(order) < self.total_size:
             repeats = -(-self.total_size // len(order))
             order = (order * repeats)[: self.total_size]
-        return iter(order[self.rank :: self.num_replicas])
+        skip = self._skip.pop(self.epoch, 0)
+        return iter(order[self.rank :: self.num_replicas][skip:])
 
     def __len__(self) -> int:
         return self.num_samples

@@ -26,7 +26,6 @@ Object ``k`` (0-based, in list order) of ``cells_01.png`` is written as ``cells_
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -40,17 +39,9 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from samtune.data.io import IMAGE_SUFFIXES, read_image, read_size
-from samtune.models import (
-    CheckpointError,
-    ModelSpec,
-    build_sam2_model,
-    get_model_info,
-    read_state_dict,
-)
-from samtune.models.build import POSTPROCESSING_OVERRIDES, log_resolution, sam2_config_path
-from samtune.models.export import atomic_write, model_from_lightning_checkpoint
-from samtune.models.official import sha256_of
-from samtune.models.registry import guess_size_from_state_dict
+from samtune.models import CheckpointError, ModelSpec, get_model_info
+from samtune.models.build import POSTPROCESSING_OVERRIDES, sam2_config_path
+from samtune.models.weights import is_none, load_model
 from samtune.segmenter.sam2 import feature_sizes
 
 log = logging.getLogger(__name__)
@@ -65,120 +56,14 @@ VIDEO_POSTPROCESSING_OVERRIDES = {"binarize_mask_from_pts_for_mem_enc": True, "f
 # ---------------------------------------------------------------------------------------------
 
 
-def _is_none(path: str | os.PathLike | None) -> bool:
-    return path is None or str(path).strip().lower() in {"", "none", "null"}
-
-
-def _read_sidecar(path: Path) -> dict[str, Any] | None:
-    """The export sidecar of ``path`` (``<stem>.json``), checked against the file's SHA-256."""
-    side = path.with_suffix(".json")
-    if not side.is_file():
-        return None
-    try:
-        meta = json.loads(side.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"cannot read the sidecar {side} of {path}: {exc}") from exc
-    if not isinstance(meta, dict) or "model" not in meta or "image_size" not in meta:
-        log.warning("ignoring %s: not a samtune export sidecar (no 'model' and 'image_size')", side)
-        return None
-    if meta.get("sha256") and meta["sha256"] != sha256_of(path):
-        raise CheckpointError(
-            f"{path} does not match its sidecar {side}: the SHA-256 recorded at export differs; "
-            "the file changed after export (re-export it, or delete the stale sidecar)"
-        )
-    return meta
-
-
 def load_sam2_model(
     path: str | os.PathLike | None,
     spec: ModelSpec | None = None,
     *,
     image_size: int | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Build a plain ``SAM2Base`` from whatever ``path`` is, loading weights strictly.
-
-    Args:
-        path: None or ``"none"`` (build ``spec``, i.e. zero-shot SAM 2.1), a samtune Lightning
-            ``.ckpt``, or a ``{"model": state_dict}`` file (exported by samtune, with its
-            ``.json`` sidecar, or an official checkpoint, whose size is recognised from the
-            weights).
-        spec: the model to build for ``path=None`` (default ``ModelSpec()``); for a file, its
-            ``name`` must match the file's size, and its ``image_size`` is used when the file
-            has no sidecar.
-        image_size: build at this resolution instead of the recorded one.
-
-    Returns:
-        The model (eval mode, CPU) and info: ``name``, ``sam2_config``, ``image_size``,
-        ``adapter`` (None for untuned weights), ``random_init``, ``checkpoint``.
-
-    Raises:
-        CheckpointError: for an unreadable file, weights that do not fit, or a size that
-            differs from ``spec.name`` (naming both sizes).
-    """
-    if _is_none(path):
-        spec = spec if spec is not None else ModelSpec()
-        if image_size is not None:
-            spec = dataclasses.replace(spec, image_size=int(image_size))
-        model = spec.build()
-        info = {
-            "name": spec.name,
-            "sam2_config": spec.sam2_config,
-            "image_size": int(spec.image_size),
-            "adapter": None,
-            "random_init": spec.random_init,
-            "checkpoint": spec.resolved_checkpoint,
-        }
-        return model, info
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    if path.suffix == ".ckpt":
-        return _load_lightning(path, spec, image_size)
-    return _load_state_dict_file(path, spec, image_size)
-
-
-def _check_size(path: Path, found: str, spec: ModelSpec | None) -> None:
-    if spec is not None and spec.name != found:
-        raise CheckpointError(
-            f"checkpoint {path} holds a {found} model, but model={spec.name} was asked for; "
-            f"choose model={found} or a {spec.name} checkpoint"
-        )
-
-
-def _load_lightning(
-    path: Path, spec: ModelSpec | None, image_size: int | None
-) -> tuple[nn.Module, dict[str, Any]]:
-    model, full_info = model_from_lightning_checkpoint(path, image_size=image_size)
-    _check_size(path, full_info["name"], spec)
-    keys = ("name", "sam2_config", "image_size", "adapter", "random_init", "checkpoint")
-    return model, {k: full_info[k] for k in keys}
-
-
-def _load_state_dict_file(
-    path: Path, spec: ModelSpec | None, image_size: int | None
-) -> tuple[nn.Module, dict[str, Any]]:
-    sidecar = _read_sidecar(path)
-    if sidecar is not None:
-        name, recorded_size = str(sidecar["model"]), int(sidecar["image_size"])
-    else:
-        name = guess_size_from_state_dict(read_state_dict(path))
-        if name is None and spec is None:
-            raise CheckpointError(f"cannot tell which SAM 2.1 size {path} holds: pass a model spec")
-        name = name or spec.name
-        recorded_size = int(spec.image_size) if spec is not None else 1024
-    _check_size(path, name, spec)
-    size = int(image_size) if image_size is not None else recorded_size
-    log_resolution(path, recorded_size, size)
-    model = build_sam2_model(name, image_size=size, checkpoint=path)
-    info = {
-        "name": name,
-        "sam2_config": get_model_info(name).sam2_config,
-        "image_size": size,
-        "adapter": sidecar.get("adapter") if sidecar else None,
-        "random_init": bool(sidecar.get("random_init", False)) if sidecar else False,
-        "checkpoint": str(path),
-    }
-    return model, info
+    """Build a plain ``SAM2Base`` from whatever ``path`` is; see :func:`samtune.models.weights.load_model`."""
+    return load_model(path, spec, image_size=image_size)
 
 
 def fit_feature_sizes(predictor: Any) -> Any:
@@ -449,6 +334,8 @@ def _write_mask(out_dir: Path, file_name: str, index: int, mask: np.ndarray) -> 
 
 
 def _write_results(out_dir: Path, results: list[dict[str, Any]]) -> Path:
+    from samtune.io_atomic import atomic_write
+
     path = out_dir / "masks.json"
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(results)))
     return path
@@ -564,7 +451,7 @@ def run_predict(
         raise ValueError(f"mode must be 'prompts' or 'auto', got {mode!r}")
     parsed = None
     if mode == "prompts":
-        if _is_none(prompts):
+        if is_none(prompts):
             raise ValueError("mode=prompts needs prompts=<file.json> (or use mode=auto)")
         parsed = read_prompts(prompts, images)  # every check happens before any mask is written
     model, info = load_sam2_model(ckpt, spec, image_size=image_size)

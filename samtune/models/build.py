@@ -79,18 +79,9 @@ def build_sam2_model(
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read the ``model`` state dict from an official-format checkpoint (``weights_only=True``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint file not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a corrupt file
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
-    if not isinstance(obj, dict) or "model" not in obj or not isinstance(obj["model"], dict):
-        raise CheckpointError(
-            f"checkpoint {path} is not in the SAM 2 format: expected a dict with a 'model' state dict"
-        )
-    return obj["model"]
+    from samtune.models.weights import read_state_dict as read
+
+    return read(path)
 
 
 def load_checkpoint_strict(model: torch.nn.Module, path: str | os.PathLike, name: str) -> None:
@@ -103,10 +94,9 @@ def load_checkpoint_strict(model: torch.nn.Module, path: str | os.PathLike, name
     state_dict = read_state_dict(path)
     found = guess_size_from_state_dict(state_dict)
     if found is not None and found != name:
-        raise CheckpointError(
-            f"checkpoint {path} holds a {found} model, but model={name} was asked for; "
-            f"choose model={found} or a {name} checkpoint"
-        )
+        from samtune.models.weights import size_mismatch
+
+        raise size_mismatch(path, found, name)
     try:
         missing, unexpected = model.load_state_dict(state_dict, strict=False)
     except RuntimeError as exc:  # shape mismatches

@@ -131,7 +131,9 @@ def resolve_checkpoint(
     Raises:
         CheckpointError: naming the missing file and where to put it.
     """
-    if checkpoint is None or str(checkpoint).lower() in {"none", "null", "random"}:
+    from samtune.models.weights import is_none
+
+    if is_none(checkpoint) or str(checkpoint).strip().lower() == "random":
         return None
     info = get_model_info(name)
     if str(checkpoint) != "auto":

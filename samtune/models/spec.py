@@ -39,6 +39,8 @@ class ModelSpec:
             ``~/.cache/samtune/checkpoints``.
         allow_download: whether ``auto`` may download.
         url: override of the official download URL.
+        init_seed: seed of the random weights when there is no checkpoint (so a run's base
+            weights can be rebuilt from the seed alone).
     """
 
     name: str = "sam2.1_hiera_tiny"
@@ -48,6 +50,7 @@ class ModelSpec:
     cache_dir: str | None = None
     allow_download: bool = True
     url: str | None = None
+    init_seed: int = 0
     resolved_checkpoint: str | None = field(default=None, init=False)
     random_init: bool = field(default=False, init=False)
 
@@ -88,6 +91,10 @@ class ModelSpec:
     def build(self) -> torch.nn.Module:
         """Resolve the checkpoint and build the model (eval mode, CPU)."""
         path = self.resolve()
+        if path is None:
+            from samtune.models.base_ref import build_random_init
+
+            return build_random_init(self.name, image_size=self.image_size, seed=self.init_seed)
         return build_sam2_model(self.name, image_size=self.image_size, checkpoint=path)
 
     @property

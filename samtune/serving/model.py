@@ -48,7 +48,9 @@ class Segmentation:
 
 def resolve_weights_path(ckpt: str | os.PathLike | None) -> str | None:
     """``ckpt`` as a file: a folder written by ``samtune-export format=roboflow`` gives its ``model.pt``."""
-    if ckpt is None or str(ckpt).strip().lower() in {"", "none", "null"}:
+    from samtune.models.weights import is_none
+
+    if is_none(ckpt):
         return None
     path = Path(ckpt).expanduser()
     if path.is_dir() and (path / "model.pt").is_file():

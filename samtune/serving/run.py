@@ -7,6 +7,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from samtune.models.weights import is_none
 from samtune.serving.app import Server
 from samtune.serving.cache import EmbeddingCache
 from samtune.serving.model import ServedModel
@@ -15,10 +16,6 @@ from samtune.serving.security import KeyCheck, Limits
 log = logging.getLogger(__name__)
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-
-
-def _is_none(value: Any) -> bool:
-    return value is None or str(value).strip().lower() in {"", "none", "null"}
 
 
 def _spec(name: str | None, image_size: int | None, checkpoint: Any, cache_dir: Any) -> Any:
@@ -54,7 +51,7 @@ def load_models(
                 f"{where}: unknown keys {sorted(unknown)}; expected ckpt, model, image_size, "
                 "checkpoint"
             )
-        ckpt = None if _is_none(entry.get("ckpt")) else str(entry["ckpt"])
+        ckpt = None if is_none(entry.get("ckpt")) else str(entry["ckpt"])
         if ckpt is None and entry.get("model") is None:
             raise ValueError(
                 f"{where}: ckpt is none, so a model size is needed (model=sam2.1_hiera_tiny, "
@@ -83,7 +80,7 @@ def model_entries(cfg: Mapping[str, Any]) -> list[tuple[str | None, dict[str, An
     model = cfg.get("model") or {}
     ckpt = cfg.get("ckpt")
     image_size = cfg.get("image_size")
-    if image_size is None and _is_none(ckpt) and model:
+    if image_size is None and is_none(ckpt) and model:
         image_size = model.get("image_size")
     entry = {
         "ckpt": ckpt,

@@ -22,6 +22,7 @@ from samtune.segmenter.checkpointing import enable_activation_checkpointing, run
 from samtune.segmenter.sam2 import Decoded, Features, decode, encode, upsample_logits
 from samtune.training.distributed import mean_over_objects, sum_and_count
 from samtune.training.optim import OptimConfig, param_groups, warmup_cosine
+from samtune.training.run_state import load_run_state, save_run_state
 
 log = logging.getLogger(__name__)
 
@@ -299,7 +300,6 @@ class SamTuneModule(L.LightningModule):
         self, features: Features, gt: torch.Tensor, img_idx: torch.Tensor, protocol: str
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Predicted masks (N x S x S bool) and clicks for one evaluation protocol at input resolution."""
-
         size = tuple(gt.shape[-2:])
         if protocol == "point1":
             pts = center_points(gt.cpu()).to(gt.device)[:, None, :]
@@ -405,6 +405,7 @@ class SamTuneModule(L.LightningModule):
         }
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+
         checkpoint["samtune"] = {
             "model": {
                 "name": self.spec.name,
@@ -418,6 +419,10 @@ class SamTuneModule(L.LightningModule):
             "version": __version__,
             "config": self.run_info.get("config", {}),
         }
+        save_run_state(self, checkpoint)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        load_run_state(self, checkpoint)
 
 
 def _streams(generator: torch.Generator | PromptStreams) -> PromptStreams:

@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
-import json
 import logging
+import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from samtune.evaluation.evaluator import evaluate_dataset
-from samtune.evaluation.report.files import write_results
+from samtune.evaluation.report.files import console_table, write_results
+from samtune.io_atomic import remove_stale_temporaries, write_json_atomic
+from samtune.models.weights import is_none, read_training_checkpoint, safe_load
+from samtune.training.checkpoint_io import AtomicCheckpointIO
 from samtune.training.distributed import check_launch, resolve_find_unused
+from samtune.training.interrupt import InterruptCheckpoint, interrupted_message
 from samtune.training.memory_check import fit_memory
 from samtune.training.module import SamTuneModule
 from samtune.training.progress import stdout_is_terminal
+from samtune.training.resume import ContinueCsvLog, resume_config, task_overrides
+from samtune.training.run_lock import RunLock, check_writable
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +80,8 @@ def describe_data(cfg: DictConfig) -> str:
     config choice (else the datamodule class) and its main path, if any."""
     from hydra.core.hydra_config import HydraConfig
 
+    if cfg.get("data_name"):  # recorded by the run that a resumed run continues
+        return str(cfg.data_name)
     name = None
     if HydraConfig.initialized():
         name = HydraConfig.get().runtime.choices.get("data")
@@ -89,11 +99,24 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
     Returns:
         The summary dict (also written to ``<output_dir>/summary.json``).
     """
-    import lightning as L
+    resume = None
+    if not is_none(cfg.get("resume")):
+        cfg, resume, _ = resume_config(cfg, task_overrides())
+    out_dir = Path(cfg.paths.output_dir)
+    with RunLock(out_dir):
+        return _fit_and_summarise(cfg, out_dir, resume)
+
+
+def _fit_and_summarise(cfg: DictConfig, out_dir: Path, resume: Path | None) -> dict[str, Any]:
 
     start = time.time()
-    out_dir = Path(cfg.paths.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_dir = out_dir / "checkpoints"
+    check_writable(ckpt_dir)  # before any compute is spent
+    remove_stale_temporaries(ckpt_dir)
+    if resume is None and os.environ.get("SLURM_RESTART_COUNT", "0") not in ("", "0"):
+        if (ckpt_dir / "last.ckpt").is_file():  # a requeued SLURM job picks up where it stopped
+            resume = ckpt_dir / "last.ckpt"
+            log.warning("SLURM requeue: resuming from %s", resume)
     L.seed_everything(int(cfg.seed), workers=True)
 
     data_kwargs = {}
@@ -107,6 +130,13 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
         module.run_info["config"] = OmegaConf.to_container(cfg, resolve=True)
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    interrupt = InterruptCheckpoint(ckpt_dir)
+    callbacks.append(interrupt)
+    if resume is not None:
+        # samtune's datamodules resume their order mid-epoch (ShardedSampler.resume_at)
+        warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended")
+        step = int(safe_load(resume, what="training checkpoint")["global_step"])
+        callbacks.append(ContinueCsvLog(out_dir / "csv" / "metrics.csv", before_step=step))
     trainer = instantiate(
         resolve_find_unused(cfg.trainer, correction_clicks=int(cfg.prompts.correction_clicks)),
         logger=loggers or False,
@@ -115,10 +145,22 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
         # in a file or pipe the bar is noise; samtune.training.progress.ProgressLog logs lines instead
         enable_progress_bar=bool(cfg.trainer.get("enable_progress_bar", True))
         and stdout_is_terminal(),
+        plugins=[AtomicCheckpointIO()],
     )
     check_launch(trainer)
-    # weights_only: also Lightning's own loads (a requeued SLURM job restores hpc_ckpt_<n>.ckpt)
-    trainer.fit(module, datamodule=datamodule, weights_only=True)
+    try:
+        # weights_only: also Lightning's own loads (a requeued SLURM job restores hpc_ckpt_<n>.ckpt)
+        trainer.fit(
+            module,
+            datamodule=datamodule,
+            ckpt_path=str(resume) if resume else None,
+            weights_only=True,
+        )
+    except (SystemExit, KeyboardInterrupt):
+        if interrupt.saved_step is None:
+            raise
+        print(interrupted_message(interrupt.saved_step, out_dir), flush=True)
+        raise SystemExit(interrupt.exit_code) from None
     if not trainer.is_global_zero:
         # Under DDP every rank runs this function; checkpoints and logs came from rank 0, and
         # the evaluation, summary and report are its job too. The other ranks stop here rather
@@ -127,7 +169,7 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
 
     ckpt_cb = trainer.checkpoint_callback
     best = getattr(ckpt_cb, "best_model_path", "") or ""
-    last = getattr(ckpt_cb, "last_model_path", "") or ""
+    last = str(ckpt_dir / "last.ckpt") if (ckpt_dir / "last.ckpt").is_file() else ""
     summary: dict[str, Any] = {
         "model": module.spec.name,
         "image_size": int(module.spec.image_size),
@@ -145,7 +187,7 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("evaluate_after_training", False):
         summary["eval"] = evaluate_module(cfg, module, datamodule, best, out_dir / "eval")
     summary["wall_time_s"] = round(time.time() - start, 1)
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    write_json_atomic(out_dir / "summary.json", summary, indent=2, default=str)
     print(format_summary(summary), flush=True)
     for lg in loggers:
         if type(lg).__name__ == "WandbLogger":
@@ -159,10 +201,10 @@ def evaluate_module(
     cfg: DictConfig, module: SamTuneModule, datamodule: Any, best_ckpt: str, out_dir: Path
 ) -> dict[str, Any]:
     """Evaluate the best weights of a finished run with the fixed protocols; write the report files."""
-
     if best_ckpt and Path(best_ckpt).is_file():
-        state = torch.load(best_ckpt, map_location="cpu", weights_only=False)["state_dict"]
-        module.load_state_dict(state, strict=True)
+        ckpt = read_training_checkpoint(best_ckpt)
+        module.on_load_checkpoint(ckpt)  # a small checkpoint gets its frozen weights back
+        module.load_state_dict(ckpt["state_dict"], strict=True)
     model = module.model.eval()
     evaluator = instantiate(cfg.evaluation)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -226,8 +268,6 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(f"best val   {parts}")
     ev = summary.get("eval")
     if ev:
-        from samtune.evaluation.report.files import console_table
-
         rows = {p: a for p, a in ev["aggregates"].items() if isinstance(a, dict) and "miou" in a}
         lines.append("eval       best checkpoint on the val split:")
         lines += [f"           {row}" for row in console_table(rows).splitlines()]

@@ -74,7 +74,7 @@ def test_each_adapter_trains_and_writes_checkpoints_and_metrics(adapter_runs):
 
 
 def _sam_state(ckpt: Path) -> dict[str, torch.Tensor]:
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
     return {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
 
 
@@ -84,6 +84,8 @@ def test_lora_trains_only_lora_and_decoder(adapter_runs, tiny_state_dict):
     frac = summary["parameters"]["trainable"] / summary["parameters"]["total"]
     assert frac < 0.25
     state = _sam_state(Path(summary["last_checkpoint"]))
+    # a small checkpoint: the frozen base weights are referenced, not stored
+    assert "image_encoder.trunk.blocks.0.attn.qkv.base_layer.weight" not in state
     changed_lora = [k for k in state if "lora_B" in k and state[k].abs().sum() > 0]
     assert changed_lora, "LoRA B matrices are still zero after training"
     for key, value in state.items():
@@ -107,7 +109,7 @@ def test_frozen_keeps_encoder_and_full_changes_it(adapter_runs, tiny_state_dict)
     frozen = _sam_state(Path(runs["frozen"][1]["last_checkpoint"]))
     full = _sam_state(Path(runs["full"][1]["last_checkpoint"]))
     enc = [k for k in tiny_state_dict if k.startswith("image_encoder.trunk.")]
-    assert all(torch.equal(frozen[k], tiny_state_dict[k]) for k in enc)
+    assert not any(k in frozen for k in enc)  # small checkpoint: the frozen encoder is referenced
     assert any(not torch.equal(full[k], tiny_state_dict[k]) for k in enc)
     mem = [k for k in tiny_state_dict if k.startswith(("memory_attention.", "memory_encoder."))]
     assert all(torch.equal(full[k], tiny_state_dict[k]) for k in mem)

@@ -113,7 +113,7 @@ def test_bad_checkpoints_are_named(tmp_path):
         model_from_lightning_checkpoint(plain)
     ckpt = tmp_path / "run.ckpt"
     make_lightning_checkpoint(ckpt, FrozenEncoder())
-    obj = torch.load(ckpt, weights_only=False)
+    obj = torch.load(ckpt, weights_only=True)
     obj["samtune"]["model"]["name"] = "sam2.1_hiera_small"
     torch.save(obj, tmp_path / "small.ckpt")
     with pytest.raises(CheckpointError, match="sam2.1_hiera_tiny.*sam2.1_hiera_small"):

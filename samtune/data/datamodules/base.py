@@ -235,6 +235,20 @@ class SamDataModule(L.LightningDataModule):
             )
         return raw
 
+    def state_dict(self) -> dict[str, Any]:
+        """Where training stands in the data (saved in checkpoints): epoch and batches done in it."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return {}
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return {"epoch": int(trainer.current_epoch), "batches_done": int(done)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Resume the training order where a checkpoint left it (see :meth:`state_dict`)."""
+        self._resume_position = (
+            (int(state_dict["epoch"]), int(state_dict["batches_done"])) if state_dict else None
+        )
+
     def _loader(self, split: str, *, train: bool) -> DataLoader:
         world, rank = replicas_of(self)
         dataset = TransformedDataset(self.nonempty_dataset(split), self.rank_transform(train, rank))
@@ -244,6 +258,10 @@ class SamDataModule(L.LightningDataModule):
         sampler = ShardedSampler(
             len(dataset), shuffle=train, seed=self.seed, num_replicas=world, rank=rank, pad=train
         )
+        position = getattr(self, "_resume_position", None)
+        if train and position is not None:  # a resumed run continues the epoch where it stopped
+            sampler.resume_at(position[0], position[1] * self.batch_size)
+            self._resume_position = None
         return DataLoader(
             dataset,
             batch_size=self.batch_size,

@@ -21,6 +21,7 @@ from samtune.evaluation.report.render import (
     to_html,
     to_markdown,
 )
+from samtune.io_atomic import atomic_write, write_text_atomic
 from samtune.models.registry import MODELS
 
 log = logging.getLogger(__name__)
@@ -145,12 +146,16 @@ def write_comparison(rows: list[dict[str, Any]], out_dir: str | os.PathLike) -> 
     base = [("model", "model"), ("adapter", "adapter"), ("data", "data"), ("image_size", "size px")]
     base += [("random_init", "random init"), ("objects", "objects")]
     files: dict[str, Path] = {"csv": out / "comparison.csv"}
-    with open(files["csv"], "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow([k for k, _ in base + cols] + ["path"])
-        for row in rows:
-            values = [row.get(k) for k, _ in base + cols] + [row["path"]]
-            writer.writerow(["" if v is None else v for v in values])
+
+    def write_csv(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow([k for k, _ in base + cols] + ["path"])
+            for row in rows:
+                values = [row.get(k) for k, _ in base + cols] + [row["path"]]
+                writer.writerow(["" if v is None else v for v in values])
+
+    atomic_write(files["csv"], write_csv)
     table = Table(
         [t for _, t in base + cols], [[_cell(k, r.get(k)) for k, _ in base + cols] for r in rows]
     )
@@ -185,7 +190,7 @@ def write_comparison(rows: list[dict[str, Any]], out_dir: str | os.PathLike) -> 
         Table(["row", "folder"], [[_label(r, True), r["path"]] for r in rows]),
     ]
     files["md"] = out / "comparison.md"
-    files["md"].write_text(to_markdown(blocks))
+    write_text_atomic(files["md"], to_markdown(blocks))
     files["html"] = out / "comparison.html"
-    files["html"].write_text(to_html(blocks, title="samtune comparison"))
+    write_text_atomic(files["html"], to_html(blocks, title="samtune comparison"))
     return files

@@ -25,6 +25,7 @@ from samtune.evaluation.report.render import (
 )
 from samtune.evaluation.report.volumes import volume_blocks, write_per_volume_csv
 from samtune.evaluation.results import CSV_COLUMNS, EvalResult, threshold_key
+from samtune.io_atomic import atomic_write, write_text_atomic
 
 RANDOM_INIT_LINE = (
     "the model's weights were RANDOM (no SAM 2.1 checkpoint was loaded): these numbers say "
@@ -183,9 +184,9 @@ def write_report(
         blocks.append(Image(files[key].name, f"best and worst objects, {protocol}"))
     blocks += [Heading("Per image"), _grouped_table(aggregates, "per_image", "image id")]
     files["report_md"] = out / "report.md"
-    files["report_md"].write_text(to_markdown(blocks))
+    write_text_atomic(files["report_md"], to_markdown(blocks))
     files["report_html"] = out / "report.html"
-    files["report_html"].write_text(to_html(blocks, title=title))
+    write_text_atomic(files["report_html"], to_html(blocks, title=title))
     return files
 
 
@@ -219,11 +220,15 @@ def results_dict(result: EvalResult, summary: dict[str, Any]) -> dict[str, Any]:
 
 def write_per_object_csv(result: EvalResult, path: Path) -> Path:
     """Write one row per object and protocol to ``path``."""
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        for row in result.rows:
-            writer.writerow(row.csv_row())
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+            writer.writeheader()
+            for row in result.rows:
+                writer.writerow(row.csv_row())
+
+    atomic_write(path, write)
     return path
 
 
@@ -256,9 +261,7 @@ def write_results(
     if volumes is not None:
         data["volumes"] = _json_safe(volumes)
     results_path = out / "results.json"
-    tmp = results_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, results_path)
+    write_text_atomic(results_path, json.dumps(data, indent=2))
     files = {
         "results": results_path,
         "per_object": write_per_object_csv(result, out / "per_object.csv"),

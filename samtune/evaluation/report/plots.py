@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from samtune.evaluation.report.gallery import Example
+from samtune.io_atomic import atomic_write
 
 LINE_STYLES = ("-", "--", ":", "-.")
 
@@ -19,7 +20,9 @@ LINE_STYLES = ("-", "--", ":", "-.")
 def _save(fig: Figure, path: str | os.PathLike) -> Path:
     FigureCanvasAgg(fig)
     path = Path(path)
-    fig.savefig(path, dpi=100)
+    atomic_write(
+        path, lambda tmp: fig.savefig(tmp, dpi=100, format=path.suffix.lstrip(".") or "png")
+    )
     return path
 
 

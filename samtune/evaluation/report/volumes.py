@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 from pathlib import Path
 from typing import Any
 
 from samtune.evaluation.report.render import Block, Heading, Paragraph, Table
+from samtune.io_atomic import write_text_atomic
 
 PER_VOLUME_COLUMNS = (
     "protocol", "volume", "class_id", "class_name", "dice", "gt_voxels", "pred_voxels",
@@ -21,7 +23,7 @@ def write_per_volume_csv(volumes: dict[str, Any], path: str | Path) -> Path:
     undefined Dice (class in neither volume) is an empty cell.
     """
     path = Path(path)
-    with open(path, "w", newline="") as handle:
+    with io.StringIO(newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=PER_VOLUME_COLUMNS)
         writer.writeheader()
         for protocol, summary in volumes["protocols"].items():
@@ -39,6 +41,7 @@ def write_per_volume_csv(volumes: dict[str, Any], path: str | Path) -> Path:
                             "pred_voxels": counts.get("pred", ""),
                         }
                     )
+        write_text_atomic(path, handle.getvalue())
     return path
 
 

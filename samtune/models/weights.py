@@ -1,0 +1,419 @@
+"""The one way samtune reads weights: official ``.pt``, exported ``.pt`` + sidecar, training ``.ckpt``.
+
+Opening a file never runs its code:
+
+* every file is read with ``torch.load(weights_only=True)``, which rebuilds only tensors and
+  plain containers (dict, list, tuple, str, numbers, None). Everything samtune writes is made
+  of these, so :data:`SAFE_GLOBALS` (the extra classes the unpickler may build) is empty; a
+  file that needs anything else is refused with :class:`CheckpointError`;
+* the adapter recorded in a training checkpoint is a dict of plain values; it is built only
+  when its ``_target_`` names one of samtune's own adapter classes (:data:`ADAPTER_TARGETS`),
+  by calling that class directly, never through Hydra's ``instantiate``.
+
+``"none"``, ``"null"``, an empty string and None all mean "no file" (:func:`is_none`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from samtune.models.build import CheckpointError, log_resolution
+from samtune.models.registry import get_model_info, guess_size_from_state_dict
+
+log = logging.getLogger(__name__)
+
+MODEL_PREFIX = "model."
+NONE_WORDS = frozenset({"", "none", "null"})
+
+# Classes the unpickler may build besides tensors and plain containers: none. Add a class here
+# only if samtune itself starts writing it, and only a class whose construction runs no code.
+SAFE_GLOBALS: tuple[Any, ...] = ()
+
+
+def is_none(value: Any) -> bool:
+    """Whether a ``ckpt=`` / ``checkpoint=`` value means "no file": None, "", "none", "null"."""
+    return value is None or str(value).strip().lower() in NONE_WORDS
+
+
+def size_mismatch(path: str | os.PathLike, found: str, asked: str) -> CheckpointError:
+    """The one error for weights of another model size, naming both sizes."""
+    return CheckpointError(
+        f"checkpoint {path} holds a {found} model, but model={asked} was asked for; "
+        f"choose model={found} or a {asked} checkpoint"
+    )
+
+
+def safe_load(path: str | os.PathLike, *, what: str = "checkpoint") -> Any:
+    """``torch.load`` with ``weights_only=True`` (to the CPU), with errors that name the file.
+
+    Raises:
+        CheckpointError: the file is missing, damaged, or holds Python objects beyond tensors and
+            plain containers (such a file could run code when unpickled; it is not opened).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{what} not found: {path}")
+    try:
+        with torch.serialization.safe_globals(list(SAFE_GLOBALS)):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt or unsafe files
+        text = str(exc)
+        found = re.search(r"GLOBAL (\S+) was not an allowed global", text)
+        if found:
+            raise CheckpointError(
+                f"refusing to open {what} {path}: it holds a Python object ({found.group(1)}) "
+                "that is not a tensor or plain container; opening it could run code. samtune "
+                "writes only tensors, dicts, lists, strings and numbers, so this file was not "
+                "written by samtune (or was changed since)"
+            ) from None
+        reason = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+        detail = reason.group(1).strip() if reason else (text.splitlines() or [""])[0]
+        raise CheckpointError(f"cannot read {what} {path}: {detail}") from exc
+
+
+# ---------------------------------------------------------------------------------------------
+# official and exported files: {"model": state_dict}
+# ---------------------------------------------------------------------------------------------
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The ``model`` state dict of an official-format (or exported) checkpoint."""
+    obj = safe_load(path)
+    if not isinstance(obj, dict) or not isinstance(obj.get("model"), dict):
+        raise CheckpointError(
+            f"checkpoint {path} is not in the SAM 2 format: expected a dict with a 'model' state dict"
+        )
+    return obj["model"]
+
+
+def load_strict(model: nn.Module, state_dict: dict[str, torch.Tensor], *, what: str) -> None:
+    """Load with no missing or unexpected keys (taking over the given tensors, no copy)."""
+    try:
+        missing, unexpected = model.load_state_dict(state_dict, strict=False, assign=True)
+    except RuntimeError as exc:  # shape mismatches
+        raise CheckpointError(f"{what} does not fit the model: {exc}") from exc
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{what} does not fit the model: {len(missing)} missing keys (e.g. {missing[:3]}), "
+            f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})"
+        )
+
+
+def read_sidecar(path: Path) -> dict[str, Any] | None:
+    """The export sidecar of ``path`` (``<stem>.json``), checked against the file's SHA-256."""
+    from samtune.models.official import sha256_of
+
+    side = path.with_suffix(".json")
+    if not side.is_file():
+        return None
+    try:
+        meta = json.loads(side.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"cannot read the sidecar {side} of {path}: {exc}") from exc
+    if not isinstance(meta, dict) or "model" not in meta or "image_size" not in meta:
+        log.warning("ignoring %s: not a samtune export sidecar (no 'model' and 'image_size')", side)
+        return None
+    if meta.get("sha256") and meta["sha256"] != sha256_of(path):
+        raise CheckpointError(
+            f"{path} does not match its sidecar {side}: the SHA-256 recorded at export differs; "
+            "the file changed after export (re-export it, or delete the stale sidecar)"
+        )
+    return meta
+
+
+# ---------------------------------------------------------------------------------------------
+# training checkpoints (.ckpt)
+# ---------------------------------------------------------------------------------------------
+
+
+def read_training_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a samtune training checkpoint safely and check its ``state_dict`` and ``samtune`` entries.
+
+    Raises:
+        CheckpointError: naming the file and what is missing or unsafe.
+    """
+    path = Path(path)
+    ckpt = safe_load(path, what="training checkpoint")
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
+        raise CheckpointError(
+            f"{path} is not a Lightning checkpoint: expected a dict with a 'state_dict'"
+        )
+    meta = ckpt.get("samtune")
+    if (
+        not isinstance(meta, dict)
+        or not isinstance(meta.get("model"), dict)
+        or "adapter" not in meta
+    ):
+        raise CheckpointError(
+            f"{path} has no samtune metadata (ckpt['samtune'] with 'model' and 'adapter'): "
+            "was it written by samtune-train?"
+        )
+    for key in ("name", "image_size"):
+        if key not in meta["model"]:
+            raise CheckpointError(f"{path}: ckpt['samtune']['model'] lacks {key!r}")
+    return ckpt
+
+
+def _adapter_classes() -> dict[str, type]:
+    """samtune's adapter classes by every ``_target_`` spelling samtune has written for them
+    (today's module paths and those of checkpoints written before the package layout changed)."""
+    from samtune.models.adapters import FrozenEncoder, FullFineTune, LoRAAdapter
+
+    old_package = ".".join(("samtune", "adapters"))  # spelled so that path rewrites keep it
+    targets: dict[str, type] = {}
+    for cls in (FrozenEncoder, FullFineTune, LoRAAdapter):
+        file = cls.__module__.rsplit(".", 1)[-1]
+        for module in (
+            cls.__module__,
+            "samtune.models.adapters",
+            old_package,
+            f"{old_package}.{file}",
+        ):
+            targets[f"{module}.{cls.__qualname__}"] = cls
+    return targets
+
+
+def adapter_targets() -> frozenset[str]:
+    """The ``_target_`` strings an adapter read from a file may name (samtune's own adapters)."""
+    return frozenset(_adapter_classes())
+
+
+_PLAIN = (bool, int, float, str, type(None))
+
+
+def adapter_from_config(config: Any, source: str | os.PathLike) -> Any:
+    """Build the adapter recorded in a file, if its ``_target_`` is one of samtune's adapters.
+
+    Args:
+        config: a dict ``{"_target_": ..., **keyword arguments}`` (plain values only).
+        source: the file it came from (for error messages).
+
+    Raises:
+        CheckpointError: for a target outside :func:`adapter_targets`, or arguments that are not
+            plain values.
+    """
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(config, DictConfig):
+        config = OmegaConf.to_container(config, resolve=True)
+    if not isinstance(config, dict) or "_target_" not in config:
+        raise CheckpointError(
+            f"{source}: the recorded adapter must be a dict with _target_, got {config!r}"
+        )
+    classes = _adapter_classes()
+    target = config["_target_"]
+    if not isinstance(target, str) or target not in classes:
+        raise CheckpointError(
+            f"{source}: the recorded adapter _target_ {target!r} is not one of samtune's adapters "
+            f"({', '.join(sorted({c.__qualname__ for c in classes.values()}))}); refusing to "
+            "call it"
+        )
+    kwargs = {k: v for k, v in config.items() if k != "_target_"}
+    for key, value in kwargs.items():
+        values = value if isinstance(value, list) else [value]
+        if key.startswith("_") or not all(isinstance(v, _PLAIN) for v in values):
+            raise CheckpointError(
+                f"{source}: adapter argument {key}={value!r} is not a plain value; refusing it"
+            )
+    try:
+        return classes[target](**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{source}: cannot build adapter {target}: {exc}") from exc
+
+
+def checkpoint_model_state(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The SAM 2 weights of a training checkpoint (``model.*`` keys, prefix removed), as float32
+    like a freshly built model (a bf16-true run stores bf16 weights)."""
+    return {
+        k[len(MODEL_PREFIX) :]: v.float() if v.is_floating_point() else v
+        for k, v in ckpt["state_dict"].items()
+        if k.startswith(MODEL_PREFIX)
+    }
+
+
+def model_from_training_checkpoint(
+    path: str | os.PathLike, *, image_size: int | None = None
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the tuned model of a samtune training checkpoint as a plain ``SAM2Base``.
+
+    The model is built at the recorded size and resolution, the recorded adapter (one of
+    samtune's own) is applied, the checkpoint's weights are loaded strictly (a small checkpoint,
+    holding only the trained weights, gets the rest from its verified base weights), and a fresh
+    plain model receives the adapter's merged weights.
+
+    Args:
+        path: a ``.ckpt`` written by samtune's LightningModule.
+        image_size: build at this resolution instead of the recorded one.
+
+    Returns:
+        The plain model (eval mode, CPU) and an info dict: ``name``, ``sam2_config``,
+        ``image_size``, ``adapter``, ``adapter_config``, ``random_init``, ``checkpoint``,
+        ``base_checkpoint``, ``data``, ``metrics``, ``samtune_version``.
+
+    Raises:
+        CheckpointError: when the file is not a samtune checkpoint or its weights do not fit.
+    """
+    from samtune.models.base_ref import base_state_dict
+    from samtune.models.build import build_sam2_model
+
+    path = Path(path)
+    ckpt = read_training_checkpoint(path)
+    meta = ckpt["samtune"]
+    name = str(meta["model"]["name"])
+    size = int(image_size if image_size is not None else meta["model"]["image_size"])
+    log_resolution(path, int(meta["model"]["image_size"]), size)
+    state = checkpoint_model_state(ckpt)
+    if not state:
+        raise CheckpointError(f"{path}: the state_dict has no '{MODEL_PREFIX}*' keys")
+    found = guess_size_from_state_dict(state)
+    if found is not None and found != name:
+        raise CheckpointError(
+            f"{path}: the weights are a {found} model, but the metadata says {name}"
+        )
+    adapter = adapter_from_config(meta["adapter"], path)
+    base = meta.get("base")
+    if base:  # a small checkpoint: only the trained weights are inside
+        model = build_sam2_model(name, image_size=size)
+        load_strict(
+            model,
+            base_state_dict(base, name, path, image_size=size),
+            what=f"base weights of {path}",
+        )
+        adapted = adapter.apply(model)
+        adapted_state = adapted.state_dict()
+        unknown = [k for k in state if k not in adapted_state]
+        if unknown:
+            raise CheckpointError(
+                f"{path}: {len(unknown)} unexpected keys (e.g. {unknown[:3]}) for a "
+                f"{adapter.name} adapter on {name}"
+            )
+        missing = [k for k, p in adapted.named_parameters() if p.requires_grad and k not in state]
+        if missing:
+            raise CheckpointError(
+                f"{path}: {len(missing)} missing keys (e.g. {missing[:3]}): trained weights of "
+                f"the {adapter.name} adapter are not in the checkpoint"
+            )
+        adapted_state.update(state)
+        state = adapted_state
+    else:
+        adapted = adapter.apply(build_sam2_model(name, image_size=size))
+    load_strict(
+        adapted, state, what=f"Lightning checkpoint {path} ({adapter.name} adapter on {name})"
+    )
+    merged = adapter.merged_state_dict(adapted, copy=False)  # the adapted model is dropped next
+    del adapted, state
+    model = build_sam2_model(name, image_size=size)
+    load_strict(model, merged, what=f"merged weights of {path}")
+    model.eval()
+    info = {
+        "name": name,
+        "sam2_config": get_model_info(name).sam2_config,
+        "image_size": size,
+        "adapter": adapter.name,
+        "adapter_config": adapter.hydra_config(),
+        "random_init": bool(meta["model"].get("random_init", False)),
+        "checkpoint": str(path),
+        "base_checkpoint": meta["model"].get("checkpoint"),
+        "data": meta.get("data"),
+        "metrics": meta.get("metrics") or {},
+        "samtune_version": meta.get("version"),
+    }
+    return model, info
+
+
+# ---------------------------------------------------------------------------------------------
+# any source
+# ---------------------------------------------------------------------------------------------
+
+
+def load_model(
+    path: str | os.PathLike | None,
+    spec: Any = None,
+    *,
+    image_size: int | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Build a plain ``SAM2Base`` from whatever ``path`` is, loading weights strictly and safely.
+
+    Args:
+        path: None or ``"none"`` (build ``spec``, i.e. zero-shot SAM 2.1), a samtune training
+            ``.ckpt``, or a ``{"model": state_dict}`` file (exported by samtune, with its
+            ``.json`` sidecar, or an official checkpoint, whose size is recognised from the
+            weights).
+        spec: a :class:`~samtune.models.ModelSpec`: the model to build for ``path=None``
+            (default ``ModelSpec()``); for a file, its ``name`` must match the file's size, and
+            its ``image_size`` is used when the file has no sidecar.
+        image_size: build at this resolution instead of the recorded one.
+
+    Returns:
+        The model (eval mode, CPU) and info: ``name``, ``sam2_config``, ``image_size``,
+        ``adapter`` (None for untuned weights), ``random_init``, ``checkpoint``.
+
+    Raises:
+        CheckpointError: for an unreadable or unsafe file, weights that do not fit, or a size
+            that differs from ``spec.name`` (naming both sizes).
+    """
+    if is_none(path):
+        from samtune.models.spec import ModelSpec
+
+        spec = spec if spec is not None else ModelSpec()
+        if image_size is not None:
+            spec = dataclasses.replace(spec, image_size=int(image_size))
+        model = spec.build()
+        info = {
+            "name": spec.name,
+            "sam2_config": spec.sam2_config,
+            "image_size": int(spec.image_size),
+            "adapter": None,
+            "random_init": spec.random_init,
+            "checkpoint": spec.resolved_checkpoint,
+        }
+        return model, info
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if path.suffix == ".ckpt":
+        model, full = model_from_training_checkpoint(path, image_size=image_size)
+        if spec is not None and spec.name != full["name"]:
+            raise size_mismatch(path, full["name"], spec.name)
+        keys = ("name", "sam2_config", "image_size", "adapter", "random_init", "checkpoint")
+        return model, {k: full[k] for k in keys}
+    return _load_state_dict_file(path, spec, image_size)
+
+
+def _load_state_dict_file(
+    path: Path, spec: Any, image_size: int | None
+) -> tuple[nn.Module, dict[str, Any]]:
+    from samtune.models.build import build_sam2_model
+
+    sidecar = read_sidecar(path)
+    if sidecar is not None:
+        name, recorded_size = str(sidecar["model"]), int(sidecar["image_size"])
+    else:
+        name = guess_size_from_state_dict(read_state_dict(path))
+        if name is None and spec is None:
+            raise CheckpointError(f"cannot tell which SAM 2.1 size {path} holds: pass a model spec")
+        name = name or spec.name
+        recorded_size = int(spec.image_size) if spec is not None else 1024
+    if spec is not None and spec.name != name:
+        raise size_mismatch(path, name, spec.name)
+    size = int(image_size) if image_size is not None else recorded_size
+    log_resolution(path, recorded_size, size)
+    model = build_sam2_model(name, image_size=size, checkpoint=path)
+    info = {
+        "name": name,
+        "sam2_config": get_model_info(name).sam2_config,
+        "image_size": size,
+        "adapter": sidecar.get("adapter") if sidecar else None,
+        "random_init": bool(sidecar.get("random_init", False)) if sidecar else False,
+        "checkpoint": str(path),
+    }
+    return model, info
