@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from samtune.models.build import CheckpointError
+from samtune.models.official import default_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -53,20 +54,11 @@ def base_reference(spec: Any) -> dict[str, Any]:
 
 
 def _candidates(base: dict[str, Any], source: Path) -> list[Path]:
-    from samtune.models.official import DEFAULT_CACHE_DIR
-
     file = str(base.get("file", ""))
     found = [Path(base["path"])] if base.get("path") else []
     if file:
-        cache = os.environ.get("SAMTUNE_CACHE_DIR")
-        for folder in (
-            Path(cache) if cache else None,
-            DEFAULT_CACHE_DIR,
-            source.parent,
-            source.parent.parent,
-        ):
-            if folder is not None:
-                found.append(folder / file)
+        for folder in (default_cache_dir(), source.parent, source.parent.parent):
+            found.append(folder / file)
     return found
 
 

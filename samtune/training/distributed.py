@@ -11,6 +11,7 @@ batch would compute it. Validation IoUs are summed and counted on every rank and
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -143,3 +144,12 @@ def check_launch(trainer: Any) -> None:
         "start each rank by re-running this command, sweep included. Run the sweep's points one "
         "by one, or submit the sweep with hydra/launcher=slurm, where every SLURM task is a rank"
     )
+
+
+RANK_VARIABLES = ("RANK", "SLURM_PROCID", "LOCAL_RANK", "NODE_RANK")
+
+
+def launched_as_rank_zero() -> bool:
+    """Whether this process is rank 0 of its run, from what its launcher set before any Trainer
+    exists (Lightning's DDP launcher, SLURM's srun); a plain process is rank 0."""
+    return all(os.environ.get(name, "0") in ("", "0") for name in RANK_VARIABLES)

@@ -19,7 +19,11 @@ from samtune.evaluation.report.files import console_table, write_results
 from samtune.io_atomic import remove_stale_temporaries, write_json_atomic
 from samtune.models.weights import is_none, read_training_checkpoint, safe_load
 from samtune.training.checkpoint_io import AtomicCheckpointIO
-from samtune.training.distributed import check_launch, resolve_find_unused
+from samtune.training.distributed import (
+    check_launch,
+    launched_as_rank_zero,
+    resolve_find_unused,
+)
 from samtune.training.interrupt import InterruptCheckpoint, interrupted_message
 from samtune.training.memory_check import fit_memory
 from samtune.training.module import SamTuneModule
@@ -103,6 +107,8 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
     if not is_none(cfg.get("resume")):
         cfg, resume, _ = resume_config(cfg, task_overrides())
     out_dir = Path(cfg.paths.output_dir)
+    if not launched_as_rank_zero():  # the other DDP ranks share rank 0's folder and lock
+        return _fit_and_summarise(cfg, out_dir, resume)
     with RunLock(out_dir):
         return _fit_and_summarise(cfg, out_dir, resume)
 
@@ -111,8 +117,9 @@ def _fit_and_summarise(cfg: DictConfig, out_dir: Path, resume: Path | None) -> d
 
     start = time.time()
     ckpt_dir = out_dir / "checkpoints"
-    check_writable(ckpt_dir)  # before any compute is spent
-    remove_stale_temporaries(ckpt_dir)
+    if launched_as_rank_zero():
+        check_writable(ckpt_dir)  # before any compute is spent
+        remove_stale_temporaries(ckpt_dir)
     if resume is None and os.environ.get("SLURM_RESTART_COUNT", "0") not in ("", "0"):
         if (ckpt_dir / "last.ckpt").is_file():  # a requeued SLURM job picks up where it stopped
             resume = ckpt_dir / "last.ckpt"
