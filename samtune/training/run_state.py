@@ -68,6 +68,10 @@ def save_run_state(module: Any, checkpoint: dict[str, Any]) -> None:
     for lg in getattr(module, "loggers", None) or []:
         if type(lg).__name__ == "WandbLogger":
             meta["wandb_id"] = str(lg.version)
+        if type(lg).__name__ == "CSVLogger":
+            # the metrics file on disk then holds every row up to this checkpoint, so a run
+            # resumed from it continues the file without a gap
+            lg.save()
     if module.adapter.name in SMALL_ADAPTERS:
         drop = frozen_keys(module)
         state = checkpoint["state_dict"]

@@ -72,7 +72,10 @@ def _val_rows(run: Path) -> list[str]:
     lines = (run / "csv" / "metrics.csv").read_text().splitlines()
     header = lines[0].split(",")
     cols = [i for i, name in enumerate(header) if name.startswith("val/") or name == "step"]
-    return [",".join(row.split(",")[i] for i in cols) for row in lines[1:] if "val" in lines[0]]
+    val_cols = [i for i in cols if header[i].startswith("val/")]
+    rows = [row.split(",") for row in lines[1:]]
+    # the rows that hold validation numbers (a row of only train metrics has its val cells empty)
+    return [",".join(r[i] for i in cols) for r in rows if any(r[i] for i in val_cols)]
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +109,7 @@ def test_kill9_then_resume_equals_uninterrupted(uninterrupted, tmp_path):
     for key in a:
         torch.testing.assert_close(b[key], a[key], atol=1e-6, rtol=0, msg=key)
     assert safe_load(run / "checkpoints" / "last.ckpt")["global_step"] == 4
+    assert len(_val_rows(uninterrupted)) == 2  # one validation per epoch
     assert _val_rows(run) == _val_rows(uninterrupted)
     summaries = [json.loads((r / "summary.json").read_text()) for r in (uninterrupted, run)]
     assert summaries[0]["best_val"] == summaries[1]["best_val"]
