@@ -97,16 +97,7 @@ def load_checkpoint_strict(model: torch.nn.Module, path: str | os.PathLike, name
         from samtune.models.weights import size_mismatch
 
         raise size_mismatch(path, found, name)
-    try:
-        missing, unexpected = model.load_state_dict(state_dict, strict=False)
-    except RuntimeError as exc:  # shape mismatches
-        raise CheckpointError(f"checkpoint {path} does not fit {name}: {exc}") from exc
-    if missing or unexpected:
-        raise CheckpointError(
-            f"checkpoint {path} does not fit {name}: "
-            f"{len(missing)} missing keys (e.g. {missing[:3]}), "
-            f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})"
-        )
+    load_strict(model, state_dict, what=f"checkpoint {path}", target=name)
     log.info("loaded checkpoint %s into %s", path, name)
 
 
@@ -114,3 +105,34 @@ def log_resolution(path: Path, recorded: int, used: int) -> None:
     """Say which resolution a model is built at when the caller overrides the recorded one."""
     if recorded != used:
         log.warning("%s: recorded image_size %d, using %d as asked", path, recorded, used)
+
+
+def load_strict(
+    model: torch.nn.Module,
+    state_dict: dict[str, torch.Tensor],
+    *,
+    what: str,
+    target: str = "the model",
+    assign: bool = False,
+) -> None:
+    """Load ``state_dict`` with no missing or unexpected keys, or raise naming ``what``.
+
+    Args:
+        model: the model to load into.
+        state_dict: the weights.
+        what: the weights' description for the error, e.g. ``checkpoint x.pt``.
+        target: the model's description for the error.
+        assign: take over the given tensors instead of copying them.
+
+    Raises:
+        CheckpointError: for shape mismatches and for missing or unexpected keys.
+    """
+    try:
+        missing, unexpected = model.load_state_dict(state_dict, strict=False, assign=assign)
+    except RuntimeError as exc:  # shape mismatches
+        raise CheckpointError(f"{what} does not fit {target}: {exc}") from exc
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{what} does not fit {target}: {len(missing)} missing keys (e.g. {missing[:3]}), "
+            f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})"
+        )

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from samtune.models.build import CheckpointError, log_resolution
+from samtune.models.build import CheckpointError, load_strict, log_resolution
 from samtune.models.registry import get_model_info, guess_size_from_state_dict
 
 log = logging.getLogger(__name__)
@@ -93,19 +93,6 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             f"checkpoint {path} is not in the SAM 2 format: expected a dict with a 'model' state dict"
         )
     return obj["model"]
-
-
-def load_strict(model: nn.Module, state_dict: dict[str, torch.Tensor], *, what: str) -> None:
-    """Load with no missing or unexpected keys (taking over the given tensors, no copy)."""
-    try:
-        missing, unexpected = model.load_state_dict(state_dict, strict=False, assign=True)
-    except RuntimeError as exc:  # shape mismatches
-        raise CheckpointError(f"{what} does not fit the model: {exc}") from exc
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{what} does not fit the model: {len(missing)} missing keys (e.g. {missing[:3]}), "
-            f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})"
-        )
 
 
 def read_sidecar(path: Path) -> dict[str, Any] | None:
@@ -287,6 +274,7 @@ def model_from_training_checkpoint(
             model,
             base_state_dict(base, name, path, image_size=size),
             what=f"base weights of {path}",
+            assign=True,
         )
         adapted = adapter.apply(model)
         adapted_state = adapted.state_dict()
@@ -307,12 +295,15 @@ def model_from_training_checkpoint(
     else:
         adapted = adapter.apply(build_sam2_model(name, image_size=size))
     load_strict(
-        adapted, state, what=f"Lightning checkpoint {path} ({adapter.name} adapter on {name})"
+        adapted,
+        state,
+        what=f"Lightning checkpoint {path} ({adapter.name} adapter on {name})",
+        assign=True,
     )
     merged = adapter.merged_state_dict(adapted, copy=False)  # the adapted model is dropped next
     del adapted, state
     model = build_sam2_model(name, image_size=size)
-    load_strict(model, merged, what=f"merged weights of {path}")
+    load_strict(model, merged, what=f"merged weights of {path}", assign=True)
     model.eval()
     info = {
         "name": name,
