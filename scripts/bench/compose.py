@@ -19,7 +19,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 import samtune
 from samtune.data.datamodules.base import SamDataModule, collate
@@ -36,15 +36,22 @@ def compose_config(name: str, overrides: Sequence[str]) -> DictConfig:
     """The top-level config ``name`` (``train``, ``eval``) with ``overrides``, as its CLI composes it.
 
     ``import sam2`` initialises Hydra's global state for sam2's configs: it is cleared first
-    (``predictor.py`` sets it up again for ``build_sam2``). The Hydra run config is registered, so
-    values such as ``paths.output_dir`` resolve, and then dropped from the result.
+    (``predictor.py`` sets it up again for ``build_sam2``). Every value is resolved while the
+    Hydra run config is registered (``paths.output_dir`` and others read it), then the registration
+    is undone and the ``hydra`` node dropped: nothing global outlives the call.
     """
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         cfg = compose(name, overrides=list(overrides), return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
+    hydra_config = HydraConfig.instance()
+    previous = hydra_config.cfg
+    hydra_config.set_config(cfg)
     with open_dict(cfg):
         del cfg["hydra"]
+    try:
+        OmegaConf.resolve(cfg)
+    finally:
+        hydra_config.cfg = previous
     return cfg
 
 
