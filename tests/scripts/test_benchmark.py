@@ -171,3 +171,14 @@ def test_without_data_the_benchmark_draws_samtunes_synthetic_ellipses():
         assert height.max() <= 2 * SYNTHETIC["radius"][1] * SYNTHETIC["size"][0] + 1
     assert not (samples[0].masks.sum(0) > 1).any()
     assert bench.parse_args(["--data", "none"]).data is None
+
+
+@pytest.mark.slow
+def test_isolated_configuration_runs_in_its_own_process(tmp_path):
+    """``--isolate``: the configuration is measured by ``python -m scripts.bench --train-job`` in
+    a child process, whose peak memory is its own."""
+    argv = ["--quick", "--isolate", "--sections", "train", "--train-configs", "lora"]
+    result = bench.main([*argv, "--device", "cpu", "--threads", "1", "--json", str(tmp_path / "b")])
+    (row,) = result["train"]
+    assert row["config"] == "lora" and row["memory_kind"] == "peak RSS - RSS before building"
+    assert row["peak_memory_mb"] > 0 and row["flops_per_step"] > 0
