@@ -23,10 +23,9 @@ from tests.helpers import make_blob_sample
 S = 128
 
 
-@pytest.fixture
-def module(tiny_checkpoint) -> SamTuneModule:
+def _module(checkpoint) -> SamTuneModule:
     return SamTuneModule(
-        model=ModelSpec("sam2.1_hiera_tiny", image_size=S, checkpoint=str(tiny_checkpoint)),
+        model=ModelSpec("sam2.1_hiera_tiny", image_size=S, checkpoint=str(checkpoint)),
         adapter=FrozenEncoder(),
         prompts=PromptSimulator(),
         loss=SAM2Loss(),
@@ -42,13 +41,12 @@ def _batch(seeds: tuple[int, ...], counts: tuple[int, ...]) -> dict:
     return {"images": normalize_images(images), "masks": masks, "meta": [{} for _ in samples]}
 
 
-def _reference_ious(model: torch.nn.Module, batch: dict) -> dict[str, torch.Tensor]:
+def _reference_ious(model: torch.nn.Module, features, batch: dict) -> dict[str, torch.Tensor]:
     """Validation as defined: point1 = the center click, best of 3 masks by predicted IoU; box =
     the tight box, one mask; IoU at input resolution, 1 when both masks are empty."""
     gt = torch.cat(batch["masks"]).bool()
     idx = torch.cat([torch.full((len(m),), i) for i, m in enumerate(batch["masks"])])
     with torch.no_grad():
-        features = encode(model, batch["images"])
         pts = center_points(gt)[:, None]
         labels = torch.ones(pts.shape[:2], dtype=torch.int32)
         point1 = decode(model, features, idx, pts, labels, multimask_output=True).best()[0]
@@ -64,33 +62,31 @@ def _reference_ious(model: torch.nn.Module, batch: dict) -> dict[str, torch.Tens
     return out
 
 
-def test_validation_gives_the_protocol_numbers(module):
-    batches = [_batch((0, 1), (3, 0)), _batch((2, 3), (2, 4))]  # an image without objects too
-    for i, batch in enumerate(batches):
-        module.validation_step(batch, i)
-    refs = [_reference_ious(module.model, b) for b in batches]
+def test_validation_gives_the_protocol_numbers_and_keeps_the_checkpoint_keys(
+    tiny_checkpoint, tiny_state_dict, tmp_path
+):
+    module = _module(tiny_checkpoint)
+    batch = _batch((0, 1, 2), (3, 0, 2))  # an image without objects too
+    module.validation_step(batch, 0)
+    with torch.no_grad():
+        features = encode(module.model, batch["images"])
+    ref = _reference_ious(module.model, features, batch)
+    objects = ObjectBatch.from_masks(batch["masks"])
+    assert objects.img_idx.tolist() == [0, 0, 0, 2, 2]
+    runner = ProtocolRunner(module.segmenter, features, objects)
     for protocol in VAL_PROTOCOLS:
-        want = torch.cat([r[protocol] for r in refs])
-        assert len(want) == 9
         got = float(module.val_miou[protocol].compute())
-        print(protocol, "validation", got, "reference", float(want.mean()))
-        assert got == pytest.approx(float(want.mean()), abs=1e-6)
-        # object by object through the evaluation protocol code
-        objects = ObjectBatch.from_masks(batches[1]["masks"])
-        with torch.no_grad():
-            runner = ProtocolRunner(
-                module.segmenter, module.encode_images(batches[1]["images"]), objects
-            )
+        print(protocol, "validation", got, "reference", float(ref[protocol].mean()))
+        assert got == pytest.approx(float(ref[protocol].mean()), abs=1e-6)
+        with torch.no_grad():  # object by object through the evaluation protocol code
             ious = runner.ious(runner.run(protocol, max_clicks=1).preds)
-        torch.testing.assert_close(ious, refs[1][protocol], rtol=0, atol=1e-12)
+        torch.testing.assert_close(ious, ref[protocol], rtol=0, atol=1e-12)
     empty, full = torch.zeros(1, S, S, dtype=torch.bool), torch.ones(1, S, S, dtype=torch.bool)
     runner.batch = ObjectBatch.from_masks([torch.cat([empty, full])])
     assert runner.ious([torch.cat([empty, empty])]).tolist() == [1.0, 0.0]
 
-
-def test_checkpoints_keep_the_sam2_key_names(module, tiny_state_dict, tmp_path):
-    """A checkpoint in the ``model.<sam2 key>`` format loads strictly into the module and through
-    ``model_from_training_checkpoint``; the segmenter is a view that adds no key."""
+    # --- checkpoints: a file in the ``model.<sam2 key>`` format loads strictly into the module
+    # and through model_from_training_checkpoint; the segmenter is a view that adds no key
     old = {f"model.{k}": v.clone() + 1 for k, v in tiny_state_dict.items()}
     assert set(module.state_dict()) == set(old)
     module.load_state_dict(old, strict=True)
