@@ -40,10 +40,16 @@ LOSS_TERMS = ("loss", "focal", "dice", "iou", "object_score")
 class SamTuneModule(L.LightningModule):
     """Fine-tunes a SAM 2.1 image model with simulated interactive prompts.
 
-    Training follows SAM 2: an initial prompt (box or click) per object, then correction clicks from
-    the error region of the previous prediction with its low-res logits fed back; the loss is summed
-    over the prompt steps. Validation reports mIoU for the ``point1`` and ``box`` protocols at the
-    model's input resolution; ``val/miou`` (their mean) picks the best checkpoint.
+    Training follows SAM 2 (:func:`samtune.training.interactive.interactive_loss`): an initial
+    prompt (box or click) per object, then correction clicks from the error region of the previous
+    prediction with its low-res logits fed back; the loss is summed over the prompt steps.
+    Validation runs the ``point1`` and ``box`` evaluation protocols
+    (:class:`samtune.evaluation.protocols.ProtocolRunner`) at the model's input resolution and
+    reports their mIoU over the objects of all ranks (torchmetrics); ``val/miou`` (their mean)
+    picks the best checkpoint, and ``val/miou_best`` is the best so far.
+
+    The official model is ``self.model`` (state-dict keys ``model.<sam2 key>``); ``self.segmenter``
+    (:class:`~samtune.segmenter.sam2.Sam2Segmenter`) is a view of it that encodes and decodes.
 
     Args:
         model: which SAM 2.1 model and checkpoint.
@@ -138,8 +144,6 @@ class SamTuneModule(L.LightningModule):
     ) -> tuple[torch.Tensor, torch.Tensor] | tuple[None, None]:
         """The batch's objects as the prompt simulator caps them (see ``interactive.gather_objects``)."""
         return gather_objects(masks, self.prompts, generator)
-
-    _gather_objects = gather_objects  # the name that scripts/benchmark.py calls
 
     def interactive_loss(
         self,
