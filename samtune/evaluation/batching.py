@@ -17,11 +17,13 @@ class ObjectBatch:
     """The objects of a few images, flattened: object ``j`` belongs to image ``img_idx[j]``.
 
     Attributes:
-        samples: the images' samples.
+        samples: the images' samples (empty for a batch made by :meth:`from_masks`).
         keep: per image, the indices of the objects evaluated (non-empty masks).
         gts: per image, ``K_i x H_i x W_i`` bool ground truth of those objects.
-        img_idx: ``N`` long, the image of each object.
+        img_idx: ``N`` long, the image of each object (its row in the encoded batch).
         hw: ``N x 2`` float32, ``(H, W)`` of each object's image.
+        input_frame: the images are the model's input already (``H = W = S``): prompts need no
+            mapping into the input frame.
     """
 
     samples: list[Sample]
@@ -29,6 +31,7 @@ class ObjectBatch:
     gts: list[torch.Tensor]
     img_idx: torch.Tensor
     hw: torch.Tensor
+    input_frame: bool = False
 
     def split(self, values: torch.Tensor) -> list[torch.Tensor]:
         """Cut an ``N x ...`` tensor into per-image pieces."""
@@ -52,6 +55,33 @@ class ObjectBatch:
             gts=gts,
             img_idx=img_idx.to(device),
             hw=hw.to(device),
+        )
+
+    @classmethod
+    def from_masks(cls, masks: list[torch.Tensor]) -> ObjectBatch:
+        """The objects of a batch of model-input images (a training batch's ``masks``).
+
+        Images without objects have no entry in ``keep`` and ``gts``; ``img_idx`` still gives
+        each object's position in ``masks`` (the row of its image's features).
+
+        Args:
+            masks: per image, ``K_i x S x S`` masks at the model's input resolution (``K_i``
+                may be 0); every object is evaluated, on the masks' device.
+
+        Returns:
+            A batch whose "original" resolution is the input resolution S (``input_frame``).
+        """
+        present = [(i, m) for i, m in enumerate(masks) if m.shape[0] > 0]
+        device = masks[0].device if masks else torch.device("cpu")
+        idx = [torch.full((m.shape[0],), i, dtype=torch.long) for i, m in present]
+        hw = [m.shape[-2:] for _, m in present for _ in range(m.shape[0])]
+        return cls(
+            samples=[],
+            keep=[np.arange(m.shape[0]) for _, m in present],
+            gts=[m.bool() for _, m in present],
+            img_idx=(torch.cat(idx) if idx else torch.zeros(0, dtype=torch.long)).to(device),
+            hw=torch.tensor(hw, dtype=torch.float32).reshape(-1, 2).to(device),
+            input_frame=True,
         )
 
 

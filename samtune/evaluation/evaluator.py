@@ -25,7 +25,8 @@ from samtune.evaluation.report.gallery import Example, Gallery, make_example
 from samtune.evaluation.results import EvalResult, ObjectResult, threshold_key
 from samtune.evaluation.volumes import volume_evaluation
 from samtune.metrics.functional import mask_dice, mask_iou, number_of_clicks
-from samtune.segmenter import sam2 as engine
+from samtune.segmenter.base import Segmenter
+from samtune.segmenter.sam2 import as_segmenter
 from samtune.validation import check_number
 
 log = logging.getLogger(__name__)
@@ -102,7 +103,9 @@ class Evaluator:
             )
         )
 
-    def settings_for(self, model: torch.nn.Module, device: torch.device) -> tuple[int, int | None]:
+    def settings_for(
+        self, model: Segmenter | torch.nn.Module, device: torch.device
+    ) -> tuple[int, int | None]:
         """``(image_batch, objects_per_decode)`` with ``"auto"`` resolved for ``device``."""
         on_cpu = torch.device(device).type == "cpu"
         image_batch = self.image_batch
@@ -116,7 +119,7 @@ class Evaluator:
     # ------------------------------------------------------------------ driving
     def evaluate(
         self,
-        model: torch.nn.Module,
+        model: Segmenter | torch.nn.Module,
         dataset: Iterable[Sample | None],
         *,
         device: str | torch.device = "cpu",
@@ -126,7 +129,9 @@ class Evaluator:
         """Evaluate ``model`` on ``dataset``.
 
         Args:
-            model: an official ``SAM2Base`` (plain or with adapters merged).
+            model: a :class:`~samtune.segmenter.base.Segmenter`, or an official ``SAM2Base``
+                (plain or with adapters merged), which runs as a
+                :class:`~samtune.segmenter.sam2.Sam2Segmenter`.
             dataset: Samples at original resolution; a map-style dataset (``len`` and
                 indexing) or any iterable. A None item (a sample the dataset skipped) is counted.
             device: where to run (the model is moved there and left there).
@@ -147,9 +152,10 @@ class Evaluator:
             min_object_area=min_object_area,
         )
         was_training = model.training
-        model.eval()
-        model.to(device)
-        image_batch, objects_per_decode = self.settings_for(model, torch.device(device))
+        segmenter = as_segmenter(model)
+        segmenter.eval()
+        segmenter.to(device)
+        image_batch, objects_per_decode = self.settings_for(segmenter, torch.device(device))
         start = time.perf_counter()
         bar = self._progress_bar(dataset, max_images)
         objects = 0
@@ -163,10 +169,10 @@ class Evaluator:
                     skipped=skipped,
                     max_images=max_images,
                     min_object_area=min_object_area,
-                    image_size=int(model.image_size),
+                    image_size=int(segmenter.image_size),
                 )
                 for batch in batches:
-                    self._evaluate_batch(model, batch, result, objects_per_decode)
+                    self._evaluate_batch(segmenter, batch, result, objects_per_decode)
                     objects += int(batch.img_idx.numel())
                     if bar is not None:
                         bar.update(result.images + skipped.images - bar.n)
@@ -175,7 +181,7 @@ class Evaluator:
         finally:
             if bar is not None:
                 bar.close()
-            model.train(was_training)
+            segmenter.train(was_training)
         result.seconds = time.perf_counter() - start
         result.skipped_images, result.skipped_objects = skipped.images, skipped.objects
         result.dropped_small = skipped.small_objects
@@ -185,7 +191,7 @@ class Evaluator:
                 "(as training does)",
                 skipped.small_objects,
                 min_object_area,
-                int(model.image_size),
+                int(segmenter.image_size),
             )
         if skipped.images or skipped.objects:
             log.warning(
@@ -212,16 +218,14 @@ class Evaluator:
     # ------------------------------------------------------------------ protocols
     def _evaluate_batch(
         self,
-        model: torch.nn.Module,
+        segmenter: Segmenter,
         batch: ObjectBatch,
         result: EvalResult,
         objects_per_decode: int | None,
     ) -> None:
-        image_size = int(model.image_size)
-        images = engine.preprocess_like_predictor([s.image for s in batch.samples], image_size)
-        device = batch.img_idx.device
-        features = engine.encode(model, images.to(device))
-        runner = ProtocolRunner(model, features, batch, objects_per_decode=objects_per_decode)
+        images = segmenter.preprocess([s.image for s in batch.samples])
+        features = segmenter.encode(images.to(batch.img_idx.device))
+        runner = ProtocolRunner(segmenter, features, batch, objects_per_decode=objects_per_decode)
         for protocol in self.protocols:
             outcome = runner.run(protocol, max_clicks=self.max_clicks)
             self._record(protocol, batch, outcome, result)

@@ -2,7 +2,9 @@
 
 Each step is what application code does with the official ``SAM2ImagePredictor`` for one
 object — the same prompt coordinates, mask choice, mask input and post-processing — but for
-all objects of the batch in one ``engine.decode`` call.
+all objects of the batch in one :meth:`~samtune.segmenter.base.Segmenter.decode` call.
+Validation during training runs the same code on a batch at the model's input resolution
+(:meth:`~samtune.evaluation.batching.ObjectBatch.from_masks`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from samtune.evaluation.batching import ObjectBatch
 from samtune.evaluation.clicks import center_points, error_center_clicks
 from samtune.metrics.functional import mask_iou
 from samtune.prompts.sampling import mask_to_box
-from samtune.segmenter import sam2 as engine
+from samtune.segmenter.base import Decoded, Features, Segmenter
 
 PROTOCOLS = ("point1", "box", "clicks")
 MASK_INPUT_CLAMP = 32.0  # SAM2ImagePredictor clamps the low-res logits it returns to +-32
@@ -63,26 +65,25 @@ class ProtocolRunner:
     """Runs the protocols on the objects of one encoded image batch.
 
     Args:
-        model: the SAM2Base model.
-        features: ``engine.encode`` output for the batch's images.
+        segmenter: the model.
+        features: ``segmenter.encode`` output for the batch's images.
         batch: the objects.
         objects_per_decode: None for one decoder call per step, else the largest chunk.
     """
 
     def __init__(
         self,
-        model: torch.nn.Module,
-        features: engine.Features,
+        segmenter: Segmenter,
+        features: Features,
         batch: ObjectBatch,
         *,
         objects_per_decode: int | None = None,
     ) -> None:
-        self.model = model
+        self.segmenter = segmenter
         self.features = features
         self.batch = batch
-        self.image_size = int(model.image_size)
+        self.image_size = int(segmenter.image_size)
         self.chunk = objects_per_decode
-        self.image_pe = model.sam_prompt_encoder.get_dense_pe()
 
     def run(self, protocol: str, *, max_clicks: int) -> Outcome:
         """Run ``protocol`` (``point1``, ``box`` or ``clicks`` with ``max_clicks`` clicks)."""
@@ -94,6 +95,12 @@ class ProtocolRunner:
             return self.clicks(max_clicks)
         raise ValueError(f"unknown protocol {protocol!r}; choose from {PROTOCOLS}")
 
+    def to_input(self, coords: torch.Tensor) -> torch.Tensor:
+        """``N x P x 2`` original-pixel points in the model's input frame."""
+        if self.batch.input_frame:
+            return coords
+        return to_input_frame(coords, self.batch.hw, self.image_size)
+
     def decode(
         self,
         coords: torch.Tensor | None,
@@ -102,8 +109,8 @@ class ProtocolRunner:
         boxes: torch.Tensor | None = None,
         mask_input: torch.Tensor | None = None,
         multimask_output: bool,
-    ) -> engine.Decoded:
-        """``engine.decode`` over every object (input-frame prompts), chunked if asked."""
+    ) -> Decoded:
+        """``segmenter.decode`` over every object (input-frame prompts), chunked if asked."""
         img_idx = self.batch.img_idx
         n = int(img_idx.numel())
         step = self.chunk or max(n, 1)
@@ -115,8 +122,7 @@ class ProtocolRunner:
                 return None if x is None else x[rows]
 
             parts.append(
-                engine.decode(
-                    self.model,
+                self.segmenter.decode(
                     self.features,
                     img_idx[rows],
                     take(coords),
@@ -124,25 +130,18 @@ class ProtocolRunner:
                     boxes=take(boxes),
                     mask_input=take(mask_input),
                     multimask_output=multimask_output,
-                    image_pe=self.image_pe,
                 )
             )
-        if len(parts) == 1:
-            return parts[0]
-        return engine.Decoded(
-            torch.cat([p.low_res_logits for p in parts]),
-            torch.cat([p.iou_pred for p in parts]),
-            torch.cat([p.object_score_logits for p in parts]),
-        )
+        return Decoded.cat(parts)
 
     def masks(self, low_res: torch.Tensor) -> list[torch.Tensor]:
         """``N x 1 x h x w`` logits upsampled to each image's size and thresholded at 0."""
         masks = []
-        for logits, sample in zip(self.batch.split(low_res), self.batch.samples, strict=True):
+        for logits, gt in zip(self.batch.split(low_res), self.batch.gts, strict=True):
             step = self.chunk or max(len(logits), 1)
-            size = sample.image.shape[:2]
+            size = tuple(gt.shape[-2:])
             masks.append(
-                torch.cat([engine.upsample_logits(c, size)[:, 0] > 0 for c in logits.split(step)])
+                torch.cat([self.segmenter.upsample(c, size)[:, 0] > 0 for c in logits.split(step)])
             )
         return masks
 
@@ -154,7 +153,7 @@ class ProtocolRunner:
         """One positive click at each object's center, multimask output, best mask by score."""
         points = torch.cat([center_points(gt) for gt in self.batch.gts])[:, None, :]  # N x 1 x 2
         labels = torch.ones(points.shape[:2], dtype=torch.int32, device=points.device)
-        coords = to_input_frame(points, self.batch.hw, self.image_size)
+        coords = self.to_input(points)
         low_res, pred_iou = self.decode(coords, labels, multimask_output=True).best()
         return points, labels, low_res, pred_iou
 
@@ -166,7 +165,7 @@ class ProtocolRunner:
     def box(self) -> Outcome:
         """The tight box, single-mask output."""
         boxes = torch.cat([mask_to_box(gt) for gt in self.batch.gts])  # N x 4
-        corners = to_input_frame(boxes.reshape(-1, 2, 2), self.batch.hw, self.image_size)
+        corners = self.to_input(boxes.reshape(-1, 2, 2))
         decoded = self.decode(None, None, boxes=corners.reshape(-1, 4), multimask_output=False)
         return Outcome(self.masks(decoded.low_res_logits), decoded.iou_pred[:, 0], boxes=boxes)
 
@@ -185,7 +184,7 @@ class ProtocolRunner:
             points = torch.cat([points, torch.cat([pt for pt, _ in new])], dim=1)
             labels = torch.cat([labels, torch.cat([lb for _, lb in new])], dim=1)
             decoded = self.decode(
-                to_input_frame(points, self.batch.hw, self.image_size),
+                self.to_input(points),
                 labels,
                 mask_input=low_res.clamp(-MASK_INPUT_CLAMP, MASK_INPUT_CLAMP),
                 multimask_output=False,

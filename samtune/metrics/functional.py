@@ -45,6 +45,8 @@ def _count_rows(x: torch.Tensor) -> torch.Tensor:
         counts = torch.from_numpy(np.count_nonzero(x.numpy(), axis=1))
     else:
         counts = x.count_nonzero(dim=1)
+        if counts.device.type == "mps":  # Apple GPUs have no float64 (validation may run there)
+            counts = counts.cpu()
     return counts.to(torch.float64)
 
 

@@ -1,2 +1,3 @@
-"""The promptable model without Lightning: SAM 2.1's encode/decode halves, the embedding cache,
-activation checkpointing and FLOP counting."""
+"""The promptable model without Lightning: the :class:`~samtune.segmenter.base.Segmenter`
+interface, SAM 2.1's implementation of it, the embedding cache, activation checkpointing and
+FLOP counting."""

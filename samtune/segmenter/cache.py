@@ -33,7 +33,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from samtune.segmenter.sam2 import IMAGENET_MEAN, IMAGENET_STD, Features, features_from_backbone
+from samtune.segmenter.base import Features
+from samtune.segmenter.sam2 import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    apply_decoder_convs,
+    decoder_convs,
+    encode_frozen,
+    features_from_levels,
+)
+
+__all__ = ["CacheStats", "EmbeddingCache", "WeightDigest", "encode_frozen", "features_from_levels"]
 
 log = logging.getLogger(__name__)
 
@@ -118,40 +128,6 @@ def _stack(entries: list[list[torch.Tensor]], level: int) -> torch.Tensor:
     return torch.stack(parts).contiguous(memory_format=fmt)
 
 
-def _conv_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
-    if not getattr(model, "use_high_res_features_in_sam", False):
-        return []
-    return [model.sam_mask_decoder.conv_s0, model.sam_mask_decoder.conv_s1]
-
-
-def _apply_convs(model: torch.nn.Module, levels: list[torch.Tensor]) -> list[torch.Tensor]:
-    convs = _conv_modules(model)
-    return [convs[i](f) if i < len(convs) else f for i, f in enumerate(levels)]
-
-
-def features_from_levels(model: torch.nn.Module, levels: list[torch.Tensor]) -> Features:
-    """:class:`Features` from the FPN levels after ``conv_s0``/``conv_s1``, as ``encode`` makes them.
-
-    The same code path as :func:`samtune.segmenter.sam2.encode`, so the values are identical (the
-    positional encodings that ``forward_image`` also returns are not used by the features).
-    """
-    return features_from_backbone(
-        model, {"backbone_fpn": list(levels), "vision_pos_enc": list(levels)}
-    )
-
-
-def encode_frozen(model: torch.nn.Module, images: torch.Tensor) -> Features:
-    """:func:`samtune.segmenter.sam2.encode` for a frozen image encoder, with the same values.
-
-    The image encoder runs without a graph; ``conv_s0``/``conv_s1`` (mask-decoder layers that
-    ``forward_image`` applies) and ``no_mem_embed`` run under the current grad mode, so they train
-    exactly as they do on a cache hit.
-    """
-    with torch.no_grad():
-        levels = model.image_encoder(images)["backbone_fpn"]
-    return features_from_levels(model, _apply_convs(model, levels))
-
-
 class EmbeddingCache:
     """Keeps image-encoder outputs of a frozen encoder in memory and, past a budget, on disk.
 
@@ -197,14 +173,14 @@ class EmbeddingCache:
         """The stage used for ``model``: ``neck`` or ``features``."""
         if self.stage != "auto":
             return self.stage
-        convs = _conv_modules(model)
+        convs = decoder_convs(model)
         trainable = any(p.requires_grad for m in convs for p in m.parameters())
         return "neck" if trainable else "features"
 
     def _cached_tensors(self, model: torch.nn.Module, stage: str) -> list[tuple[str, torch.Tensor]]:
         tensors = [(f"image_encoder.{n}", t) for n, t in model.image_encoder.state_dict().items()]
         if stage == "features":
-            for i, conv in enumerate(_conv_modules(model)):
+            for i, conv in enumerate(decoder_convs(model)):
                 tensors += [(f"conv_s{i}.{n}", t) for n, t in conv.state_dict().items()]
         return tensors
 
@@ -318,7 +294,7 @@ class EmbeddingCache:
             with torch.no_grad():
                 levels = model.image_encoder(images)["backbone_fpn"]
                 if stage == "features":
-                    levels = _apply_convs(model, levels)
+                    levels = apply_decoder_convs(model, levels)
         finally:
             model.image_encoder.train(was_training)
         return [f.to("cpu", self.storage_dtype) for f in levels]
@@ -357,5 +333,5 @@ class EmbeddingCache:
             for level in range(len(entries[0]))
         ]
         if stage == "neck":
-            levels = _apply_convs(model, levels)
+            levels = apply_decoder_convs(model, levels)
         return features_from_levels(model, levels)

@@ -1,90 +1,41 @@
-"""The two halves of a SAM 2 image forward, batched over images and over objects.
+"""SAM 2.1 as a :class:`~samtune.segmenter.base.Segmenter`, and the two halves of its image forward.
 
-``encode`` runs the image encoder once per image; ``decode`` runs the prompt encoder and
-mask decoder for many objects at once, each object pointing at its image by index. Both
-call the official model's own modules in the same order as ``SAM2ImagePredictor`` does,
-but with gradients allowed, so training, evaluation and prediction share one code path.
+:class:`Sam2Segmenter` wraps the official ``SAM2Base`` (its ``.model``) and owns what decides how
+it runs: the embedding cache of a frozen encoder, activation checkpointing and compilation.
+
+The free functions are the halves it is made of, batched over images and over objects:
+``encode`` runs the image encoder once per image; ``decode`` runs the prompt encoder and mask
+decoder for many objects at once, each object pointing at its image by index. Both call the
+official model's own modules in the same order as ``SAM2ImagePredictor`` does, but with
+gradients allowed, so training, evaluation and prediction share one code path.
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from samtune.segmenter.base import Decoded, Features, Segmenter, upsample_logits
+from samtune.segmenter.checkpointing import enable_activation_checkpointing
+
+if TYPE_CHECKING:
+    from samtune.segmenter.cache import EmbeddingCache
+
+__all__ = [
+    "Decoded",
+    "Features",
+    "Sam2Segmenter",
+    "decode",
+    "encode",
+    "encode_frozen",
+    "upsample_logits",
+]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclass
-class Features:
-    """Image features of a batch of images.
-
-    Attributes:
-        image_embed: lowest-resolution embedding, ``B x 256 x S/16 x S/16`` (no-memory embedding added).
-        high_res: the two higher-resolution levels used by the mask decoder (``S/4`` and ``S/8``).
-    """
-
-    image_embed: torch.Tensor
-    high_res: list[torch.Tensor]
-
-    def select(self, idx: torch.Tensor) -> Features:
-        """Features of the images ``idx`` (one row per object).
-
-        When every object on a CPU belongs to one image, the rows are views of that image's
-        features (``expand``) instead of copies: the decoder only adds to them, and at 1024 px a
-        copy is 16 MB per object.
-        """
-        if idx.device.type == "cpu" and idx.numel() > 0 and bool((idx == idx[0]).all()):
-            i, n = int(idx[0]), int(idx.numel())
-
-            def rows(f: torch.Tensor) -> torch.Tensor:
-                return f[i : i + 1].expand(n, *f.shape[1:])
-
-            return Features(rows(self.image_embed), [rows(f) for f in self.high_res])
-        return Features(self.image_embed[idx], [f[idx] for f in self.high_res])
-
-    def to(self, *args, **kwargs) -> Features:
-        """Move or cast every level like ``Tensor.to``."""
-        return Features(
-            self.image_embed.to(*args, **kwargs), [f.to(*args, **kwargs) for f in self.high_res]
-        )
-
-
-@dataclass
-class Decoded:
-    """Mask decoder output for N objects.
-
-    Attributes:
-        low_res_logits: ``N x M x S/4 x S/4`` mask logits (M = 3 with multimask output, else 1).
-        iou_pred: ``N x M`` predicted IoU of each mask.
-        object_score_logits: ``N x 1`` logit that the object is present.
-    """
-
-    low_res_logits: torch.Tensor
-    iou_pred: torch.Tensor
-    object_score_logits: torch.Tensor
-
-    def best(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per object, the mask logits and predicted IoU of the mask with the highest predicted IoU.
-
-        Returns:
-            ``N x 1 x S/4 x S/4`` logits and ``N`` predicted IoUs (the input itself when M = 1).
-
-        Raises:
-            ValueError: logits that are not ``N x M x H x W`` or IoUs that are not ``N x M``.
-        """
-        if self.low_res_logits.dim() != 4 or self.iou_pred.shape != self.low_res_logits.shape[:2]:
-            raise ValueError(
-                f"Decoded.best: expected N x M x H x W logits and N x M IoUs, got "
-                f"{tuple(self.low_res_logits.shape)} and {tuple(self.iou_pred.shape)}"
-            )
-        idx = self.iou_pred.argmax(dim=1)
-        rows = torch.arange(idx.numel(), device=idx.device)
-        return self.low_res_logits[rows, idx].unsqueeze(1), self.iou_pred[rows, idx]
 
 
 def normalize_images(images: torch.Tensor) -> torch.Tensor:
@@ -139,6 +90,42 @@ def features_from_backbone(model: torch.nn.Module, backbone_out: dict) -> Featur
 def encode(model: torch.nn.Module, images: torch.Tensor) -> Features:
     """Run the image encoder on normalised ``B x 3 x S x S`` images."""
     return features_from_backbone(model, model.forward_image(images))
+
+
+def decoder_convs(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """``conv_s0``/``conv_s1``: mask-decoder layers that ``forward_image`` applies to the FPN."""
+    if not getattr(model, "use_high_res_features_in_sam", False):
+        return []
+    return [model.sam_mask_decoder.conv_s0, model.sam_mask_decoder.conv_s1]
+
+
+def apply_decoder_convs(model: torch.nn.Module, levels: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The FPN levels with ``conv_s0``/``conv_s1`` applied to the first two (as ``forward_image``)."""
+    convs = decoder_convs(model)
+    return [convs[i](f) if i < len(convs) else f for i, f in enumerate(levels)]
+
+
+def features_from_levels(model: torch.nn.Module, levels: list[torch.Tensor]) -> Features:
+    """:class:`Features` from the FPN levels after ``conv_s0``/``conv_s1``, as ``encode`` makes them.
+
+    The same code path as :func:`encode`, so the values are identical (the positional encodings
+    that ``forward_image`` also returns are not used by the features).
+    """
+    return features_from_backbone(
+        model, {"backbone_fpn": list(levels), "vision_pos_enc": list(levels)}
+    )
+
+
+def encode_frozen(model: torch.nn.Module, images: torch.Tensor) -> Features:
+    """:func:`encode` for a frozen image encoder, with the same values.
+
+    The image encoder runs without a graph; ``conv_s0``/``conv_s1`` (mask-decoder layers that
+    ``forward_image`` applies) and ``no_mem_embed`` run under the current grad mode, so they train
+    exactly as they do on a cache hit.
+    """
+    with torch.no_grad():
+        levels = model.image_encoder(images)["backbone_fpn"]
+    return features_from_levels(model, apply_decoder_convs(model, levels))
 
 
 def boxes_to_points(boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -197,6 +184,88 @@ def decode(
     return Decoded(low_res, iou_pred, object_score_logits)
 
 
-def upsample_logits(low_res_logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear upsampling of ``N x M x h x w`` logits to ``size``, as the predictor does."""
-    return F.interpolate(low_res_logits.float(), size, mode="bilinear", align_corners=False)
+class Sam2Segmenter(Segmenter):
+    """SAM 2.1's single-image path (image encoder, prompt encoder, mask decoder) as a Segmenter.
+
+    The official model stays whole under ``.model``, so its state-dict keys, adapters and export
+    are those of ``SAM2Base``. The image encoder counts as frozen while none of its parameters
+    requires a gradient (``adapter=frozen``, or any model under evaluation that was frozen).
+
+    Args:
+        model: the official ``SAM2Base``, adapters already applied.
+        embedding_cache: serves :meth:`encode` while the image encoder is frozen (unused while
+            it trains).
+        activation_checkpointing: checkpoint every Hiera block, if the image encoder trains.
+        compile_encoder: ``torch.compile`` the image encoder (static shapes).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        *,
+        embedding_cache: EmbeddingCache | None = None,
+        activation_checkpointing: bool = False,
+        compile_encoder: bool = False,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.image_size = int(model.image_size)
+        self.embedding_cache = embedding_cache
+        if activation_checkpointing and not self.encoder_frozen:
+            enable_activation_checkpointing(model)
+        if compile_encoder:
+            model.image_encoder.compile(dynamic=False)
+
+    @property
+    def encoder_frozen(self) -> bool:
+        """Whether no image-encoder parameter requires a gradient."""
+        return not any(p.requires_grad for p in self.model.image_encoder.parameters())
+
+    def enable_activation_checkpointing(self) -> int:
+        """Checkpoint every Hiera block from now on (0 while the encoder is frozen: nothing to
+        save there); returns the number of blocks that checkpoint."""
+        if self.encoder_frozen:
+            return 0
+        return enable_activation_checkpointing(self.model)
+
+    def preprocess(self, images: list[np.ndarray]) -> torch.Tensor:
+        """Resize and normalise as ``SAM2ImagePredictor.set_image`` does."""
+        return preprocess_like_predictor(images, self.image_size)
+
+    def encode(self, images: torch.Tensor) -> Features:
+        """Image features: the embedding cache or :func:`encode_frozen` while the encoder is
+        frozen, else :func:`encode` under the current grad mode."""
+        if not self.encoder_frozen:
+            return encode(self.model, images)
+        if self.embedding_cache is not None:
+            return self.embedding_cache.encode(self.model, images)
+        return encode_frozen(self.model, images)
+
+    def decode(
+        self,
+        features: Features,
+        img_idx: torch.Tensor,
+        coords: torch.Tensor | None,
+        labels: torch.Tensor | None,
+        *,
+        boxes: torch.Tensor | None = None,
+        mask_input: torch.Tensor | None = None,
+        multimask_output: bool,
+    ) -> Decoded:
+        """:func:`decode` with this segmenter's model."""
+        return decode(
+            self.model,
+            features,
+            img_idx,
+            coords,
+            labels,
+            boxes=boxes,
+            mask_input=mask_input,
+            multimask_output=multimask_output,
+        )
+
+
+def as_segmenter(model: torch.nn.Module) -> Segmenter:
+    """``model`` itself if it is a :class:`Segmenter`, else a plain ``SAM2Base`` wrapped in a
+    :class:`Sam2Segmenter` (no cache, nothing changed on the model)."""
+    return model if isinstance(model, Segmenter) else Sam2Segmenter(model)

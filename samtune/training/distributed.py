@@ -5,7 +5,7 @@ of objects. DDP averages gradients over ranks, so ranks that back-propagate thei
 means would weigh an object on a rank with few objects more than one on a busy rank. Here each
 rank scales its loss by ``world_size * n_local / n_total``: the averaged gradient is then
 exactly the gradient of the mean over all objects of all ranks, as one process with the whole
-batch would compute it. Validation IoUs are summed and counted on every rank and divided once.
+batch would compute it. (Validation means over all ranks' objects are torchmetrics' job.)
 """
 
 from __future__ import annotations
@@ -65,29 +65,6 @@ def mean_over_objects(
     scale = world_size * n_objects / total
     loss = terms["loss"] if scale == 1.0 else terms["loss"] * scale
     return loss, means, total
-
-
-def sum_and_count(
-    values: Mapping[str, list[float]],
-    names: tuple[str, ...],
-    *,
-    reduce_sum: ReduceSum,
-    device: torch.device | None = None,
-) -> dict[str, float]:
-    """The mean of each name's values over all ranks (NaN where no rank has a value).
-
-    Every rank must call it with the same ``names`` (one all-reduce of ``2 * len(names)``
-    numbers), also ranks that have no values.
-    """
-    local = []
-    for name in names:
-        vals = values.get(name, [])
-        local.extend([float(sum(vals)), float(len(vals))])
-    summed = reduce_sum(torch.tensor(local, dtype=torch.float64, device=device)).cpu().tolist()
-    return {
-        name: summed[2 * i] / summed[2 * i + 1] if summed[2 * i + 1] else float("nan")
-        for i, name in enumerate(names)
-    }
 
 
 def resolve_find_unused(trainer_cfg: DictConfig, *, correction_clicks: int) -> DictConfig:

@@ -1,26 +1,33 @@
-"""The LightningModule: wires the SAM 2.1 model, adapter, prompt simulator, loss and metrics."""
+"""The LightningModule: wires the segmenter, adapter, prompt simulator, loss and metrics.
+
+The model itself is torch only: :class:`~samtune.segmenter.sam2.Sam2Segmenter` encodes and
+decodes, :mod:`samtune.training.interactive` runs the interactive loss, and validation runs the
+evaluation protocols of :mod:`samtune.evaluation.protocols`. This module keeps Lightning's
+hooks, logging and the validation metrics.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
+from torchmetrics import MaxMetric, MeanMetric
 
 from samtune import __version__
 from samtune.data.drops import vanished_message
-from samtune.evaluation.clicks import center_points
+from samtune.evaluation.batching import ObjectBatch
+from samtune.evaluation.protocols import ProtocolRunner
 from samtune.evaluation.report.overlay import denormalize, object_overlays
 from samtune.models.spec import ModelSpec
-from samtune.prompts.sampling import mask_to_box
 from samtune.prompts.streams import PromptStreams
-from samtune.segmenter.cache import EmbeddingCache, encode_frozen
-from samtune.segmenter.checkpointing import enable_activation_checkpointing, run_checkpointed
-from samtune.segmenter.sam2 import Decoded, Features, decode, encode, upsample_logits
-from samtune.training.distributed import mean_over_objects, sum_and_count
+from samtune.segmenter.base import Features
+from samtune.segmenter.cache import EmbeddingCache
+from samtune.segmenter.sam2 import Sam2Segmenter
+from samtune.training.distributed import mean_over_objects
+from samtune.training.interactive import gather_objects, interactive_loss
 from samtune.training.optim import OptimConfig, param_groups, warmup_cosine_scheduler
 from samtune.training.run_state import load_run_state, save_run_state
 
@@ -33,10 +40,16 @@ LOSS_TERMS = ("loss", "focal", "dice", "iou", "object_score")
 class SamTuneModule(L.LightningModule):
     """Fine-tunes a SAM 2.1 image model with simulated interactive prompts.
 
-    Training follows SAM 2: an initial prompt (box or click) per object, then correction clicks from
-    the error region of the previous prediction with its low-res logits fed back; the loss is summed
-    over the prompt steps. Validation reports mIoU for the ``point1`` and ``box`` protocols at the
-    model's input resolution; ``val/miou`` (their mean) picks the best checkpoint.
+    Training follows SAM 2 (:func:`samtune.training.interactive.interactive_loss`): an initial
+    prompt (box or click) per object, then correction clicks from the error region of the previous
+    prediction with its low-res logits fed back; the loss is summed over the prompt steps.
+    Validation runs the ``point1`` and ``box`` evaluation protocols
+    (:class:`samtune.evaluation.protocols.ProtocolRunner`) at the model's input resolution and
+    reports their mIoU over the objects of all ranks (torchmetrics); ``val/miou`` (their mean)
+    picks the best checkpoint, and ``val/miou_best`` is the best so far.
+
+    The official model is ``self.model`` (state-dict keys ``model.<sam2 key>``); ``self.segmenter``
+    (:class:`~samtune.segmenter.sam2.Sam2Segmenter`) is a view of it that encodes and decodes.
 
     Args:
         model: which SAM 2.1 model and checkpoint.
@@ -82,45 +95,55 @@ class SamTuneModule(L.LightningModule):
         self.num_overlays = int(num_overlays)
         self.run_info = dict(run_info or {})
         self.param_report = adapter.parameter_report(self.model)
-        self.best_metrics: dict[str, float] = {}
-        self._val_sums: dict[str, list[float]] = defaultdict(list)
+        # the segmenter is a view of ``self.model``, kept out of the module tree: the state-dict
+        # keys stay ``model.<sam2 key>`` (checkpoints, export and small checkpoints read them)
+        segmenter = Sam2Segmenter(
+            self.model,
+            embedding_cache=None if adapter.encoder_trainable else embedding_cache,
+            activation_checkpointing=activation_checkpointing and adapter.encoder_trainable,
+            compile_encoder=compile_encoder,
+        )
+        object.__setattr__(self, "segmenter", segmenter)
+        self.checkpoint_prompt_steps = bool(checkpoint_prompt_steps)
+        # --- metrics: the states are not in the state dict; torchmetrics syncs them over ranks
+        self.val_miou = torch.nn.ModuleDict({p: MeanMetric() for p in VAL_PROTOCOLS})
+        self.val_miou_best = MaxMetric(sync_on_compute=False)  # its input is synced already
+        self._best_metrics: dict[str, float] = {}
         self._overlays: list[np.ndarray] = []
         self._seen: dict[str, list[int]] = {"train": [0, 0, 0], "val": [0, 0, 0]}
-        # --- speed and memory (docs/performance.md)
-        self.embedding_cache = None if adapter.encoder_trainable else embedding_cache
-        if activation_checkpointing and adapter.encoder_trainable:
-            enable_activation_checkpointing(self.model)
-        self.checkpoint_prompt_steps = bool(checkpoint_prompt_steps)
-        if compile_encoder:
-            self.model.image_encoder.compile(dynamic=False)
 
-    # ----------------------------------------------------------------- forward pieces
+    # ----------------------------------------------------------------- model pieces
+    @property
+    def embedding_cache(self) -> EmbeddingCache | None:
+        """The segmenter's embedding cache (None while the encoder trains or without one)."""
+        return self.segmenter.embedding_cache
+
+    @embedding_cache.setter
+    def embedding_cache(self, cache: EmbeddingCache | None) -> None:
+        self.segmenter.embedding_cache = cache
+
+    @property
+    def best_metrics(self) -> dict[str, float]:
+        """``val/miou`` and the per-protocol mIoUs of the best validation so far (empty before)."""
+        return dict(self._best_metrics)
+
+    @best_metrics.setter
+    def best_metrics(self, metrics: dict[str, float]) -> None:
+        """Restore the best values (from a checkpoint being resumed)."""
+        self._best_metrics = {k: float(v) for k, v in metrics.items()}
+        self.val_miou_best.reset()
+        if "val/miou" in self._best_metrics:
+            self.val_miou_best.update(self._best_metrics["val/miou"])
+
     def encode_images(self, images: torch.Tensor) -> Features:
-        """Image features; no graph through the encoder when the adapter leaves it frozen (then from
-        the embedding cache, if there is one)."""
-        if self.adapter.encoder_trainable:
-            if torch.is_grad_enabled():
-                return encode(self.model, images)
-            with torch.no_grad():
-                return encode(self.model, images)
-        if self.embedding_cache is not None:
-            return self.embedding_cache.encode(self.model, images)
-        return encode_frozen(self.model, images)
+        """The segmenter's features of normalised images (see ``Sam2Segmenter.encode``)."""
+        return self.segmenter.encode(images)
 
-    def _gather_objects(
+    def gather_objects(
         self, masks: list[torch.Tensor], generator: torch.Generator | PromptStreams | None
     ) -> tuple[torch.Tensor, torch.Tensor] | tuple[None, None]:
-        gts, idx = [], []
-        if generator is not None:
-            masks = _streams(generator).select_objects(self.prompts, masks)
-        for i, m in enumerate(masks):
-            if m.shape[0] == 0:
-                continue
-            gts.append(m)
-            idx.append(torch.full((m.shape[0],), i, dtype=torch.long, device=m.device))
-        if not gts:
-            return None, None
-        return torch.cat(gts), torch.cat(idx)
+        """The batch's objects as the prompt simulator caps them (see ``interactive.gather_objects``)."""
+        return gather_objects(masks, self.prompts, generator)
 
     def interactive_loss(
         self,
@@ -129,74 +152,17 @@ class SamTuneModule(L.LightningModule):
         img_idx: torch.Tensor,
         generator: torch.Generator | PromptStreams,
     ) -> dict[str, torch.Tensor]:
-        """SAM 2's interactive training loss for the objects ``gt`` (N x S x S bool).
-
-        One decoder pass for the initial prompts, then one per correction click; every pass's loss
-        terms are summed. The random prompts come from one generator, or from the batch's
-        :class:`~samtune.prompts.PromptStreams` (one stream per image).
-        """
-        device = gt.device
-        size = tuple(gt.shape[-2:])
-        gt_cpu = gt.cpu()
-        streams = _streams(generator)
-        first = streams.initial(self.prompts, gt_cpu, img_idx)
-        coords = None if first.point_coords is None else first.point_coords.to(device)
-        labels = None if first.point_labels is None else first.point_labels.to(device)
-        boxes = None if first.boxes is None else first.boxes.to(device)
-        mask_input = None
-        totals: dict[str, torch.Tensor] = {}
-        steps = 1 + int(self.prompts.correction_clicks)
-        for step in range(steps):
-            multimask = bool(first.multimask and step == 0)
-            out, terms = run_checkpointed(
-                self._prompt_step,
-                features,
-                img_idx,
-                coords,
-                labels,
-                boxes,
-                mask_input,
-                multimask,
-                gt,
-                enabled=self.checkpoint_prompt_steps,
-            )
-            for k, v in terms.items():
-                totals[k] = totals[k] + v if k in totals else v
-            if step + 1 == steps:
-                break
-            best_low, _ = out.best()
-            pred = upsample_logits(best_low.detach(), size)[:, 0] > 0
-            new_c, new_l = streams.correction(self.prompts, pred.cpu(), gt_cpu, img_idx)
-            new_c, new_l = new_c.to(device), new_l.to(device)
-            coords = new_c if coords is None else torch.cat([coords, new_c], 1)
-            labels = new_l if labels is None else torch.cat([labels, new_l], 1)
-            mask_input = best_low
-        return totals
-
-    def _prompt_step(
-        self,
-        features,
-        img_idx,
-        coords,
-        labels,
-        boxes,
-        mask_input,
-        multimask: bool,
-        gt: torch.Tensor,
-    ) -> tuple[Decoded, dict[str, torch.Tensor]]:
-        """One decoder pass and its loss terms (a unit of prompt-step checkpointing)."""
-        out = decode(
-            self.model,
+        """:func:`samtune.training.interactive.interactive_loss` with this run's parts."""
+        return interactive_loss(
+            self.segmenter,
             features,
+            gt,
             img_idx,
-            coords,
-            labels,
-            boxes=boxes,
-            mask_input=mask_input,
-            multimask_output=multimask,
+            generator,
+            prompts=self.prompts,
+            loss_fn=self.loss_fn,
+            checkpoint_steps=self.checkpoint_prompt_steps,
         )
-        logits = upsample_logits(out.low_res_logits, tuple(gt.shape[-2:]))
-        return out, self.loss_fn(logits, out.iou_pred, out.object_score_logits, gt)
 
     # ----------------------------------------------------------------- Lightning hooks
     def on_fit_start(self) -> None:
@@ -248,7 +214,7 @@ class SamTuneModule(L.LightningModule):
         if batch is not None:
             self._count("train", batch)
             streams = self.prompt_streams(batch, batch_idx)
-            gt, img_idx = self._gather_objects(batch["masks"], streams)
+            gt, img_idx = self.gather_objects(batch["masks"], streams)
         if gt is None and world == 1:
             return None
         terms: dict[str, torch.Tensor] = {}
@@ -295,42 +261,21 @@ class SamTuneModule(L.LightningModule):
                 self.current_epoch + 1,
             )
 
-    @torch.no_grad()
-    def protocol_predictions(
-        self, features: Features, gt: torch.Tensor, img_idx: torch.Tensor, protocol: str
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Predicted masks (N x S x S bool) and clicks for one evaluation protocol at input resolution."""
-        size = tuple(gt.shape[-2:])
-        if protocol == "point1":
-            pts = center_points(gt.cpu()).to(gt.device)[:, None, :]
-            lab = torch.ones(pts.shape[:2], dtype=torch.int32, device=gt.device)
-            out = decode(self.model, features, img_idx, pts, lab, multimask_output=True)
-            logits, _ = out.best()
-            return upsample_logits(logits, size)[:, 0] > 0, pts
-        if protocol == "box":
-            boxes = mask_to_box(gt)
-            out = decode(
-                self.model, features, img_idx, None, None, boxes=boxes, multimask_output=False
-            )
-            return upsample_logits(out.low_res_logits, size)[:, 0] > 0, boxes.view(-1, 2, 2)
-        raise ValueError(f"unknown validation protocol {protocol!r}; known: {VAL_PROTOCOLS}")
-
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         if batch is None:
             return
         self._count("val", batch)
-        gt, img_idx = self._gather_objects(batch["masks"], None)
-        if gt is None:
+        objects = ObjectBatch.from_masks(batch["masks"])
+        if objects.img_idx.numel() == 0:
             return
-        features = self.encode_images(batch["images"])
-        for protocol in VAL_PROTOCOLS:
-            pred, pts = self.protocol_predictions(features, gt, img_idx, protocol)
-            inter = (pred & gt).flatten(1).sum(1).float()
-            union = (pred | gt).flatten(1).sum(1).float()
-            iou = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
-            self._val_sums[protocol].extend(iou.cpu().tolist())
-            if protocol == "point1" and len(self._overlays) < self.num_overlays:
-                self._add_overlays(batch, gt, pred, pts, img_idx)
+        with torch.no_grad():
+            runner = ProtocolRunner(self.segmenter, self.encode_images(batch["images"]), objects)
+            for protocol in VAL_PROTOCOLS:
+                outcome = runner.run(protocol, max_clicks=1)
+                self.val_miou[protocol].update(runner.ious(outcome.preds))
+                if protocol == "point1" and len(self._overlays) < self.num_overlays:
+                    gt, pred = torch.cat(objects.gts), torch.cat(outcome.preds)
+                    self._add_overlays(batch, gt, pred, outcome.points, objects.img_idx)
 
     def _add_overlays(self, batch, gt, pred, pts, img_idx) -> None:
         i = int(img_idx[0])
@@ -348,14 +293,13 @@ class SamTuneModule(L.LightningModule):
             self._seen["val"] = [0, 0, 0]
         else:
             self._fail_if_nothing_seen("val")
-        # the IoUs of all ranks (each val image is on exactly one), summed and counted once
-        values = sum_and_count(
-            self._val_sums,
-            VAL_PROTOCOLS,
-            reduce_sum=lambda t: self.trainer.strategy.reduce(t, reduce_op="sum"),
-            device=self.device,
-        )
-        values = {p: v for p, v in values.items() if not np.isnan(v)}
+        values = {}
+        for protocol, metric in self.val_miou.items():
+            metric.update(torch.zeros(0, device=self.device))  # a rank without objects adds none
+            value = float(metric.compute())  # the mean over the objects of all ranks
+            metric.reset()
+            if not np.isnan(value):
+                values[protocol] = value
         if values:
             sync = self.trainer.world_size > 1  # values equal on every rank: a no-op mean
             for p, v in values.items():
@@ -363,13 +307,15 @@ class SamTuneModule(L.LightningModule):
             mean = float(np.nanmean(list(values.values())))
             self.log("val/miou", mean, prog_bar=True, sync_dist=sync)
             if not self.trainer.sanity_checking:
-                if mean >= self.best_metrics.get("val/miou", -1.0):
-                    self.best_metrics = {
+                self.val_miou_best.update(mean)
+                best = float(self.val_miou_best.compute())  # float32, as the metric keeps it
+                if float(np.float32(mean)) >= best:  # a tie goes to the later epoch
+                    self._best_metrics = {
                         "val/miou": mean,
                         **{f"val/miou_{p}": v for p, v in values.items()},
                     }
+                self.log("val/miou_best", self.val_miou_best.compute(), sync_dist=sync)
                 self._log_overlays()
-        self._val_sums.clear()
         self._overlays.clear()
 
     def _log_overlays(self) -> None:
@@ -420,7 +366,3 @@ class SamTuneModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         load_run_state(self, checkpoint)
-
-
-def _streams(generator: torch.Generator | PromptStreams) -> PromptStreams:
-    return generator if isinstance(generator, PromptStreams) else PromptStreams(generator)

@@ -266,7 +266,7 @@ def test_module_training_loss_is_the_same_on_a_cache_hit(tiny_checkpoint):
     def step(module):
         module.model.zero_grad(set_to_none=True)
         generator = torch.Generator().manual_seed(7)
-        gt, img_idx = module._gather_objects(masks, generator)
+        gt, img_idx = module.gather_objects(masks, generator)
         terms = module.interactive_loss(module.encode_images(images), gt, img_idx, generator)
         terms["loss"].backward()
         grads = {

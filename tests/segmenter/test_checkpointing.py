@@ -157,7 +157,7 @@ def test_module_step_same_loss_and_gradients_with_all_checkpointing(tiny_checkpo
                 if "lora_B" in name:
                     p.copy_(torch.full_like(p, 0.01))
         generator = torch.Generator().manual_seed(5)
-        gt, img_idx = module._gather_objects(masks, generator)
+        gt, img_idx = module.gather_objects(masks, generator)
         saved = []
         with torch.autograd.graph.saved_tensors_hooks(
             lambda t: saved.append(t.numel() * t.element_size()) or t, lambda t: t

@@ -22,6 +22,8 @@ from samtune.data.datamodules.base import collate
 from samtune.data.datasets.demo import NUCLEI_MINI
 from samtune.data.sample import Sample
 from samtune.data.transforms import SamTransform
+from samtune.evaluation.batching import ObjectBatch
+from samtune.evaluation.protocols import ProtocolRunner
 from samtune.models import ModelSpec
 from samtune.models.adapters import FrozenEncoder
 from samtune.prompts import PromptSimulator
@@ -68,13 +70,13 @@ def nuclei_crops(image_ids=(1, 20, 22, 7)) -> list[Sample]:
 
 
 def _miou(module, features, batch) -> dict[str, float]:
-    gt, idx = module._gather_objects(batch["masks"], None)
+    """The validation protocols' mIoU on the batch, at input resolution."""
+    runner = ProtocolRunner(module.segmenter, features, ObjectBatch.from_masks(batch["masks"]))
     out = {}
-    for protocol in ("point1", "box"):
-        pred, _ = module.protocol_predictions(features, gt, idx, protocol)
-        inter = (pred & gt).flatten(1).sum(1).float()
-        union = (pred | gt).flatten(1).sum(1).float().clamp(min=1)
-        out[protocol] = float((inter / union).mean())
+    with torch.no_grad():
+        for protocol in ("point1", "box"):
+            preds = runner.run(protocol, max_clicks=1).preds
+            out[protocol] = float(runner.ious(preds).mean())
     return out
 
 
@@ -97,7 +99,7 @@ def test_tuning_on_a_few_nuclei_crops_raises_their_miou():
     before = _miou(module, features, batch)
     for step in range(STEPS):
         generator = torch.Generator().manual_seed(step)
-        gt, idx = module._gather_objects(batch["masks"], generator)
+        gt, idx = module.gather_objects(batch["masks"], generator)
         loss = module.interactive_loss(features, gt, idx, generator)["loss"]
         optimizer.zero_grad()
         loss.backward()
