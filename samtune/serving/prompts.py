@@ -44,7 +44,7 @@ def prompt_batch(
     Raises:
         ApiError: 400 naming the prompt (``prompts[i]``, ``prompts[i].box``) and the problem.
     """
-    from samtune.inference.predict import PromptError, parse_object
+    from samtune.inference.prompt_files import PromptError, parse_object
 
     prompts = list(prompts or [])
     if len(prompts) > max_prompts:

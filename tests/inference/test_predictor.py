@@ -15,7 +15,7 @@ from samtune import load_predictor, load_video_predictor
 from samtune.data.io import read_image as dataset_read_image
 from samtune.data.io import read_size
 from samtune.data.sample import DataError
-from samtune.inference.predict import (
+from samtune.inference.prompt_files import (
     PromptError,
     load_sam2_model,
     read_image,
