@@ -204,7 +204,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import httpx
     from sam2.sam2_image_predictor import SAM2ImagePredictor
 
-    from samtune.inference.prompt_files import fit_feature_sizes
+    from samtune.inference.predictor import fit_feature_sizes
     from samtune.models import build_sam2_model
 
     torch.set_num_threads(args.threads)

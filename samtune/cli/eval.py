@@ -19,7 +19,7 @@ from samtune.cli._hydra import command_line_keys, run_hydra_app
 from samtune.evaluation.evaluator import evaluate_dataset
 from samtune.evaluation.report.files import write_results
 from samtune.evaluation.report.wandb_log import log_to_wandb
-from samtune.inference.prompt_files import load_sam2_model
+from samtune.inference.predictor import load_sam2_model
 from samtune.models.weights import is_none
 from samtune.training.run import describe_data
 

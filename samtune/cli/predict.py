@@ -9,7 +9,7 @@ from __future__ import annotations
 from omegaconf import DictConfig, OmegaConf
 
 from samtune.cli._hydra import run_hydra_app
-from samtune.inference.prompt_files import run_predict
+from samtune.inference.folder import run_predict
 
 
 def predict_task(cfg: DictConfig) -> None:

@@ -64,7 +64,7 @@ class ServedModel:
     Args:
         version_id: the ``sam2_version_id`` that reaches it (None: from its size, ``hiera_tiny``...).
         model: the ``SAM2Base`` (moved to ``device``).
-        info: what :func:`samtune.inference.prompt_files.load_sam2_model` says about the weights.
+        info: what :func:`samtune.inference.predictor.load_sam2_model` says about the weights.
         device: where it runs.
     """
 
@@ -78,7 +78,7 @@ class ServedModel:
     ) -> None:
         from sam2.sam2_image_predictor import SAM2ImagePredictor
 
-        from samtune.inference.prompt_files import fit_feature_sizes
+        from samtune.inference.predictor import fit_feature_sizes
 
         self.version_id = version_id or VERSION_IDS[info["name"]]
         self.info = dict(info)
@@ -112,7 +112,7 @@ class ServedModel:
             image_size: serve at this resolution instead of the recorded one.
             device: ``cpu``, ``cuda``, ``cuda:1``, ...
         """
-        from samtune.inference.prompt_files import load_sam2_model
+        from samtune.inference.predictor import load_sam2_model
 
         path = resolve_weights_path(ckpt)
         model, info = load_sam2_model(path, spec, image_size=image_size)

@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 
 from samtune.cli._hydra import CONFIG_DIR
 from samtune.data.datasets.demo import NUCLEI_MINI
-from samtune.inference.prompt_files import load_sam2_model
+from samtune.inference.predictor import load_sam2_model
 from samtune.training.run import build_module
 
 TOP_LEVEL = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))

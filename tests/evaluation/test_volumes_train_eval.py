@@ -27,7 +27,7 @@ from samtune.evaluation.evaluator import evaluate_dataset
 from samtune.evaluation.report.volumes import write_per_volume_csv
 from samtune.evaluation.results import EvalResult, ObjectResult
 from samtune.evaluation.volumes import volume_evaluation
-from samtune.inference.prompt_files import load_sam2_model
+from samtune.inference.predictor import load_sam2_model
 from samtune.models import ModelSpec
 from tests.helpers import REPO, TINY_VOLUME_SHAPE, write_cases
 
