@@ -16,7 +16,7 @@ from samtune.data.datasets.volumes.labels import (
     objects_from_label_slice,
     validate_classes,
 )
-from samtune.data.datasets.volumes.readers import (
+from samtune.data.datasets.volumes.pairing import (
     Volume,
     VolumeGeometry,
     VolumePair,
