@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 import samtune
 from samtune.cli._hydra import command_line_keys, run_hydra_app
 from samtune.evaluation.evaluator import evaluate_dataset
-from samtune.evaluation.report.files import write_results
+from samtune.evaluation.report.files import console_table, write_results
 from samtune.evaluation.report.wandb_log import log_to_wandb
 from samtune.inference.predictor import load_sam2_model
 from samtune.models.weights import is_none
@@ -119,8 +119,6 @@ def results_text(
     aggregates: dict[str, Any], summary: dict[str, Any], files: dict[str, Path]
 ) -> str:
     """What ``samtune-eval`` prints at the end: the run, the protocol table, the report files."""
-    from samtune.evaluation.report.files import console_table
-
     weights = (
         "RANDOM INIT (no checkpoint)" if summary.get("random_init") else summary.get("weights")
     )

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from samtune.inference.predictor import fit_feature_sizes, load_sam2_model
+from samtune.models.weights import is_none
 from samtune.serving.cache import Embedding, tensor_bytes
 from samtune.serving.prompts import PromptBatch
 
@@ -48,8 +50,6 @@ class Segmentation:
 
 def resolve_weights_path(ckpt: str | os.PathLike | None) -> str | None:
     """``ckpt`` as a file: a folder written by ``samtune-export format=roboflow`` gives its ``model.pt``."""
-    from samtune.models.weights import is_none
-
     if is_none(ckpt):
         return None
     path = Path(ckpt).expanduser()
@@ -77,8 +77,6 @@ class ServedModel:
         device: str,
     ) -> None:
         from sam2.sam2_image_predictor import SAM2ImagePredictor
-
-        from samtune.inference.predictor import fit_feature_sizes
 
         self.version_id = version_id or VERSION_IDS[info["name"]]
         self.info = dict(info)
@@ -112,8 +110,6 @@ class ServedModel:
             image_size: serve at this resolution instead of the recorded one.
             device: ``cpu``, ``cuda``, ``cuda:1``, ...
         """
-        from samtune.inference.predictor import load_sam2_model
-
         path = resolve_weights_path(ckpt)
         model, info = load_sam2_model(path, spec, image_size=image_size)
         return cls(version_id, model, info, device=device)
