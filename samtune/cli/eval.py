@@ -19,8 +19,7 @@ from samtune.cli._hydra import command_line_keys, run_hydra_app
 from samtune.evaluation.evaluator import evaluate_dataset
 from samtune.evaluation.report.files import console_table, write_results
 from samtune.evaluation.report.wandb_log import log_to_wandb
-from samtune.inference.predictor import load_sam2_model
-from samtune.models.weights import is_none
+from samtune.models.weights import is_none, load_model
 from samtune.training.run import describe_data
 
 log = logging.getLogger(__name__)
@@ -66,7 +65,7 @@ def evaluate(cfg: DictConfig, out_dir: Path, data_name: str) -> dict[str, Path]:
     ckpt = None if is_none(cfg.ckpt) else str(cfg.ckpt)
     # a resolution given on the command line beats the one recorded with the weights
     explicit_size = spec.image_size if "model.image_size" in command_line_keys() else None
-    model, info = load_sam2_model(ckpt, spec, image_size=explicit_size)
+    model, info = load_model(ckpt, spec, image_size=explicit_size)
     if int(info["image_size"]) != int(cfg.model.image_size):
         # the data follow the model: ${model.image_size} resolves to the size it was built at
         with open_dict(cfg):

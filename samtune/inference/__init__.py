@@ -8,14 +8,13 @@ checks a prompts file, ``folder`` predicts one mask per prompted object of a fol
 
 from samtune.inference.auto import predict_automatic
 from samtune.inference.folder import predict_folder, run_predict
-from samtune.inference.predictor import load_predictor, load_sam2_model, load_video_predictor
+from samtune.inference.predictor import load_predictor, load_video_predictor
 from samtune.inference.prompt_files import ObjectPrompt, PromptError, read_prompts
 
 __all__ = [
     "ObjectPrompt",
     "PromptError",
     "load_predictor",
-    "load_sam2_model",
     "load_video_predictor",
     "predict_automatic",
     "predict_folder",

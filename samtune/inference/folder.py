@@ -15,10 +15,10 @@ import numpy as np
 from samtune.data.io import read_image
 from samtune.inference.auto import predict_automatic
 from samtune.inference.mask_files import coco_result, write_mask_png, write_results
-from samtune.inference.predictor import fit_feature_sizes, load_sam2_model
+from samtune.inference.predictor import fit_feature_sizes
 from samtune.inference.prompt_files import ObjectPrompt, read_prompts
 from samtune.models import ModelSpec
-from samtune.models.weights import is_none
+from samtune.models.weights import is_none, load_model
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def run_predict(
         if is_none(prompts):
             raise ValueError("mode=prompts needs prompts=<file.json> (or use mode=auto)")
         parsed = read_prompts(prompts, images)  # every check happens before any mask is written
-    model, info = load_sam2_model(ckpt, spec, image_size=image_size)
+    model, info = load_model(ckpt, spec, image_size=image_size)
     model = model.to(device)
     log.info(
         "model %s (%s adapter) at %d px from %s",

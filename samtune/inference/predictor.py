@@ -30,16 +30,6 @@ VIDEO_PREDICTOR_TARGET = "sam2.sam2_video_predictor.SAM2VideoPredictor"
 VIDEO_POSTPROCESSING_OVERRIDES = {"binarize_mask_from_pts_for_mem_enc": True, "fill_hole_area": 8}
 
 
-def load_sam2_model(
-    path: str | os.PathLike | None,
-    spec: ModelSpec | None = None,
-    *,
-    image_size: int | None = None,
-) -> tuple[nn.Module, dict[str, Any]]:
-    """Build a plain ``SAM2Base`` from whatever ``path`` is; see :func:`samtune.models.weights.load_model`."""
-    return load_model(path, spec, image_size=image_size)
-
-
 def fit_feature_sizes(predictor: Any) -> Any:
     """Give a ``SAM2ImagePredictor`` the feature sizes of its model's ``image_size``.
 
@@ -61,10 +51,10 @@ def load_predictor(
     """The official ``SAM2ImagePredictor`` on a tuned (or zero-shot) model.
 
     Args:
-        path: see :func:`load_sam2_model`.
+        path: see :func:`samtune.models.weights.load_model`.
         image_size: build at this resolution instead of the recorded one.
         device: where the model runs.
-        spec: see :func:`load_sam2_model`.
+        spec: see :func:`samtune.models.weights.load_model`.
         **predictor_kwargs: passed to ``SAM2ImagePredictor`` (``mask_threshold``,
             ``max_hole_area``, ``max_sprinkle_area``).
 
@@ -76,7 +66,7 @@ def load_predictor(
     # samtune Hydra app (the CLIs import this module) must not find already initialised
     from sam2.sam2_image_predictor import SAM2ImagePredictor
 
-    model, info = load_sam2_model(path, spec, image_size=image_size)
+    model, info = load_model(path, spec, image_size=image_size)
     log.info(
         "loaded %s (%s adapter) at %d px from %s",
         info["name"],
@@ -109,12 +99,12 @@ def load_video_predictor(
     device: str | torch.device = "cpu",
     spec: ModelSpec | None = None,
 ):
-    """The official ``SAM2VideoPredictor`` with the weights of ``path`` (see :func:`load_sam2_model`).
+    """The official ``SAM2VideoPredictor`` with the weights of ``path`` (see :func:`samtune.models.weights.load_model`).
 
     Returns:
         A ``sam2.sam2_video_predictor.SAM2VideoPredictor`` in eval mode on ``device``.
     """
-    model, info = load_sam2_model(path, spec, image_size=image_size)
+    model, info = load_model(path, spec, image_size=image_size)
     video = build_video_model(info["name"], image_size=info["image_size"])
     missing, unexpected = video.load_state_dict(model.state_dict(), strict=False, assign=True)
     if missing or unexpected:

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from samtune.inference.predictor import fit_feature_sizes, load_sam2_model
-from samtune.models.weights import is_none
+from samtune.inference.predictor import fit_feature_sizes
+from samtune.models.weights import is_none, load_model
 from samtune.serving.cache import Embedding, tensor_bytes
 from samtune.serving.prompts import PromptBatch
 
@@ -64,7 +64,7 @@ class ServedModel:
     Args:
         version_id: the ``sam2_version_id`` that reaches it (None: from its size, ``hiera_tiny``...).
         model: the ``SAM2Base`` (moved to ``device``).
-        info: what :func:`samtune.inference.predictor.load_sam2_model` says about the weights.
+        info: what :func:`samtune.models.weights.load_model` says about the weights.
         device: where it runs.
     """
 
@@ -111,7 +111,7 @@ class ServedModel:
             device: ``cpu``, ``cuda``, ``cuda:1``, ...
         """
         path = resolve_weights_path(ckpt)
-        model, info = load_sam2_model(path, spec, image_size=image_size)
+        model, info = load_model(path, spec, image_size=image_size)
         return cls(version_id, model, info, device=device)
 
     def describe(self) -> dict[str, Any]:

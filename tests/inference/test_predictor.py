@@ -8,9 +8,9 @@ import torch
 from PIL import Image
 
 from samtune import load_predictor, load_video_predictor
-from samtune.inference.predictor import load_sam2_model
 from samtune.models import CheckpointError, ModelSpec
 from samtune.models.export import sidecar_path
+from samtune.models.weights import load_model
 from samtune.segmenter.sam2 import decode, encode, preprocess_like_predictor, upsample_logits
 from tests.helpers import SMALL_SIZE, make_blob_sample
 from tests.models.helpers import (
@@ -83,31 +83,29 @@ def test_checkpoint_export_and_official_build_agree_at_small_size(tuned):
     assert_same_predictions(run_prompts(official, image), from_ckpt)
 
 
-def test_load_sam2_model_sources(tuned, tiny_checkpoint, tmp_path):
+def test_load_model_sources(tuned, tiny_checkpoint, tmp_path):
     # an official checkpoint without sidecar: size recognised from the weights, resolution from spec
-    model, info = load_sam2_model(str(tiny_checkpoint), ModelSpec(name=NAME, image_size=SMALL_SIZE))
+    model, info = load_model(str(tiny_checkpoint), ModelSpec(name=NAME, image_size=SMALL_SIZE))
     assert (info["name"], info["image_size"], info["adapter"]) == (NAME, SMALL_SIZE, None)
     assert model.image_size == SMALL_SIZE
     with pytest.raises(CheckpointError, match="sam2.1_hiera_tiny.*sam2.1_hiera_small"):
-        load_sam2_model(
+        load_model(
             str(tiny_checkpoint), ModelSpec(name="sam2.1_hiera_small", image_size=SMALL_SIZE)
         )
     # an exported file: size and resolution from the sidecar; image_size overrides
     _, exported = tuned
-    _, info = load_sam2_model(exported)
+    _, info = load_model(exported)
     assert (info["name"], info["image_size"], info["adapter"]) == (NAME, SMALL_SIZE, "lora")
-    model, info = load_sam2_model(exported, image_size=256)
+    model, info = load_model(exported, image_size=256)
     assert model.image_size == 256 and info["image_size"] == 256
     # a file changed after export no longer matches its sidecar
     copy = tmp_path / "copy.pt"
     copy.write_bytes(exported.read_bytes() + b"\0")
     sidecar_path(copy).write_text(sidecar_path(exported).read_text())
     with pytest.raises(CheckpointError, match="copy.pt does not match its sidecar"):
-        load_sam2_model(copy)
+        load_model(copy)
     # none: the spec is built (random init here, as asked)
-    model, info = load_sam2_model(
-        "none", ModelSpec(name=NAME, image_size=SMALL_SIZE, checkpoint=None)
-    )
+    model, info = load_model("none", ModelSpec(name=NAME, image_size=SMALL_SIZE, checkpoint=None))
     assert (
         info["random_init"] is True
         and info["checkpoint"] is None
