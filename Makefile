@@ -43,7 +43,7 @@ format: setup
 	$(PY) -m ruff check --fix samtune tests scripts
 
 benchmark: setup
-	$(PY) scripts/benchmark.py
+	$(PY) -m scripts.bench
 
 clean:
 	rm -rf outputs multirun wandb .pytest_cache

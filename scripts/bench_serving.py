@@ -41,17 +41,14 @@ if str(REPO) not in sys.path:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from samtune.data.datasets.demo import NUCLEI_MINI  # noqa: E402
+from samtune.data.datasets.synthetic import SyntheticDataset  # noqa: E402
 from samtune.evaluation.report.render import Heading, Paragraph, Table, to_markdown  # noqa: E402
 from samtune.inference.predictor import fit_feature_sizes  # noqa: E402
 from samtune.models import build_sam2_model  # noqa: E402
 
 DEFAULT_IMAGE = (
-    REPO.parent
-    / "shared"
-    / "data"
-    / "nuclei-mini"
-    / "images"
-    / "2c83c86dd4e5dacc024b55629375567fb8e320a82ef86f541cfe54764040fc25.png"
+    NUCLEI_MINI / "images" / "2c83c86dd4e5dacc024b55629375567fb8e320a82ef86f541cfe54764040fc25.png"
 )
 VERSION_IDS = {
     "sam2.1_hiera_tiny": "hiera_tiny",
@@ -93,18 +90,16 @@ def interleaved(calls: dict[str, Any], *, repeats: int, max_s: float, warmup: in
 
 
 def load_image(path: Path | None) -> np.ndarray:
-    """The benchmark image (RGB uint8): a nuclei-mini image, or synthetic blobs if missing."""
+    """The benchmark image (RGB uint8): ``path``, or samtune's synthetic ellipses (nuclei-mini's
+    largest size, 12 objects) when there is no such file."""
     if path is not None and path.is_file():
         from PIL import Image
 
         return np.asarray(Image.open(path).convert("RGB"))
-    rng = np.random.default_rng(0)
-    image = rng.integers(0, 40, size=(520, 696, 3)).astype(np.uint8)
-    yy, xx = np.mgrid[:520, :696]
-    for _ in range(12):
-        cy, cx, r = rng.uniform(40, 480), rng.uniform(40, 650), rng.uniform(10, 40)
-        image[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = rng.integers(150, 255, size=3)
-    return image
+    synthetic = SyntheticDataset(
+        num_images=1, size=(520, 696), objects=(12, 12), radius=(0.02, 0.06)
+    )
+    return synthetic.load(0).image
 
 
 def png_b64(image: np.ndarray) -> str:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from samtune.io_atomic import write_text_atomic
 
 SPLITS = ("train", "val", "test")
 
@@ -83,7 +84,7 @@ def write_coco(
             per_split[split] += 1
     categories = [{"id": k, "name": names[k]} for k in sorted(names)]
     data = {"images": images, "annotations": annotations, "categories": categories}
-    _write_atomically(out, json.dumps(data))
+    write_text_atomic(out, json.dumps(data))
     return {
         "file": str(out), "images": len(images), "annotations": len(annotations),
         "categories": categories, "per_split": per_split, "missing": missing,
@@ -95,14 +96,3 @@ def _relative(file: Path, folder: Path) -> str:
         return os.path.relpath(file.resolve(), folder)
     except ValueError:  # another drive (Windows)
         return str(file.resolve())
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise

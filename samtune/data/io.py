@@ -6,6 +6,7 @@ path, so a bad file is always named.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +81,35 @@ def read_label_map(path: str | Path) -> np.ndarray:
         return _labels_from_array(array)
     except Exception as err:
         raise DataError(f"{path}: cannot read label map: {_reason(err)}") from err
+
+
+def decode_image_bytes(data: bytes, name: str) -> np.ndarray:
+    """Decode an encoded image held in memory (PNG, JPEG, BMP or TIFF) as ``H x W x 3`` uint8,
+    converted as :func:`read_image` converts files.
+
+    Args:
+        data: the encoded file's bytes.
+        name: what to call the data in an error (e.g. ``"a.json: imageData"``).
+
+    Raises:
+        DataError: ``"<name>: cannot read image: <reason>"``.
+    """
+    try:
+        if data[:4] in (b"II*\x00", b"MM\x00*"):
+            import tifffile
+
+            return to_rgb_uint8(tifffile.imread(io.BytesIO(data)))
+        from PIL import Image
+
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            ok = image.mode in ("RGB", "RGBA", "L", "LA", "I", "F", "1")
+            array = np.array(image if ok else image.convert("RGB"))
+        return to_rgb_uint8(array)
+    except DataError:
+        raise
+    except Exception as err:  # any decoder failure is bad data, reported with its name
+        raise DataError(f"{name}: cannot read image: {_reason(err)}") from err
 
 
 def read_size(path: str | Path) -> tuple[int, int]:

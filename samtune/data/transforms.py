@@ -123,6 +123,7 @@ def resize_image(image: np.ndarray, size: int) -> torch.Tensor:
 
 def resize_masks(masks: np.ndarray, size: int) -> np.ndarray:
     """``N x H x W`` bool -> ``N x size x size`` bool, nearest neighbour at pixel centres."""
+    # float64 indices: cv2's INTER_NEAREST_EXACT and torch's "nearest-exact" round differently
     height, width = masks.shape[1:]
     rows = np.minimum(((np.arange(size) + 0.5) * height / size).astype(np.int64), height - 1)
     cols = np.minimum(((np.arange(size) + 0.5) * width / size).astype(np.int64), width - 1)

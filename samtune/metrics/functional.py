@@ -7,6 +7,9 @@ Conventions, chosen so that every object contributes a finite number:
 * ``number_of_clicks`` counts clicks from 1 and gives ``K`` (the number of clicks simulated)
   for an object that never reaches the threshold, as in the RITM / SAM 2 interactive
   benchmarks. The threshold is reached when ``iou >= threshold``.
+
+Counted here, not with torchmetrics' ``binary_stat_scores(multidim_average="samplewise")``: its
+counts give the same IoU except NaN for an empty pair, about 30x slower on the CPU.
 """
 
 from __future__ import annotations

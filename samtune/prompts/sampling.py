@@ -11,6 +11,7 @@ box is ``(x_min, y_min, x_max, y_max)`` with the maxima being the last pixel ins
 from __future__ import annotations
 
 import torch
+from torchvision.ops import masks_to_boxes
 
 
 def check_masks(masks: torch.Tensor, *, name: str) -> None:
@@ -48,8 +49,8 @@ def mask_to_box(masks: torch.Tensor) -> torch.Tensor:
     """Tight boxes of ``N x H x W`` masks as ``N x 4`` float32 XYXY pixel coordinates.
 
     The one box rule of samtune: the training prompts jitter it, the ``box`` evaluation protocol
-    uses it as is. The maxima are inclusive (the last column/row of the object), as in
-    ``sam2.utils.misc.mask_to_box``.
+    uses it as is. ``torchvision.ops.masks_to_boxes`` computes it; the maxima are inclusive (the
+    last column/row of the object), as in ``sam2.utils.misc.mask_to_box``.
 
     Args:
         masks: ``N x H x W`` (bool, or anything where non-zero is inside).
@@ -63,19 +64,10 @@ def mask_to_box(masks: torch.Tensor) -> torch.Tensor:
     if masks.dim() != 3:
         raise ValueError(f"masks must be N x H x W, got shape {tuple(masks.shape)}")
     masks = masks.bool()
-    _, h, w = masks.shape
-    cols = masks.any(dim=1)  # N x W: object present in that column
-    rows = masks.any(dim=2)  # N x H
-    empty = ~cols.any(dim=1)
-    if bool(empty.any()):
+    empty = ~masks.flatten(1).any(dim=1)
+    if bool(empty.any()):  # torchvision would give it the box (0, 0, 0, 0)
         raise ValueError(f"mask {int(empty.nonzero()[0])} is empty: a box needs at least one pixel")
-    xs = torch.arange(w, device=masks.device)
-    ys = torch.arange(h, device=masks.device)
-    x_min = torch.where(cols, xs, w).amin(dim=1)
-    x_max = torch.where(cols, xs, -1).amax(dim=1)
-    y_min = torch.where(rows, ys, h).amin(dim=1)
-    y_max = torch.where(rows, ys, -1).amax(dim=1)
-    return torch.stack([x_min, y_min, x_max, y_max], dim=1).float()
+    return masks_to_boxes(masks)
 
 
 def jitter_boxes(

@@ -2,7 +2,8 @@
 
 Terms, per object and per predicted mask (M = 1 or 3 masks per object):
 
-* **focal**: sigmoid focal loss (``alpha``, ``gamma``), averaged over the pixels.
+* **focal**: ``torchvision.ops.sigmoid_focal_loss`` (``alpha``, ``gamma``), averaged over the
+  pixels.
 * **dice**: soft Dice on the sigmoid, smoothed with 1 in numerator and denominator,
   ``1 - (2 * sum(p * t) + 1) / (sum(p) + sum(t) + 1)``, sums over the pixels. SAM 2 writes the
   numerator as ``sum(p) + sum(t) - |p - t|_1``, which is the same number for a 0/1 target.
@@ -27,36 +28,16 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torchvision.ops import sigmoid_focal_loss
 
 from samtune.validation import check_number
 
 
-def sigmoid_focal_loss(
-    logits: torch.Tensor, target: torch.Tensor, *, alpha: float, gamma: float
-) -> torch.Tensor:
-    """Per-mask sigmoid focal loss averaged over the pixels.
-
-    Args:
-        logits: ``N x M x H x W`` mask logits.
-        target: ``N x M x H x W`` float 0/1 target (broadcastable).
-        alpha: weight of the positive pixels (negatives get ``1 - alpha``); < 0 disables it.
-        gamma: focusing exponent on ``1 - p_t``.
-
-    Returns:
-        ``N x M`` losses.
-    """
-    target = target.expand_as(logits)
-    prob = torch.sigmoid(logits)
-    ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
-    p_t = prob * target + (1 - prob) * (1 - target)
-    loss = ce * (1 - p_t) ** gamma
-    if alpha >= 0:
-        loss = loss * (alpha * target + (1 - alpha) * (1 - target))
-    return loss.flatten(2).mean(dim=-1)
-
-
 def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-mask soft Dice loss on the sigmoid with +1 smoothing.
+
+    Hand-written: torchvision has no Dice loss, and torchmetrics' Dice (like
+    ``samtune.metrics.functional.mask_dice``) scores thresholded masks, with no gradient.
 
     Args:
         logits: ``N x M x H x W`` mask logits.
@@ -74,6 +55,9 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def mask_iou(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """IoU of each thresholded mask (logits > 0) with the target, 0 where both are empty.
+
+    Not ``samtune.metrics.functional.mask_iou``: SAM 2's training target counts an empty pair as
+    0 (the metric counts it as 1) and stays float32 on the logits' device.
 
     Args:
         logits: ``N x M x H x W`` mask logits.
@@ -201,8 +185,16 @@ class SAM2Loss(torch.nn.Module):
         target_bool = target.bool()[:, None]
         target_float = target_bool.float()
 
-        focal_all = sigmoid_focal_loss(
-            logits, target_float, alpha=self.focal_alpha, gamma=self.focal_gamma
+        focal_all = (
+            sigmoid_focal_loss(
+                logits,
+                target_float.expand_as(logits),
+                alpha=self.focal_alpha if self.focal_alpha >= 0 else -1.0,  # torchvision's "off"
+                gamma=self.focal_gamma,
+                reduction="none",
+            )
+            .flatten(2)
+            .mean(dim=-1)
         )
         dice_all = dice_loss(logits, target_float)
         actual_iou = mask_iou(logits.detach(), target_bool)

@@ -1,7 +1,7 @@
 """Peak memory of one training step, estimated before training, and settings that fit the device.
 
 The estimate is a model of what a step holds at its peak (the start of the backward pass),
-with coefficients fitted to peaks measured by ``scripts/benchmark.py`` (``--sections train``; the
+with coefficients fitted to peaks measured by ``scripts/bench`` (``--sections train``; the
 runs are in ``docs/benchmarks/``):
 
 - weights (4 bytes per parameter) and, per trainable parameter, its gradient and AdamW's two
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 # Fitted (non-negative least squares on the relative error) to 29 peaks measured by
-# scripts/benchmark.py's train section on the CPU in fp32 (peak RSS minus RSS before building the
+# scripts/bench's train section on the CPU in fp32 (peak RSS minus RSS before building the
 # model): sam2.1_hiera_tiny and _small, 256, 512 and 1024 px, batch 2-4, 8-64 objects x 3-8 prompt
 # steps, every adapter and checkpointing configuration (docs/benchmarks/); every fitted peak is
 # within 20% (docs/performance.md).

@@ -21,7 +21,7 @@ from samtune.segmenter.cache import EmbeddingCache, encode_frozen
 from samtune.segmenter.checkpointing import enable_activation_checkpointing, run_checkpointed
 from samtune.segmenter.sam2 import Decoded, Features, decode, encode, upsample_logits
 from samtune.training.distributed import mean_over_objects, sum_and_count
-from samtune.training.optim import OptimConfig, param_groups, warmup_cosine
+from samtune.training.optim import OptimConfig, param_groups, warmup_cosine_scheduler
 from samtune.training.run_state import load_run_state, save_run_state
 
 log = logging.getLogger(__name__)
@@ -390,14 +390,11 @@ class SamTuneModule(L.LightningModule):
         )
         optimizer = torch.optim.AdamW(groups, betas=tuple(cfg.betas))
         total = int(self.trainer.estimated_stepping_batches) if self.trainer is not None else 1000
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
+        scheduler = warmup_cosine_scheduler(
             optimizer,
-            lambda step: warmup_cosine(
-                step,
-                total_steps=total,
-                warmup_fraction=cfg.warmup_fraction,
-                min_lr_ratio=cfg.min_lr_ratio,
-            ),
+            total_steps=total,
+            warmup_fraction=cfg.warmup_fraction,
+            min_lr_ratio=cfg.min_lr_ratio,
         )
         return {
             "optimizer": optimizer,

@@ -80,10 +80,47 @@ def param_groups(
 def warmup_cosine(
     step: int, *, total_steps: int, warmup_fraction: float, min_lr_ratio: float
 ) -> float:
-    """Multiplier of the base learning rate at ``step``: linear warm-up, then cosine to ``min_lr_ratio``."""
+    """Multiplier of a group's own learning rate at optimiser step ``step`` (counted from 0).
+
+    With ``T = max(1, total_steps)`` and ``W = max(1, round(T * warmup_fraction))`` warm-up steps
+    (``W = 0`` when ``warmup_fraction`` is 0): ``(step + 1) / W`` while ``step < W``, then
+    ``r + (1 - r) * (1 + cos(pi * p)) / 2`` with ``r = min_lr_ratio`` and
+    ``p = min(1, (step - W) / max(1, T - W))``.
+    """
     total_steps = max(1, total_steps)
     warmup = max(1, int(round(total_steps * warmup_fraction))) if warmup_fraction > 0 else 0
     if step < warmup:
         return (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
     return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def warmup_cosine_scheduler(
+    optimizer: torch.optim.Optimizer,
+    *,
+    total_steps: int,
+    warmup_fraction: float,
+    min_lr_ratio: float,
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """A per-step scheduler that multiplies every group's learning rate by :func:`warmup_cosine`.
+
+    Args:
+        optimizer: the optimiser; each group keeps its own base learning rate.
+        total_steps: all optimiser steps of the run (Lightning's ``estimated_stepping_batches``).
+        warmup_fraction: fraction of ``total_steps`` spent in linear warm-up (0: none).
+        min_lr_ratio: the cosine ends at ``min_lr_ratio`` times each group's base learning rate.
+
+    Returns:
+        A ``LambdaLR``; its ``state_dict`` carries the step, so a resumed run continues the curve.
+    """
+    # Not SequentialLR(LinearLR, CosineAnnealingLR): its eta_min is one absolute lr for all
+    # groups, while the floor here is relative to each group's lr (the encoder's is scaled).
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: warmup_cosine(
+            step,
+            total_steps=total_steps,
+            warmup_fraction=warmup_fraction,
+            min_lr_ratio=min_lr_ratio,
+        ),
+    )

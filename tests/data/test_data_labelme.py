@@ -53,3 +53,36 @@ def test_groups_merge_and_bad_files_are_named(tmp_path):
     with pytest.warns(DataSkipWarning):
         stats = only.raw_dataset("train").stats
     assert stats["labels_ignored"] == 3 and stats["dropped_images"] == 1
+
+
+def test_image_found_beside_the_json_or_read_from_image_data(tmp_path):
+    import base64
+
+    scenes = write_labelme(tmp_path, n=3)
+    # photo0: the annotator's Windows path; photo1: only embedded (file moved away);
+    # photo2: neither file nor imageData
+    doc = json.loads((tmp_path / "photo0.json").read_text())
+    doc["imagePath"] = "C:\\Users\\ann\\labels\\photo0.png"
+    (tmp_path / "photo0.json").write_text(json.dumps(doc))
+    doc = json.loads((tmp_path / "photo1.json").read_text())
+    doc["imageData"] = base64.b64encode((tmp_path / "photo1.png").read_bytes()).decode()
+    (tmp_path / "photo1.json").write_text(json.dumps(doc))
+    (tmp_path / "photo1.png").rename(tmp_path / "elsewhere.bin")
+    (tmp_path / "photo2.png").unlink()
+    with pytest.raises(DataError, match=r"photo2\.png: image file not found"):
+        LabelMeDataModule(root=tmp_path, val_fraction=0.0, image_size=64).raw_dataset("train")
+    dm = LabelMeDataModule(root=tmp_path, val_fraction=0.0, image_size=64, on_error="skip")
+    with pytest.warns(DataSkipWarning):
+        ds = dm.raw_dataset("train")
+    assert len(ds) == 2
+    for i in range(len(ds)):
+        sample = ds[i]
+        scene = scenes[sample.meta["image_id"]]
+        np.testing.assert_array_equal(sample.image, scene.image)
+        np.testing.assert_array_equal(sample.masks, scene.masks)
+    assert ds[1].meta["image_source"] == "imageData"
+
+    doc["imageData"] = "not base64!"
+    (tmp_path / "photo1.json").write_text(json.dumps(doc))
+    with pytest.raises(DataError, match=r"photo1\.json: imageData is not base64"):
+        LabelMeDataModule(root=tmp_path, val_fraction=0.0, image_size=64).raw_dataset("train")

@@ -64,3 +64,37 @@ def test_missing_yaml_or_split_folder_is_named(tmp_path):
         DataError, match=r"data\.yaml: the val images folder 'images/val' was not found"
     ):
         YoloDataModule(root=tmp_path, image_size=64)
+
+
+def test_splits_given_as_txt_image_lists(tmp_path):
+    scenes = write_yolo(tmp_path, {"train": 3, "val": 2})
+    (tmp_path / "train.txt").write_text(
+        "# images of the train split\n./images/train/train_0.png\n\nimages/train/train_2.png\n"
+    )
+    (tmp_path / "val.txt").write_text(
+        "\n".join(str(p) for p in sorted((tmp_path / "images" / "val").iterdir())) + "\n"
+    )
+    yaml_file = tmp_path / "data.yaml"
+    text = (
+        yaml_file.read_text().replace("images/train", "train.txt").replace("images/val", "val.txt")
+    )
+    yaml_file.write_text(text)
+    dm = YoloDataModule(root=tmp_path, image_size=64)
+    train = dm.raw_dataset("train")
+    assert sorted(train[i].meta["image_id"] for i in range(len(train))) == ["train_0", "train_2"]
+    sample = train[0]
+    truth = scenes["train"][sample.meta["image_id"]]
+    assert sample.class_ids.tolist() == truth.classes
+    assert len(dm.raw_dataset("val")) == 2
+
+    (tmp_path / "train.txt").write_text("./images/train/train_0.png\n./images/train/gone.png\n")
+    with pytest.raises(
+        DataError, match=r"train\.txt:2: listed image './images/train/gone\.png' not found"
+    ):
+        YoloDataModule(root=tmp_path, image_size=64)
+    (tmp_path / "train.txt").write_text("# nothing\n")
+    with pytest.raises(DataError, match=r"train\.txt: the image list names no image"):
+        YoloDataModule(root=tmp_path, image_size=64)
+    (tmp_path / "train.txt").unlink()
+    with pytest.raises(DataError, match=r"the train image list 'train\.txt' was not found"):
+        YoloDataModule(root=tmp_path, image_size=64)

@@ -94,7 +94,7 @@ FORCED = {"trainer.max_epochs"}
 NOT_RUN: dict[str, str] = {
     "make test": "the test suite itself (CI runs it); make test-all adds the slow tests",
     "make benchmark": "minutes to hours; tests/scripts/test_benchmark.py runs its sections at small sizes",
-    ".venv/bin/python scripts/benchmark.py": "the same benchmark with its own options",
+    ".venv/bin/python -m scripts.bench": "the same benchmark with its own options",
     "samtune-train -m hydra/launcher=slurm": "needs a SLURM cluster; tests/training/"
     "test_launcher.py runs the README's command with sbatch replaced by a recorder",
 }

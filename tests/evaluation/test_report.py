@@ -275,3 +275,13 @@ def test_evaluation_config_defaults():
     assert evaluator.max_clicks == 20 and evaluator.noc_thresholds == (0.85, 0.9)
     eval_cfg = OmegaConf.load(REPO / "configs" / "eval.yaml")
     assert eval_cfg.ckpt == "none" and eval_cfg.split == "val" and eval_cfg.max_images is None
+
+
+def test_gallery_size_zero_keeps_no_overlay_and_writes_the_rest(tmp_path):
+    result = make_result()
+    result.gallery = type(result.gallery)(k=0)
+    result.gallery.offer("point1", 0.5, lambda: pytest.fail("k=0 must not build an example"))
+    assert result.gallery.examples("point1") == ([], [])
+    files = write_results(result, tmp_path / "run", summary=SUMMARY)
+    assert files["report_md"].is_file() and files["results"].is_file()
+    assert not any(key.startswith("overlays_") for key in files)

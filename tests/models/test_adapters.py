@@ -176,7 +176,7 @@ def perturb_lora_and_decoder(model, seed: int = 1) -> None:
 
 def test_merged_state_dict_folds_lora_and_matches_outputs():
     torch.manual_seed(0)
-    adapter = LoRAAdapter(rank=4, alpha=12, dropout=0.1)
+    adapter = LoRAAdapter(rank=4, alpha=12, dropout=0.1, mlp=True)
     model = adapter.apply(fresh_model())
     perturb_lora_and_decoder(model)
     model.eval()
@@ -185,17 +185,14 @@ def test_merged_state_dict_folds_lora_and_matches_outputs():
 
     # the model is unchanged and still carries its LoRA layers
     assert lora_modules(model)
-    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    after = model.state_dict()
+    assert list(after) == list(before) and all(torch.equal(v, after[k]) for k, v in before.items())
     # exactly the keys of a fresh model, in the same order
     plain = fresh_model()
     assert list(merged) == list(plain.state_dict())
-    # W + alpha / r * B @ A, by hand
-    path = "image_encoder.trunk.blocks.3.attn.qkv"
-    w = before[f"{path}.base_layer.weight"]
-    a, b = before[f"{path}.lora_A.default.weight"], before[f"{path}.lora_B.default.weight"]
-    torch.testing.assert_close(merged[f"{path}.weight"], w + (12 / 4) * b @ a, rtol=0, atol=1e-6)
-    assert torch.equal(merged[f"{path}.bias"], before[f"{path}.base_layer.bias"])
-    assert not torch.allclose(merged[f"{path}.weight"], w)
+    # W + alpha / r * B @ A, by hand, in every wrapped layer (attention and MLP)
+    assert len(lora_modules(model)) == 48
+    assert_lora_formula(merged, before, lora_modules(model), scaling=12 / 4)
 
     plain.load_state_dict(merged, strict=True)
     with torch.no_grad():
@@ -207,6 +204,29 @@ def test_merged_state_dict_folds_lora_and_matches_outputs():
         got = decode(plain, encode(plain, images), torch.tensor([0]), coords, labels, boxes=boxes)
     for x, y in [(ref.low_res_logits, got.low_res_logits), (ref.iou_pred, got.iou_pred)]:
         torch.testing.assert_close(y, x, rtol=0, atol=1e-5)
+
+    # a bf16 model merges to bf16, rounded once; copy=False shares what LoRA leaves alone
+    model.to(torch.bfloat16)
+    state = model.state_dict()
+    merged = adapter.merged_state_dict(model, copy=False)
+    assert all(v.dtype == state[k].dtype for k, v in merged.items() if k in state)
+    assert_lora_formula(merged, state, lora_modules(model), scaling=12 / 4)
+    assert all(v.data_ptr() == state[k].data_ptr() for k, v in merged.items() if k in state)
+    model.image_encoder.neck.register_buffer("lora_stray", torch.zeros(1))
+    with pytest.raises(RuntimeError, match="unmerged adapter tensors"):
+        adapter.merged_state_dict(model)
+
+
+def assert_lora_formula(merged, state, layers, *, scaling: float) -> None:
+    """Each wrapped layer's merged weight is ``W + scaling * B @ A`` (in float32, then cast)."""
+    for path in layers:
+        w = state[f"{path}.base_layer.weight"]
+        a, b = state[f"{path}.lora_A.default.weight"], state[f"{path}.lora_B.default.weight"]
+        expected = (w.float() + scaling * (b.float() @ a.float())).to(w.dtype)
+        got = merged[f"{path}.weight"]
+        assert got.dtype == w.dtype and not torch.equal(got, w), path
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+        assert torch.equal(merged[f"{path}.bias"], state[f"{path}.base_layer.bias"]), path
 
 
 @pytest.mark.parametrize("cls", [FrozenEncoder, FullFineTune])

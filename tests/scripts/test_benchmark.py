@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
@@ -12,6 +11,9 @@ from samtune.evaluation.evaluator import cpu_decode_chunk
 from samtune.models import build_sam2_model
 from samtune.segmenter.flops import FlopCounter, count_flops, gpu_peak_bf16_tflops, model_flops
 from samtune.segmenter.sam2 import encode
+from scripts.bench import cli as bench
+from scripts.bench.common import TRAIN_CONFIGS
+from scripts.bench.compose import SYNTHETIC, compose_config, data_overrides, load_samples
 from tests.helpers import REPO
 
 
@@ -80,17 +82,7 @@ def test_gpu_peak_lookup():
     assert gpu_peak_bf16_tflops("Some Future GPU") is None
 
 
-def _load_benchmark():
-    spec = importlib.util.spec_from_file_location(
-        "samtune_benchmark", REPO / "scripts" / "benchmark.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_quick_benchmark_runs_and_is_consistent(tmp_path, capsys):
-    bench = _load_benchmark()
     out = tmp_path / "bench.json"
     result = bench.main(["--quick", "--device", "cpu", "--threads", "1", "--json", str(out)])
     printed = capsys.readouterr().out
@@ -107,7 +99,7 @@ def test_quick_benchmark_runs_and_is_consistent(tmp_path, capsys):
     assert enc["fp32"]["gflop_per_image"] * 1e9 == on_meta  # counted on real CPU tensors
 
     train = {r["config"]: r for r in result["train"]}
-    assert set(train) == set(bench.TRAIN_CONFIGS)
+    assert set(train) == set(TRAIN_CONFIGS)
     hit, recomputed = train["frozen_cache_hit"], train["frozen_recomputed"]
     lora, lora_ckpt, full = train["lora"], train["lora_checkpointing"], train["full"]
     lora_all = train["lora_checkpointing_all"]
@@ -162,7 +154,31 @@ def test_every_option_the_sections_read_has_a_default():
     """The full (non --quick) run reads only options that parse_args defines."""
     import re
 
-    bench = _load_benchmark()
-    source = (REPO / "scripts" / "benchmark.py").read_text()
+    source = "\n".join(p.read_text() for p in (REPO / "scripts" / "bench").glob("*.py"))
     used = set(re.findall(r"\bargs\.([a-z_]+)\b", source))
     assert used <= set(vars(bench.parse_args([]))), used - set(vars(bench.parse_args([])))
+
+
+def test_without_data_the_benchmark_draws_samtunes_synthetic_ellipses():
+    """``--data none``: the ``synthetic`` data config, sized like nuclei-mini's crowded images."""
+    cfg = compose_config("eval", data_overrides(None, 2))
+    datamodule, samples = load_samples(cfg, 2)
+    assert type(datamodule).__name__ == "SyntheticDataModule" and len(samples) == 2
+    for sample in samples:
+        assert sample.image.shape == (*SYNTHETIC["size"], 3)
+        assert sample.masks.shape[0] == SYNTHETIC["objects"][0]  # 12 ellipses, none overlapping
+        height = sample.masks.any(2).sum(1)  # rows each ellipse spans: data.radius reached it
+        assert height.max() <= 2 * SYNTHETIC["radius"][1] * SYNTHETIC["size"][0] + 1
+    assert not (samples[0].masks.sum(0) > 1).any()
+    assert bench.parse_args(["--data", "none"]).data is None
+
+
+@pytest.mark.slow
+def test_isolated_configuration_runs_in_its_own_process(tmp_path):
+    """``--isolate``: the configuration is measured by ``python -m scripts.bench --train-job`` in
+    a child process, whose peak memory is its own."""
+    argv = ["--quick", "--isolate", "--sections", "train", "--train-configs", "lora"]
+    result = bench.main([*argv, "--device", "cpu", "--threads", "1", "--json", str(tmp_path / "b")])
+    (row,) = result["train"]
+    assert row["config"] == "lora" and row["memory_kind"] == "peak RSS - RSS before building"
+    assert row["peak_memory_mb"] > 0 and row["flops_per_step"] > 0

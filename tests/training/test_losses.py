@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from samtune.training.loss import SAM2Loss
 from tests.helpers import REPO
@@ -64,16 +65,39 @@ def test_terms_on_a_2x2_example_by_hand():
     assert out["loss"].item() == pytest.approx(20 * focal + dice + iou + obj, rel=1e-5)
 
 
-def test_focal_matches_torchvision():
-    from torchvision.ops import sigmoid_focal_loss
+def _focal_reference(logits: torch.Tensor, target: torch.Tensor, alpha: float, gamma: float):
+    """Per-mask focal loss from the textbook formula, in float64 (N x M x H x W -> N x M)."""
+    x, t = logits.double(), target.double().expand_as(logits)
+    log_p_t = torch.where(t > 0, F.logsigmoid(x), F.logsigmoid(-x))
+    loss = -((1 - log_p_t.exp()) ** gamma) * log_p_t
+    if alpha >= 0:
+        loss = loss * torch.where(t > 0, alpha, 1 - alpha)
+    return loss.flatten(2).mean(-1)
 
+
+@pytest.mark.parametrize(("alpha", "gamma"), [(0.25, 2.0), (-0.5, 2.0), (0.9, 0.0)])
+def test_focal_values_and_gradients_match_the_formula(alpha, gamma):
+    # torchvision computes the focal term; samtune's "alpha < 0 turns the weighting off"
+    # must survive the mapping to torchvision's -1, and gradients must flow the same way
     g = torch.Generator().manual_seed(0)
-    logits = torch.randn(3, 1, 6, 7, generator=g) * 3
-    target = torch.rand(3, 6, 7, generator=g) > 0.5
+    logits = (torch.randn(4, 3, 9, 11, generator=g) * 4).requires_grad_(True)
+    target = torch.rand(4, 9, 11, generator=g) > 0.6
     target[:, 0, 0] = True  # every object present
-    out = SAM2Loss(supervise_object_score=False)(logits, torch.zeros(3, 1), None, target)
-    ref = sigmoid_focal_loss(logits[:, 0], target.float(), alpha=0.25, gamma=2.0).mean()
+    loss_fn = SAM2Loss(focal_alpha=alpha, focal_gamma=gamma, supervise_object_score=False)
+    out = loss_fn(logits, torch.zeros(4, 3), None, target)
+    out["focal"].backward()
+
+    ref_logits = logits.detach().clone().requires_grad_(True)
+    focal_all = _focal_reference(ref_logits, target[:, None], alpha, gamma)
+    p = torch.sigmoid(ref_logits.detach().double()).flatten(2)
+    t = target[:, None].double().flatten(2)
+    dice_all = 1 - (2 * (p * t).sum(-1) + 1) / (p.sum(-1) + t.sum(-1) + 1)
+    best = (20 * focal_all.detach() + dice_all).argmin(dim=1)
+    ref = focal_all[torch.arange(4), best].mean()
+    ref.backward()
     assert out["focal"].item() == pytest.approx(ref.item(), rel=1e-5)
+    torch.testing.assert_close(logits.grad, ref_logits.grad.float(), rtol=1e-4, atol=1e-8)
+    assert (logits.grad.flatten(2).abs().sum(-1) > 0).sum() == 4  # one mask per object
 
 
 def test_multimask_3x3_picks_best_mask_and_averages_over_objects():

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from samtune.training.optim import param_groups, warmup_cosine
+from samtune.training.optim import param_groups, warmup_cosine, warmup_cosine_scheduler
 
 
 class _Toy(torch.nn.Module):
@@ -45,3 +45,54 @@ def test_warmup_then_cosine():
     assert warmup_cosine(100, **kw) == pytest.approx(0.01)
     values = [warmup_cosine(s, **kw) for s in range(10, 101)]
     assert all(a >= b for a, b in zip(values, values[1:]))
+
+
+def _documented_multiplier(step: int, total: int, warmup_fraction: float, ratio: float) -> float:
+    """The schedule as OptimConfig and warmup_cosine document it, written out independently."""
+    warmup = 0 if warmup_fraction == 0 else max(1, round(total * warmup_fraction))
+    if step < warmup:
+        return (step + 1) / warmup
+    p = min(1.0, (step - warmup) / max(1, total - warmup))
+    return ratio + (1 - ratio) * (1 + math.cos(math.pi * p)) / 2
+
+
+def _toy_optimizer() -> torch.optim.Optimizer:
+    groups = param_groups(_Toy(), lr=1e-3, encoder_lr_scale=0.1, weight_decay=0.05)
+    return torch.optim.SGD(groups, lr=1e-3)
+
+
+@pytest.mark.parametrize(("total", "warmup_fraction"), [(23, 0.1), (40, 0.0), (7, 1.0), (1, 0.05)])
+def test_scheduler_gives_every_group_its_own_warmup_and_relative_floor(total, warmup_fraction):
+    opt = _toy_optimizer()
+    base = {g["name"]: g["lr"] for g in opt.param_groups}
+    assert base["encoder_decay"] == pytest.approx(1e-4) and base["decoder_decay"] == 1e-3
+    sched = warmup_cosine_scheduler(
+        opt, total_steps=total, warmup_fraction=warmup_fraction, min_lr_ratio=0.05
+    )
+    for step in range(total + 3):  # past the end the floor holds
+        factor = _documented_multiplier(step, total, warmup_fraction, 0.05)
+        for group in opt.param_groups:
+            assert group["lr"] == pytest.approx(base[group["name"]] * factor, rel=1e-12), step
+        opt.step()
+        sched.step()
+    assert all(g["lr"] == pytest.approx(0.05 * base[g["name"]]) for g in opt.param_groups)
+
+
+def test_scheduler_state_resumes_the_curve():
+    kw = {"total_steps": 30, "warmup_fraction": 0.2, "min_lr_ratio": 0.01}
+    opt = _toy_optimizer()
+    sched = warmup_cosine_scheduler(opt, **kw)
+    for _ in range(11):
+        opt.step()
+        sched.step()
+    saved_opt, saved_sched = opt.state_dict(), sched.state_dict()
+    resumed_opt = _toy_optimizer()
+    resumed = warmup_cosine_scheduler(resumed_opt, **kw)
+    resumed_opt.load_state_dict(saved_opt)
+    resumed.load_state_dict(saved_sched)
+    for _ in range(5):
+        assert [g["lr"] for g in resumed_opt.param_groups] == [g["lr"] for g in opt.param_groups]
+        for o, s in ((opt, sched), (resumed_opt, resumed)):
+            o.step()
+            s.step()
+    assert resumed.last_epoch == 16

@@ -18,6 +18,7 @@ class SyntheticDataModule(SamDataModule):
         num_val: images in the val split.
         size: ``(height, width)`` of every image.
         objects: inclusive range of ellipses per image.
+        radius: range of an ellipse's semi-axes as fractions of the image's height and width.
         **kwargs: the :class:`SamDataModule` arguments (``image_size`` is required).
     """
 
@@ -28,6 +29,7 @@ class SyntheticDataModule(SamDataModule):
         num_val: int = 4,
         size: Sequence[int] = (96, 128),
         objects: Sequence[int] = (1, 4),
+        radius: Sequence[float] = (0.06, 0.16),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -37,6 +39,7 @@ class SyntheticDataModule(SamDataModule):
         }
         self.size = tuple(int(v) for v in size)
         self.objects = tuple(int(v) for v in objects)
+        self.radius = tuple(float(v) for v in radius)
 
     def make_dataset(self, split: str) -> SyntheticDataset:
         """The train or val split (val images use a different seed stream)."""
@@ -46,5 +49,9 @@ class SyntheticDataModule(SamDataModule):
             )
         seed = self.seed * 2 + (0 if split == "train" else 1)
         return SyntheticDataset(
-            num_images=self.num_images[split], size=self.size, objects=self.objects, seed=seed
+            num_images=self.num_images[split],
+            size=self.size,
+            objects=self.objects,
+            radius=self.radius,
+            seed=seed,
         )

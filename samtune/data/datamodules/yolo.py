@@ -32,15 +32,17 @@ def find_data_yaml(root: str | Path) -> Path:
 
 
 def read_data_yaml(path: Path) -> tuple[dict[str, list[Path]], list[str]]:
-    """``({split: image folders}, class names)`` of an Ultralytics/Roboflow ``data.yaml``.
+    """``({split: image folders or files}, class names)`` of an Ultralytics/Roboflow ``data.yaml``.
 
-    Split entries are folders relative to the yaml's ``path`` (itself relative to the yaml's
-    folder) or to the yaml's folder; Roboflow's ``../train/images`` entries are also looked up
-    as ``train/images`` next to the yaml. ``val`` may be called ``valid``.
+    Split entries are folders, or ``.txt`` files listing one image per line (as Ultralytics
+    writes for COCO), relative to the yaml's ``path`` (itself relative to the yaml's folder) or
+    to the yaml's folder; Roboflow's ``../train/images`` entries are also looked up as
+    ``train/images`` next to the yaml. ``val`` may be called ``valid``.
 
     Raises:
-        DataError: naming the file, for unreadable yaml, missing ``names``/``train``, or a split
-            folder that is not found (listing where it was looked for).
+        DataError: naming the file, for unreadable yaml, missing ``names``/``train``, a split
+            folder or list that is not found (listing where it was looked for), or a listed
+            image that does not exist (naming the list and its line).
     """
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -70,15 +72,47 @@ def read_data_yaml(path: Path) -> tuple[dict[str, list[Path]], list[str]]:
             tried = [base / str(value), here / str(value)]
             if str(value).startswith("../"):
                 tried.append(here / str(value)[3:])
-            found = next((p for p in tried if p.is_dir()), None)
+            listing = str(value).lower().endswith(".txt")
+            found = next((p for p in tried if (p.is_file() if listing else p.is_dir())), None)
             if found is None:
+                what = "image list" if listing else "images folder"
                 raise DataError(
-                    f"{path}: the {split} images folder {value!r} was not found (looked in "
+                    f"{path}: the {split} {what} {value!r} was not found (looked in "
                     f"{', '.join(str(p) for p in dict.fromkeys(tried))})"
                 )
-            folders.append(found)
+            folders.extend(read_image_list(found) if listing else [found])
         splits[split] = folders
     return splits, names
+
+
+def read_image_list(path: Path) -> list[Path]:
+    """The images a split's ``.txt`` list names, one per line (blank lines and ``#`` skipped).
+
+    Relative lines (``./images/train/a.jpg`` or ``images/train/a.jpg``) are taken from the
+    list's folder, as Ultralytics does for its COCO lists.
+
+    Raises:
+        DataError: an unreadable or empty list, or a line whose image does not exist (naming
+            the list, the line number and the path looked at).
+    """
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: cannot read the image list: {err}") from err
+    images = []
+    for number, line in enumerate(lines, start=1):
+        entry = line.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        image = Path(entry) if Path(entry).is_absolute() else path.parent / entry
+        if not image.is_file():
+            raise DataError(
+                f"{path}:{number}: listed image {entry!r} not found (looked at {image})"
+            )
+        images.append(image)
+    if not images:
+        raise DataError(f"{path}: the image list names no image")
+    return images
 
 
 class YoloDataModule(SplitDataModule):

@@ -1,6 +1,9 @@
 """LabelMe annotations: one json per image, objects as labelled polygons.
 
-A json's ``imagePath`` (relative to the json) names its image; ``shapes`` lists the objects.
+A json's ``imagePath`` (relative to the json) names its image; when that file is not there,
+the image of that name beside the json is used (``imagePath`` often keeps the annotator's own
+folder, e.g. ``C:\\Users\\...\\a.jpg``), else the image embedded in ``imageData``.
+``shapes`` lists the objects.
 Polygons are objects (shapes sharing a ``label`` and a ``group_id`` form one object, as
 LabelMe groups them); rectangles are ignored and counted (``rectangles_ignored``), as are
 circles, lines and points (``shapes_ignored``) and polygons whose label is not among the
@@ -9,14 +12,17 @@ classes (``labels_ignored``).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any
 
 import numpy as np
 
 from samtune.data.datasets.objects import Item, ObjectFilesDataset, no_objects, polygon_mask
+from samtune.data.io import decode_image_bytes
 from samtune.data.sample import DataError
 
 
@@ -52,6 +58,40 @@ def read_labelme(path: Path) -> dict[str, Any]:
     ):
         raise DataError(f"{path}: not a LabelMe file (expected 'imagePath' and a list 'shapes')")
     return doc
+
+
+def find_image(path: Path, doc: dict[str, Any]) -> tuple[Path, bool]:
+    """The image of LabelMe json ``path`` and whether it comes from ``imageData``.
+
+    Tried in order: ``imagePath`` relative to the json (Windows separators accepted), the file of
+    that name in the json's folder, then the embedded ``imageData``. With none of them the
+    first path is returned, so the error names where the image was expected.
+    """
+    image_path = doc["imagePath"].replace("\\", "/")
+    stated = path.parent / image_path
+    if stated.is_file():
+        return stated, False
+    beside = path.parent / PureWindowsPath(doc["imagePath"]).name
+    if beside.is_file():
+        return beside, False
+    if isinstance(doc.get("imageData"), str) and doc["imageData"]:
+        return stated, True
+    return stated, False
+
+
+def embedded_image(path: Path, doc: dict[str, Any]) -> bytes:
+    """The bytes of the image embedded in ``imageData`` (base64).
+
+    Raises:
+        DataError: naming the json, when ``imageData`` is missing or not base64.
+    """
+    data = doc.get("imageData")
+    if not isinstance(data, str) or not data:
+        raise DataError(f"{path}: no imageData to read the image from")
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError) as err:
+        raise DataError(f"{path}: imageData is not base64: {err}") from err
 
 
 def polygon_labels(files: Sequence[Path]) -> list[str]:
@@ -104,11 +144,25 @@ class LabelMeDataset(ObjectFilesDataset):
             except DataError as err:
                 self.reject(str(path), str(err))
                 continue
-            image = path.parent / doc["imagePath"].replace("\\", "/")
-            items.append(
-                Item(image=image, image_id=path.stem, source=path, meta={"json": str(path)})
-            )
+            image, embedded = find_image(path, doc)
+            meta = {"json": str(path)}
+            if embedded:
+                meta["image_source"] = "imageData"
+            items.append(Item(image=image, image_id=path.stem, source=path, meta=meta))
         self.index(items)
+
+    def image_size(self, item: Item) -> tuple[int, int]:
+        """The image file's size, or the embedded image's (decoded once while indexing)."""
+        if item.meta.get("image_source") != "imageData":
+            return super().image_size(item)
+        return tuple(self.read_item_image(item).shape[:2])
+
+    def read_item_image(self, item: Item) -> np.ndarray:
+        """The image file, or the image embedded in the json's ``imageData``."""
+        if item.meta.get("image_source") != "imageData":
+            return super().read_item_image(item)
+        path: Path = item.source
+        return decode_image_bytes(embedded_image(path, read_labelme(path)), f"{path}: imageData")
 
     def read_objects(self, item: Item, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         """Rasterise the polygons of the item's json."""

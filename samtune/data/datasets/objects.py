@@ -77,13 +77,25 @@ class ObjectFilesDataset(SampleDataset):
         """
         raise NotImplementedError
 
+    def image_size(self, item: Item) -> tuple[int, int]:
+        """``(height, width)`` of the item's image, from its header.
+
+        Raises:
+            DataError: the image is missing or unreadable (naming it).
+        """
+        if not item.image.is_file():
+            raise DataError(f"{item.image}: image file not found")
+        return read_size(item.image)
+
+    def read_item_image(self, item: Item) -> np.ndarray:
+        """The item's image as ``H x W x 3`` uint8 (formats with embedded images override it)."""
+        return read_image(item.image)
+
     def index(self, items: list[Item]) -> None:
         """Check every item, count its objects and keep the usable ones."""
         for item in items:
             try:
-                if not item.image.is_file():
-                    raise DataError(f"{item.image}: image file not found")
-                masks, _ = self.read_objects(item, read_size(item.image))
+                masks, _ = self.read_objects(item, self.image_size(item))
             except DataError as err:
                 self.reject(str(item.image), str(err))
                 continue
@@ -114,7 +126,7 @@ class ObjectFilesDataset(SampleDataset):
     def load(self, index: int) -> Sample:
         """Read image ``index`` and its objects (those of at least ``min_area`` pixels)."""
         item = self._items[index]
-        image = read_image(item.image)
+        image = self.read_item_image(item)
         masks, class_ids = self.read_objects(item, image.shape[:2])
         keep = masks.sum(axis=(1, 2)) >= max(self.min_area, 1)
         meta = {

@@ -89,7 +89,7 @@ class YoloDataset(ObjectFilesDataset):
     maps them to the names of ``data.yaml``; ``meta`` adds ``label_file``.
 
     Args:
-        images: a folder of images (or a list of folders).
+        images: a folder of images, or a list of folders and image files.
         names: the class names, in YOLO class-index order.
         on_error: ``"raise"`` or ``"skip"``.
         min_area: smallest object kept, in pixels at the original resolution.
@@ -109,13 +109,20 @@ class YoloDataset(ObjectFilesDataset):
         folders = [Path(images)] if isinstance(images, (str, Path)) else [Path(p) for p in images]
         items = []
         for folder in folders:
-            if not folder.is_dir():
+            if folder.is_file():  # one image named by a split's .txt list
+                if folder.suffix.lower() not in IMAGE_SUFFIXES:
+                    raise DataError(
+                        f"{folder}: not an image file (expected one of {', '.join(IMAGE_SUFFIXES)})"
+                    )
+                files = [folder]
+            elif folder.is_dir():
+                files = sorted(
+                    p
+                    for p in folder.iterdir()
+                    if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+                )
+            else:
                 raise DataError(f"{folder}: YOLO images folder not found")
-            files = sorted(
-                p
-                for p in folder.iterdir()
-                if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-            )
             for image in files:
                 label = label_file_for(image)
                 items.append(

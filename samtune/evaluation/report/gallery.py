@@ -114,6 +114,8 @@ class Gallery:
 
     def offer(self, protocol: str, iou: float, build: Callable[[], Example]) -> None:
         """Consider one object; ``build`` makes its :class:`Example` only if it is kept."""
+        if self.k <= 0:
+            return
         self._seen += 1
         order = self._seen
         best = self.best.setdefault(protocol, [])

@@ -8,6 +8,7 @@ video-only modules (memory attention, memory encoder, object pointers, mask down
 from __future__ import annotations
 
 import sys
+from copy import deepcopy
 from typing import Any
 
 import torch
@@ -38,6 +39,17 @@ def lora_modules(model: nn.Module) -> dict[str, nn.Module]:
     from peft.tuners.lora import LoraLayer
 
     return {name: module for name, module in model.named_modules() if isinstance(module, LoraLayer)}
+
+
+def _merged_base_layer(layer: nn.Module) -> dict[str, torch.Tensor]:
+    """The state of a peft LoRA layer's base layer with its active adapters merged by peft."""
+    if layer.merged:  # peft already added the update to the base weight
+        return {k: v.detach().clone() for k, v in layer.get_base_layer().state_dict().items()}
+    dtypes = {k: v.dtype for k, v in layer.get_base_layer().state_dict().items()}
+    with torch.no_grad():
+        twin = deepcopy(layer).float()  # in float32, so a bf16 weight is rounded once, at the end
+        twin.merge(safe_merge=True)
+    return {k: v.detach().to(dtypes[k]) for k, v in twin.get_base_layer().state_dict().items()}
 
 
 def _check_sam2(model: nn.Module) -> None:
@@ -150,45 +162,33 @@ class Adapter:
     def merged_state_dict(self, model: nn.Module, *, copy: bool = True) -> dict[str, torch.Tensor]:
         """Weights under the original sam2 key names, with any LoRA update folded in.
 
-        For each LoRA layer the base weight becomes ``W + scaling * B @ A`` (dropout plays no
-        part); the LoRA tensors are dropped and ``<path>.base_layer.<p>`` becomes ``<path>.<p>``.
-        The model is not changed.
+        peft folds each LoRA layer (``merge(safe_merge=True)``: ``W + scaling * B @ A`` for plain
+        LoRA, NaN-checked) on a float32 copy of that layer, so the model is not changed; the
+        result keeps the weight's dtype. The LoRA tensors are dropped and
+        ``<path>.base_layer.<p>`` becomes ``<path>.<p>``.
 
         Args:
             model: a model this adapter was applied to (or a plain one).
             copy: return detached copies; False shares the storage of tensors that LoRA does
                 not change (for a model that is about to be discarded).
+
+        Raises:
+            RuntimeError: if adapter tensors would be left in the result.
         """
-        state = model.state_dict()
-        renamed: dict[str, str | None] = {}
-        deltas: dict[str, torch.Tensor] = {}
-        for path, module in lora_modules(model).items():
-            for key in module.state_dict():
-                full = f"{path}.{key}"
-                renamed[full] = (
-                    f"{path}.{key[len('base_layer.') :]}" if key.startswith("base_layer.") else None
-                )
-            if getattr(module, "use_dora", {}) and any(module.use_dora.values()):
-                raise NotImplementedError(f"{path}: merging DoRA layers is not supported")
-            if module.merged:  # peft already added the update to the base weight
-                continue
-            weight = module.base_layer.weight
-            delta = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
-            for adapter_name in module.active_adapters:
-                if adapter_name not in module.lora_A:
-                    continue
-                a = module.lora_A[adapter_name].weight.detach().float()
-                b = module.lora_B[adapter_name].weight.detach().float()
-                delta += float(module.scaling[adapter_name]) * (b @ a)
-            deltas[f"{path}.weight"] = delta
+        # each key of a LoRA layer -> (its sam2 key, its merged value), or None for a LoRA tensor
+        replaced: dict[str, tuple[str, torch.Tensor] | None] = {}
+        for path, layer in lora_modules(model).items():
+            base = _merged_base_layer(layer)
+            for key in layer.state_dict():
+                rest = key.removeprefix("base_layer.")
+                replaced[f"{path}.{key}"] = (f"{path}.{rest}", base[rest]) if rest != key else None
         merged: dict[str, torch.Tensor] = {}
-        for key, value in state.items():
-            new_key = renamed.get(key, key)
-            if new_key is None:
-                continue
-            merged[new_key] = value.detach().clone() if copy else value.detach()
-        for key, delta in deltas.items():
-            merged[key] = (merged[key].float() + delta).to(merged[key].dtype)
+        for key, value in model.state_dict().items():
+            if key not in replaced:
+                merged[key] = value.detach().clone() if copy else value.detach()
+            elif replaced[key] is not None:
+                new_key, new_value = replaced[key]
+                merged[new_key] = new_value
         leftover = [k for k in merged if ".lora_" in k or ".base_layer." in k]
         if leftover:
             raise RuntimeError(f"unmerged adapter tensors left in the state dict: {leftover[:3]}")
