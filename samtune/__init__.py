@@ -10,16 +10,16 @@ __all__ = ["__version__", "load_predictor", "load_video_predictor"]
 
 
 def load_predictor(path: str, **kwargs: Any):
-    """Load a tuned model as an official ``SAM2ImagePredictor`` (see :mod:`samtune.inference.predict`)."""
+    """Load a tuned model as an official ``SAM2ImagePredictor`` (see :mod:`samtune.inference.predictor`)."""
     # deferred on purpose: ``import samtune`` stays light (no torch, sam2 or Lightning)
-    from samtune.inference.predict import load_predictor as _load
+    from samtune.inference.predictor import load_predictor as _load
 
     return _load(path, **kwargs)
 
 
 def load_video_predictor(path: str, **kwargs: Any):
-    """Load a tuned model as an official ``SAM2VideoPredictor`` (see :mod:`samtune.inference.predict`)."""
+    """Load a tuned model as an official ``SAM2VideoPredictor`` (see :mod:`samtune.inference.predictor`)."""
     # deferred on purpose, as above
-    from samtune.inference.predict import load_video_predictor as _load
+    from samtune.inference.predictor import load_video_predictor as _load
 
     return _load(path, **kwargs)

@@ -43,6 +43,9 @@ import torch  # noqa: E402
 
 from samtune.data.datasets.demo import NUCLEI_MINI  # noqa: E402
 from samtune.data.datasets.synthetic import SyntheticDataset  # noqa: E402
+from samtune.evaluation.report.render import Heading, Paragraph, Table, to_markdown  # noqa: E402
+from samtune.inference.predictor import fit_feature_sizes  # noqa: E402
+from samtune.models import build_sam2_model  # noqa: E402
 
 DEFAULT_IMAGE = (
     NUCLEI_MINI / "images" / "2c83c86dd4e5dacc024b55629375567fb8e320a82ef86f541cfe54764040fc25.png"
@@ -197,11 +200,9 @@ def throughput(
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """All measurements; see the module docstring."""
+    # imported on use: sam2 sets up Hydra's global state; httpx is a dev-only dependency
     import httpx
     from sam2.sam2_image_predictor import SAM2ImagePredictor
-
-    from samtune.inference.predict import fit_feature_sizes
-    from samtune.models import build_sam2_model
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -348,8 +349,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def table(results: dict[str, Any]) -> str:
     """The results as Markdown tables."""
-    from samtune.evaluation.report.render import Heading, Paragraph, Table, to_markdown
-
     lat = Table(["call", "p50 ms", "p95 ms", "n", "p50 vs in-process", "server handler p50 ms"])
     for key, value in results["latency"].items():
         handler = value.get("server_handler_p50_ms")

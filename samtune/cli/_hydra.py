@@ -8,6 +8,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from samtune.cli.console import filter_noise_warnings, setup_console
+
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
@@ -42,8 +44,6 @@ def run_hydra_app(task: Callable[[DictConfig], object], config_name: str) -> Non
     global state is cleared; the model is built later from sam2's YAML without Hydra's globals.
     """
     import hydra
-
-    from samtune.cli.console import filter_noise_warnings, setup_console
 
     filter_noise_warnings()
     import sam2  # noqa: F401

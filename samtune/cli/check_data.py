@@ -20,6 +20,8 @@ from omegaconf import DictConfig
 
 from samtune.cli._hydra import run_hydra_app
 from samtune.data.check import check_datamodule, format_check
+from samtune.data.coco_export import write_coco
+from samtune.io_atomic import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +59,7 @@ def check_data(cfg: DictConfig, out_dir: Path, data_name: str | None = None) -> 
     )
     report = {"data": data_name, **report, "report_file": str(out_dir / "data_check.json")}
     if cfg.get("to_coco"):
-        from samtune.data.coco_export import write_coco
-
         report["to_coco"] = write_coco(datamodule, cfg.to_coco, splits=list(cfg.splits))
-    from samtune.io_atomic import write_json_atomic
 
     write_json_atomic(out_dir / "data_check.json", report, indent=2, default=str)
     print(format_check(report, max_listed=int(cfg.max_listed)), flush=True)

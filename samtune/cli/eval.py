@@ -17,10 +17,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 import samtune
 from samtune.cli._hydra import command_line_keys, run_hydra_app
 from samtune.evaluation.evaluator import evaluate_dataset
-from samtune.evaluation.report.files import write_results
+from samtune.evaluation.report.files import console_table, write_results
 from samtune.evaluation.report.wandb_log import log_to_wandb
-from samtune.inference.predict import load_sam2_model
-from samtune.models.weights import is_none
+from samtune.models.weights import is_none, load_model
 from samtune.training.run import describe_data
 
 log = logging.getLogger(__name__)
@@ -66,7 +65,7 @@ def evaluate(cfg: DictConfig, out_dir: Path, data_name: str) -> dict[str, Path]:
     ckpt = None if is_none(cfg.ckpt) else str(cfg.ckpt)
     # a resolution given on the command line beats the one recorded with the weights
     explicit_size = spec.image_size if "model.image_size" in command_line_keys() else None
-    model, info = load_sam2_model(ckpt, spec, image_size=explicit_size)
+    model, info = load_model(ckpt, spec, image_size=explicit_size)
     if int(info["image_size"]) != int(cfg.model.image_size):
         # the data follow the model: ${model.image_size} resolves to the size it was built at
         with open_dict(cfg):
@@ -119,8 +118,6 @@ def results_text(
     aggregates: dict[str, Any], summary: dict[str, Any], files: dict[str, Path]
 ) -> str:
     """What ``samtune-eval`` prints at the end: the run, the protocol table, the report files."""
-    from samtune.evaluation.report.files import console_table
-
     weights = (
         "RANDOM INIT (no checkpoint)" if summary.get("random_init") else summary.get("weights")
     )

@@ -1,6 +1,6 @@
 """``samtune-predict ckpt=X images=DIR prompts=prompts.json out=DIR [mode=prompts|auto] [multimask=false]``.
 
-The prompts file format is described in :mod:`samtune.inference.predict`. ``ckpt`` is a Lightning
+The prompts file format is described in :mod:`samtune.inference.prompt_files`. ``ckpt`` is a Lightning
 ``.ckpt``, an exported ``.pt``, or ``none`` with ``model=<size>`` for zero-shot SAM 2.1.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 from omegaconf import DictConfig, OmegaConf
 
 from samtune.cli._hydra import run_hydra_app
-from samtune.inference.predict import run_predict
+from samtune.inference.folder import run_predict
 
 
 def predict_task(cfg: DictConfig) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from omegaconf import DictConfig, OmegaConf
 
 from samtune.cli._hydra import command_line_keys, run_hydra_app
+from samtune.serving.run import serve
 
 
 def serve_task(cfg: DictConfig) -> None:
@@ -19,8 +20,6 @@ def serve_task(cfg: DictConfig) -> None:
     ``model.image_size=N`` on the command line serves a file at ``N`` px like ``image_size=N``
     (a resolution given on the command line beats the one recorded with the weights).
     """
-    from samtune.serving.run import serve
-
     config = OmegaConf.to_container(cfg, resolve=True)
     if config.get("image_size") is None and "model.image_size" in command_line_keys():
         config["image_size"] = int(cfg.model.image_size)

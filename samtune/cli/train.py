@@ -7,7 +7,9 @@ import logging
 from omegaconf import DictConfig
 
 from samtune.cli._hydra import run_hydra_app
+from samtune.models.weights import is_none
 from samtune.training.memory import MemoryBudgetError
+from samtune.training.resume import find_checkpoint
 from samtune.training.run import run_training
 
 
@@ -24,9 +26,6 @@ def task(cfg: DictConfig) -> float | None:
 def resume_run_dir_args(argv: list[str]) -> list[str]:
     """For ``resume=<run folder or .ckpt>``: the Hydra overrides that make the resumed job run in
     the original run folder (logs appended there, its recorded ``.hydra`` config kept)."""
-    from samtune.models.weights import is_none
-    from samtune.training.resume import find_checkpoint
-
     values = [a.split("=", 1)[1] for a in argv if a.startswith("resume=")]
     if not values or is_none(values[-1]) or any(a.startswith("hydra.run.dir=") for a in argv):
         return []

@@ -1,1 +1,23 @@
-"""Inference: tuned models as official SAM 2 predictors, prompt files and folder prediction."""
+"""Inference: tuned models as official SAM 2 predictors, prompt files and folder prediction.
+
+``predictor`` loads a model into sam2's image and video predictors, ``prompt_files`` reads and
+checks a prompts file, ``folder`` predicts one mask per prompted object of a folder (what
+``samtune-predict`` does), ``auto`` runs sam2's automatic mask generator over a folder, and
+``mask_files`` writes the masks (PNG per object, COCO ``masks.json``).
+"""
+
+from samtune.inference.auto import predict_automatic
+from samtune.inference.folder import predict_folder, run_predict
+from samtune.inference.predictor import load_predictor, load_video_predictor
+from samtune.inference.prompt_files import ObjectPrompt, PromptError, read_prompts
+
+__all__ = [
+    "ObjectPrompt",
+    "PromptError",
+    "load_predictor",
+    "load_video_predictor",
+    "predict_automatic",
+    "predict_folder",
+    "read_prompts",
+    "run_predict",
+]

@@ -16,16 +16,15 @@ from typing import Any
 
 import torch
 
-from samtune.models.build import CheckpointError
-from samtune.models.official import default_cache_dir
+from samtune.models.build import build_sam2_model
+from samtune.models.official import default_cache_dir, hash_record_path, sha256_of
+from samtune.models.state_dicts import CheckpointError, read_state_dict
 
 log = logging.getLogger(__name__)
 
 
 def build_random_init(name: str, *, image_size: int, seed: int) -> torch.nn.Module:
     """``build_sam2_model(name)`` with random weights drawn from ``seed`` (global RNG untouched)."""
-    from samtune.models.build import build_sam2_model
-
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
         return build_sam2_model(name, image_size=image_size)
@@ -34,9 +33,7 @@ def build_random_init(name: str, *, image_size: int, seed: int) -> torch.nn.Modu
 def file_sha256(path: Path) -> str:
     """The SHA-256 of ``path``: the one recorded at download time if there is one (it was
     verified when the file was resolved), else computed now."""
-    from samtune.models.official import _record_path, sha256_of
-
-    record = _record_path(path)
+    record = hash_record_path(path)
     if record.is_file():
         try:
             return str(json.loads(record.read_text())["sha256"])
@@ -71,9 +68,6 @@ def base_state_dict(
         CheckpointError: the file is nowhere to be found, or its SHA-256 differs from the one
             recorded (the base weights changed, so the trained weights no longer fit them).
     """
-    from samtune.models.official import sha256_of
-    from samtune.models.weights import read_state_dict
-
     source = Path(source)
     if base.get("random_init"):
         if "seed" not in base:

@@ -10,6 +10,7 @@ import torch
 from omegaconf import OmegaConf
 
 from samtune.models.registry import get_model_info, guess_size_from_state_dict
+from samtune.models.state_dicts import load_strict, read_state_dict, size_mismatch
 from samtune.validation import check_image_size
 
 log = logging.getLogger(__name__)
@@ -21,10 +22,6 @@ POSTPROCESSING_OVERRIDES = {
     "dynamic_multimask_stability_delta": 0.05,
     "dynamic_multimask_stability_thresh": 0.98,
 }
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint file is missing, unreadable, or does not fit the model."""
 
 
 def sam2_config_path(sam2_config: str) -> Path:
@@ -77,13 +74,6 @@ def build_sam2_model(
     return model
 
 
-def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read the ``model`` state dict from an official-format checkpoint (``weights_only=True``)."""
-    from samtune.models.weights import read_state_dict as read
-
-    return read(path)
-
-
 def load_checkpoint_strict(model: torch.nn.Module, path: str | os.PathLike, name: str) -> None:
     """Load ``path`` into ``model`` with no missing or unexpected keys.
 
@@ -94,45 +84,6 @@ def load_checkpoint_strict(model: torch.nn.Module, path: str | os.PathLike, name
     state_dict = read_state_dict(path)
     found = guess_size_from_state_dict(state_dict)
     if found is not None and found != name:
-        from samtune.models.weights import size_mismatch
-
         raise size_mismatch(path, found, name)
     load_strict(model, state_dict, what=f"checkpoint {path}", target=name)
     log.info("loaded checkpoint %s into %s", path, name)
-
-
-def log_resolution(path: Path, recorded: int, used: int) -> None:
-    """Say which resolution a model is built at when the caller overrides the recorded one."""
-    if recorded != used:
-        log.warning("%s: recorded image_size %d, using %d as asked", path, recorded, used)
-
-
-def load_strict(
-    model: torch.nn.Module,
-    state_dict: dict[str, torch.Tensor],
-    *,
-    what: str,
-    target: str = "the model",
-    assign: bool = False,
-) -> None:
-    """Load ``state_dict`` with no missing or unexpected keys, or raise naming ``what``.
-
-    Args:
-        model: the model to load into.
-        state_dict: the weights.
-        what: the weights' description for the error, e.g. ``checkpoint x.pt``.
-        target: the model's description for the error.
-        assign: take over the given tensors instead of copying them.
-
-    Raises:
-        CheckpointError: for shape mismatches and for missing or unexpected keys.
-    """
-    try:
-        missing, unexpected = model.load_state_dict(state_dict, strict=False, assign=assign)
-    except RuntimeError as exc:  # shape mismatches
-        raise CheckpointError(f"{what} does not fit {target}: {exc}") from exc
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{what} does not fit {target}: {len(missing)} missing keys (e.g. {missing[:3]}), "
-            f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})"
-        )

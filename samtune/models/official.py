@@ -17,8 +17,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from samtune.models.build import CheckpointError
 from samtune.models.registry import get_model_info
+from samtune.models.state_dicts import CheckpointError, is_none
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +44,14 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def _record_path(path: Path) -> Path:
+def hash_record_path(path: Path) -> Path:
+    """Where the SHA-256 of a downloaded ``path`` is recorded (``<name>.sha256.json``)."""
     return path.with_name(path.name + ".sha256.json")
 
 
 def verify_recorded_hash(path: Path) -> None:
     """Check ``path`` against the hash recorded at download time, if one was recorded."""
-    record = _record_path(path)
+    record = hash_record_path(path)
     if not record.is_file():
         return
     expected = json.loads(record.read_text())["sha256"]
@@ -94,7 +95,7 @@ def download(url: str, dest: Path, *, timeout: float = 30.0) -> Path:
         )
     digest = sha256_of(part)
     os.replace(part, dest)
-    _record_path(dest).write_text(
+    hash_record_path(dest).write_text(
         json.dumps({"url": url, "bytes": size, "sha256": digest}, indent=1)
     )
     log.info("downloaded %s to %s (%d bytes, sha256 %s)", url, dest, size, digest)
@@ -131,8 +132,6 @@ def resolve_checkpoint(
     Raises:
         CheckpointError: naming the missing file and where to put it.
     """
-    from samtune.models.weights import is_none
-
     if is_none(checkpoint) or str(checkpoint).strip().lower() == "random":
         return None
     info = get_model_info(name)

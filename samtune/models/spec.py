@@ -8,9 +8,11 @@ from pathlib import Path
 
 import torch
 
-from samtune.models.build import CheckpointError, build_sam2_model
+from samtune.models.base_ref import build_random_init
+from samtune.models.build import build_sam2_model
 from samtune.models.official import default_cache_dir, resolve_checkpoint
 from samtune.models.registry import get_model_info
+from samtune.models.state_dicts import CheckpointError
 from samtune.validation import check_choice, check_image_size
 
 log = logging.getLogger(__name__)
@@ -92,8 +94,6 @@ class ModelSpec:
         """Resolve the checkpoint and build the model (eval mode, CPU)."""
         path = self.resolve()
         if path is None:
-            from samtune.models.base_ref import build_random_init
-
             return build_random_init(self.name, image_size=self.image_size, seed=self.init_seed)
         return build_sam2_model(self.name, image_size=self.image_size, checkpoint=path)
 

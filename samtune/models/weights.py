@@ -2,10 +2,9 @@
 
 Opening a file never runs its code:
 
-* every file is read with ``torch.load(weights_only=True)``, which rebuilds only tensors and
-  plain containers (dict, list, tuple, str, numbers, None). Everything samtune writes is made
-  of these, so :data:`SAFE_GLOBALS` (the extra classes the unpickler may build) is empty; a
-  file that needs anything else is refused with :class:`CheckpointError`;
+* every file is read with ``torch.load(weights_only=True)`` through
+  :func:`~samtune.models.state_dicts.safe_load`, which refuses a file that holds anything
+  beyond tensors and plain containers (see :mod:`samtune.models.state_dicts`);
 * the adapter recorded in a training checkpoint is a dict of plain values; it is built only
   when its ``_target_`` names one of samtune's own adapter classes (:data:`ADAPTER_TARGETS`),
   by calling that class directly, never through Hydra's ``instantiate``.
@@ -19,65 +18,31 @@ import dataclasses
 import json
 import logging
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from samtune.models.build import CheckpointError, load_strict, log_resolution
+from samtune.models.adapters import FrozenEncoder, FullFineTune, LoRAAdapter
+from samtune.models.base_ref import base_state_dict
+from samtune.models.build import build_sam2_model
+from samtune.models.official import sha256_of
 from samtune.models.registry import get_model_info, guess_size_from_state_dict
+from samtune.models.spec import ModelSpec
+from samtune.models.state_dicts import (
+    CheckpointError,
+    is_none,
+    load_strict,
+    log_resolution,
+    read_state_dict,
+    safe_load,
+    size_mismatch,
+)
 
 log = logging.getLogger(__name__)
 
 MODEL_PREFIX = "model."
-NONE_WORDS = frozenset({"", "none", "null"})
-
-# Classes the unpickler may build besides tensors and plain containers: none. Add a class here
-# only if samtune itself starts writing it, and only a class whose construction runs no code.
-SAFE_GLOBALS: tuple[Any, ...] = ()
-
-
-def is_none(value: Any) -> bool:
-    """Whether a ``ckpt=`` / ``checkpoint=`` value means "no file": None, "", "none", "null"."""
-    return value is None or str(value).strip().lower() in NONE_WORDS
-
-
-def size_mismatch(path: str | os.PathLike, found: str, asked: str) -> CheckpointError:
-    """The one error for weights of another model size, naming both sizes."""
-    return CheckpointError(
-        f"checkpoint {path} holds a {found} model, but model={asked} was asked for; "
-        f"choose model={found} or a {asked} checkpoint"
-    )
-
-
-def safe_load(path: str | os.PathLike, *, what: str = "checkpoint") -> Any:
-    """``torch.load`` with ``weights_only=True`` (to the CPU), with errors that name the file.
-
-    Raises:
-        CheckpointError: the file is missing, damaged, or holds Python objects beyond tensors and
-            plain containers (such a file could run code when unpickled; it is not opened).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{what} not found: {path}")
-    try:
-        with torch.serialization.safe_globals(list(SAFE_GLOBALS)):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt or unsafe files
-        text = str(exc)
-        found = re.search(r"GLOBAL (\S+) was not an allowed global", text)
-        if found:
-            raise CheckpointError(
-                f"refusing to open {what} {path}: it holds a Python object ({found.group(1)}) "
-                "that is not a tensor or plain container; opening it could run code. samtune "
-                "writes only tensors, dicts, lists, strings and numbers, so this file was not "
-                "written by samtune (or was changed since)"
-            ) from None
-        reason = re.search(r"WeightsUnpickler error:\s*(.+)", text)
-        detail = reason.group(1).strip() if reason else (text.splitlines() or [""])[0]
-        raise CheckpointError(f"cannot read {what} {path}: {detail}") from exc
 
 
 # ---------------------------------------------------------------------------------------------
@@ -85,20 +50,8 @@ def safe_load(path: str | os.PathLike, *, what: str = "checkpoint") -> Any:
 # ---------------------------------------------------------------------------------------------
 
 
-def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The ``model`` state dict of an official-format (or exported) checkpoint."""
-    obj = safe_load(path)
-    if not isinstance(obj, dict) or not isinstance(obj.get("model"), dict):
-        raise CheckpointError(
-            f"checkpoint {path} is not in the SAM 2 format: expected a dict with a 'model' state dict"
-        )
-    return obj["model"]
-
-
 def read_sidecar(path: Path) -> dict[str, Any] | None:
     """The export sidecar of ``path`` (``<stem>.json``), checked against the file's SHA-256."""
-    from samtune.models.official import sha256_of
-
     side = path.with_suffix(".json")
     if not side.is_file():
         return None
@@ -153,8 +106,6 @@ def read_training_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 def _adapter_classes() -> dict[str, type]:
     """samtune's adapter classes by every ``_target_`` spelling samtune has written for them
     (today's module paths and those of checkpoints written before the package layout changed)."""
-    from samtune.models.adapters import FrozenEncoder, FullFineTune, LoRAAdapter
-
     old_package = ".".join(("samtune", "adapters"))  # spelled so that path rewrites keep it
     targets: dict[str, type] = {}
     for cls in (FrozenEncoder, FullFineTune, LoRAAdapter):
@@ -249,9 +200,6 @@ def model_from_training_checkpoint(
     Raises:
         CheckpointError: when the file is not a samtune checkpoint or its weights do not fit.
     """
-    from samtune.models.base_ref import base_state_dict
-    from samtune.models.build import build_sam2_model
-
     path = Path(path)
     ckpt = read_training_checkpoint(path)
     meta = ckpt["samtune"]
@@ -353,8 +301,6 @@ def load_model(
             that differs from ``spec.name`` (naming both sizes).
     """
     if is_none(path):
-        from samtune.models.spec import ModelSpec
-
         spec = spec if spec is not None else ModelSpec()
         if image_size is not None:
             spec = dataclasses.replace(spec, image_size=int(image_size))
@@ -383,8 +329,6 @@ def load_model(
 def _load_state_dict_file(
     path: Path, spec: Any, image_size: int | None
 ) -> tuple[nn.Module, dict[str, Any]]:
-    from samtune.models.build import build_sam2_model
-
     sidecar = read_sidecar(path)
     if sidecar is not None:
         name, recorded_size = str(sidecar["model"]), int(sidecar["image_size"])

@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from samtune import __version__
 from samtune.serving.cache import Embedding, EmbeddingCache
 from samtune.serving.errors import ApiError, install_error_handlers
 from samtune.serving.formats import FORMATS, json_predictions, npz_bytes
@@ -102,8 +103,6 @@ class Server:
 
     def info(self) -> dict[str, Any]:
         """Models, cache, limits and whether keys are required."""
-        from samtune import __version__
-
         return {
             "server": "samtune-serve",
             "samtune_version": __version__,

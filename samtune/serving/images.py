@@ -9,6 +9,7 @@ import io
 
 import numpy as np
 
+from samtune.data.io import to_rgb_uint8
 from samtune.serving.errors import ApiError
 
 
@@ -60,8 +61,6 @@ def decode_image(ref: object, *, max_pixels: int) -> np.ndarray:
             missing, not base64, not a decodable image or has too many pixels.
     """
     import cv2
-
-    from samtune.data.io import to_rgb_uint8
 
     if ref is None:
         raise ApiError(400, "image is required: {'type': 'base64', 'value': ...}", "image")

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from samtune.inference.predictor import fit_feature_sizes
+from samtune.models.weights import is_none, load_model
 from samtune.serving.cache import Embedding, tensor_bytes
 from samtune.serving.prompts import PromptBatch
 
@@ -48,8 +50,6 @@ class Segmentation:
 
 def resolve_weights_path(ckpt: str | os.PathLike | None) -> str | None:
     """``ckpt`` as a file: a folder written by ``samtune-export format=roboflow`` gives its ``model.pt``."""
-    from samtune.models.weights import is_none
-
     if is_none(ckpt):
         return None
     path = Path(ckpt).expanduser()
@@ -64,7 +64,7 @@ class ServedModel:
     Args:
         version_id: the ``sam2_version_id`` that reaches it (None: from its size, ``hiera_tiny``...).
         model: the ``SAM2Base`` (moved to ``device``).
-        info: what :func:`samtune.inference.predict.load_sam2_model` says about the weights.
+        info: what :func:`samtune.models.weights.load_model` says about the weights.
         device: where it runs.
     """
 
@@ -77,8 +77,6 @@ class ServedModel:
         device: str,
     ) -> None:
         from sam2.sam2_image_predictor import SAM2ImagePredictor
-
-        from samtune.inference.predict import fit_feature_sizes
 
         self.version_id = version_id or VERSION_IDS[info["name"]]
         self.info = dict(info)
@@ -112,10 +110,8 @@ class ServedModel:
             image_size: serve at this resolution instead of the recorded one.
             device: ``cpu``, ``cuda``, ``cuda:1``, ...
         """
-        from samtune.inference.predict import load_sam2_model
-
         path = resolve_weights_path(ckpt)
-        model, info = load_sam2_model(path, spec, image_size=image_size)
+        model, info = load_model(path, spec, image_size=image_size)
         return cls(version_id, model, info, device=device)
 
     def describe(self) -> dict[str, Any]:

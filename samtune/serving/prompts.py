@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from samtune.inference.prompt_files import PromptError, parse_object
 from samtune.serving.errors import ApiError
 from samtune.serving.schemas import Prompt
 
@@ -44,8 +45,6 @@ def prompt_batch(
     Raises:
         ApiError: 400 naming the prompt (``prompts[i]``, ``prompts[i].box``) and the problem.
     """
-    from samtune.inference.predict import PromptError, parse_object
-
     prompts = list(prompts or [])
     if len(prompts) > max_prompts:
         raise ApiError(

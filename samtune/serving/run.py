@@ -7,8 +7,9 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from samtune.models import ModelSpec
 from samtune.models.weights import is_none
-from samtune.serving.app import Server
+from samtune.serving.app import Server, create_app
 from samtune.serving.cache import EmbeddingCache
 from samtune.serving.model import ServedModel
 from samtune.serving.security import KeyCheck, Limits
@@ -19,8 +20,6 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
 def _spec(name: str | None, image_size: int | None, checkpoint: Any, cache_dir: Any) -> Any:
-    from samtune.models import ModelSpec
-
     if name is None:
         return None
     kwargs: dict[str, Any] = {"name": str(name), "checkpoint": checkpoint, "cache_dir": cache_dir}
@@ -164,8 +163,6 @@ def quiet_predictor_logs() -> None:
 def serve(cfg: Mapping[str, Any]) -> None:
     """Load the models, say what is served, and run uvicorn until interrupted."""
     import uvicorn
-
-    from samtune.serving.app import create_app
 
     server = build_server(cfg)
     host, port = str(cfg.get("host", "127.0.0.1")), int(cfg.get("port", 9001))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from samtune.segmenter.checkpointing import enable_activation_checkpointing, hiera_blocks
 from samtune.training.memory import (
     SAFETY,
     Change,
@@ -41,8 +42,6 @@ def module_inputs(
     The checkpointing switches default to what the module does (``module.checkpoint_prompt_steps``;
     activation checkpointing when its Hiera blocks are wrapped).
     """
-    from samtune.segmenter.checkpointing import hiera_blocks
-
     adapter = module.adapter
     encoder = "frozen" if not adapter.encoder_trainable else adapter.name
     if encoder not in ("lora", "full"):
@@ -196,8 +195,6 @@ def fit_memory(
 
 def apply_to_module(module: Any, changes: list[Change]) -> None:
     """Apply the module-side changes (checkpointing, objects per image) to a built module."""
-    from samtune.segmenter.checkpointing import enable_activation_checkpointing
-
     for change in changes:
         if change.key == "speed.checkpoint_prompt_steps":
             module.checkpoint_prompt_steps = True

@@ -22,7 +22,7 @@ from typing import Any
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
-from samtune.models.build import CheckpointError
+from samtune.models.state_dicts import CheckpointError
 from samtune.models.weights import read_training_checkpoint
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from samtune.models.build import CheckpointError
+from samtune.models.base_ref import base_reference
+from samtune.models.state_dicts import CheckpointError
 
 SMALL_ADAPTERS = ("frozen", "lora")
 
@@ -54,8 +55,6 @@ def frozen_keys(module: torch.nn.Module) -> set[str]:
 
 def base_of(module: Any) -> dict[str, Any]:
     """The base-weights reference of a module's model (computed once: it may hash a big file)."""
-    from samtune.models.base_ref import base_reference
-
     if getattr(module, "_base_reference", None) is None:
         module._base_reference = base_reference(module.spec)
     return module._base_reference

@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 
 from samtune.cli._hydra import CONFIG_DIR
 from samtune.data.datasets.demo import NUCLEI_MINI
-from samtune.inference.predict import load_sam2_model
+from samtune.models.weights import load_model
 from samtune.training.run import build_module
 
 TOP_LEVEL = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
@@ -112,6 +112,6 @@ def test_zero_shot_with_random_weights_starts_where_training_starts(tmp_path):
     start = build_module(train).model.state_dict()
 
     L.seed_everything(int(evaluation.seed))
-    zero_shot, _ = load_sam2_model(None, instantiate(evaluation.model))
+    zero_shot, _ = load_model(None, instantiate(evaluation.model))
     for key, value in zero_shot.state_dict().items():
         assert torch.equal(start[key], value), key

@@ -27,8 +27,8 @@ from samtune.evaluation.evaluator import evaluate_dataset
 from samtune.evaluation.report.volumes import write_per_volume_csv
 from samtune.evaluation.results import EvalResult, ObjectResult
 from samtune.evaluation.volumes import volume_evaluation
-from samtune.inference.predict import load_sam2_model
 from samtune.models import ModelSpec
+from samtune.models.weights import load_model
 from tests.helpers import REPO, TINY_VOLUME_SHAPE, write_cases
 
 SHAPE = TINY_VOLUME_SHAPE
@@ -307,7 +307,7 @@ def test_train_then_eval_writes_per_volume_dice_equal_to_numpy(tmp_path, tiny_ch
 
     # reference: the same model and data in this process, masks stacked and scored with numpy
     spec = ModelSpec(name="sam2.1_hiera_tiny", image_size=128, checkpoint=None)
-    model, _ = load_sam2_model(str(last), spec)
+    model, _ = load_model(str(last), spec)
     dataset = datamodule(images, labels).raw_dataset("val")
     assert dataset.cases == volumes["cases"]
     result = Evaluator(max_clicks=2, progress=False, keep_masks=True).evaluate(model, dataset)

@@ -122,7 +122,7 @@ def test_every_entry_point_refuses_malicious_checkpoints(tmp_path):
     """export, eval ckpt=, predict ckpt= and load_predictor, through their task functions."""
     from samtune import load_predictor
     from samtune.cli.eval import evaluate
-    from samtune.inference.predict import run_predict
+    from samtune.inference.folder import run_predict
     from samtune.models.export import export_checkpoint
 
     pickled, target, marker = make_malicious(tmp_path)

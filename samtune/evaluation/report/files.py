@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from samtune.evaluation.report.compare import adapter_label
 from samtune.evaluation.report.plots import plot_click_curves, plot_overlays
 from samtune.evaluation.report.render import (
     Alert,
@@ -124,7 +125,6 @@ def write_report(
     files: dict[str, Path] = {}
     noc_keys = [threshold_key(t) for t in result.noc_thresholds]
     counts = result.counts()
-    from samtune.evaluation.report.compare import adapter_label
 
     title = f"samtune evaluation: {summary.get('model', '?')} / {adapter_label(summary)}"
     blocks: list[Block] = [Heading(title, 1)]

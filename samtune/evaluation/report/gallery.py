@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from samtune.evaluation.report.overlay import crop_around
+
 
 @dataclass
 class Example:
@@ -78,8 +80,6 @@ def make_example(
         class_name: the object's class.
         context: margin around the object, as a fraction of its larger side.
     """
-    from samtune.evaluation.report.overlay import crop_around
-
     pts = np.zeros((0, 2), np.float32) if points is None else np.asarray(points, np.float32)
     lbl = np.zeros((0,), np.int32) if labels is None else np.asarray(labels, np.int32)
     r0, r1, c0, c1 = crop_around(gt, points=pts, box=box, context=context)

@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from samtune.evaluation.report.gallery import Example
+from samtune.evaluation.report.overlay import LEGEND, render, short_name
 from samtune.io_atomic import atomic_write
 
 LINE_STYLES = ("-", "--", ":", "-.")
@@ -65,8 +66,6 @@ def plot_click_curves(
 
 
 def _draw_example(ax, ex: Example) -> None:
-    from samtune.evaluation.report.overlay import render, short_name
-
     picture = render(
         ex.image, ex.gt, ex.pred, points=ex.points, labels=ex.labels, box=ex.box, display=192
     )
@@ -83,8 +82,6 @@ def plot_overlays(
 ) -> Path:
     """A grid of overlays, each object in a crop around it: best objects on the top row, worst
     below (colours: :data:`samtune.evaluation.report.overlay.LEGEND`)."""
-    from samtune.evaluation.report.overlay import LEGEND
-
     cols = max(len(best), len(worst), 1)
     fig = Figure(figsize=(max(2.3 * cols, 6.0), 5.2), layout="constrained")
     fig.suptitle(f"{title}: best (top), worst (bottom)\n{LEGEND}", fontsize=8)

@@ -1,4 +1,9 @@
-"""Medical volumes (NIfTI, DICOM series) as 2D slice samples: reading, intensity, label maps."""
+"""Medical volumes (NIfTI, DICOM series, NRRD / MetaImage, TIFF stacks) as 2D slice samples.
+
+``volume`` (the ``Volume`` type), ``readers`` (any format; ``nifti``, ``dicom`` and ``formats``
+for NRRD / MetaImage / TIFF), ``pairing`` (images with labels by case name), ``intensity``,
+``labels``, ``slicing`` and ``dataset`` (``VolumeSliceDataset``).
+"""
 
 from samtune.data.datasets.volumes.dataset import VolumeSliceDataset
 from samtune.data.datasets.volumes.intensity import (
@@ -16,23 +21,21 @@ from samtune.data.datasets.volumes.labels import (
     objects_from_label_slice,
     validate_classes,
 )
-from samtune.data.datasets.volumes.readers import (
-    Volume,
-    VolumeGeometry,
+from samtune.data.datasets.volumes.pairing import (
     VolumePair,
     case_name,
     check_same_grid,
     list_volumes,
     pair_volumes,
-    read_geometry,
-    read_volume,
 )
+from samtune.data.datasets.volumes.readers import read_geometry, read_volume
 from samtune.data.datasets.volumes.slicing import (
     select_slices,
     slice_to_sample,
     slice_view,
     slices_with_objects,
 )
+from samtune.data.datasets.volumes.volume import Volume, VolumeGeometry
 
 __all__ = [
     "WINDOW_PRESETS",

@@ -13,7 +13,8 @@ import numpy as np
 from samtune.data.datasets.base import SampleDataset
 from samtune.data.datasets.volumes.intensity import IntensityMap, resolve_intensity
 from samtune.data.datasets.volumes.labels import MODES, validate_classes
-from samtune.data.datasets.volumes.readers import VolumePair, pair_volumes, read_volume
+from samtune.data.datasets.volumes.pairing import VolumePair, pair_volumes
+from samtune.data.datasets.volumes.readers import read_volume
 from samtune.data.datasets.volumes.slicing import (
     check_axis,
     select_slices,

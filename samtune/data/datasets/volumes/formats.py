@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
+from samtune.data.datasets.volumes.volume import LPS_TO_RAS
 from samtune.data.sample import DataError
 
 ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
 TIFF_STACK_SUFFIXES = (".tif", ".tiff")
 COMPANION_SUFFIXES = (".raw", ".zraw", ".gz.raw")  # the data files of .mhd / .nhdr headers
-_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
 def volume_suffix(path: Path) -> str | None:
@@ -77,7 +77,7 @@ def _affine(spacing, direction: np.ndarray, origin) -> np.ndarray:
     lps = np.eye(4)
     lps[:3, :3] = direction * np.asarray(spacing, dtype=np.float64)[None, :]
     lps[:3, 3] = np.asarray(origin, dtype=np.float64)
-    return _LPS_TO_RAS @ lps
+    return LPS_TO_RAS @ lps
 
 
 def _tiff_stack(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
