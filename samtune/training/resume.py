@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from samtune.models.state_dicts import CheckpointError
@@ -151,6 +152,43 @@ def task_overrides() -> list[str]:
     if not HydraConfig.initialized():
         return []
     return list(HydraConfig.get().overrides.task)
+
+
+class StepCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint(every_n_train_steps=N)`` that leaves out the batches after which
+    validation runs.
+
+    Lightning resumed from a checkpoint written at such a batch (before the validation) takes
+    the validation as done and skips it, so a run killed there would lose that epoch's
+    validation. The epoch-end checkpoint, written after the validation, covers those batches.
+    """
+
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        if validation_follows(trainer, batch_idx):
+            return
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+
+def validation_follows(trainer: Any, batch_idx: int) -> bool:
+    """Whether the trainer validates right after training batch ``batch_idx``: in an epoch that
+    validates, after its last batch, or every ``val_check_batch`` batches when validation runs
+    within epochs."""
+    if not trainer.enable_validation:
+        return False
+    every_epochs = trainer.check_val_every_n_epoch
+    if every_epochs is not None and (trainer.current_epoch + 1) % every_epochs != 0:
+        return False
+    if trainer.is_last_batch:
+        return True
+    every = trainer.val_check_batch
+    return isinstance(every, int) and every >= 1 and (batch_idx + 1) % every == 0
 
 
 class ContinueCsvLog(L.Callback):

@@ -12,11 +12,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from samtune.models.weights import safe_load
+from samtune.training.resume import validation_follows
 from tests.helpers import REPO
 
 # 2 epochs x 2 steps of a frozen-encoder run at 128 px, last.ckpt after every step
@@ -184,3 +186,22 @@ def test_resume_refuses_overrides_that_change_the_run(tmp_path):
     # the run folder is where the checkpoint is now, not where it was recorded
     assert resumed.paths.output_dir == str(tmp_path / "run")
     assert resumed.callbacks.last.dirpath == str(tmp_path / "run" / "checkpoints")
+
+
+def test_step_checkpoints_leave_out_the_batches_before_a_validation():
+    def trainer(epoch, last, *, every_epochs=1, val_check_batch=4, validate=True):
+        return SimpleNamespace(
+            enable_validation=validate,
+            check_val_every_n_epoch=every_epochs,
+            current_epoch=epoch,
+            is_last_batch=last,
+            val_check_batch=val_check_batch,
+        )
+
+    assert validation_follows(trainer(0, True), 3)  # Lightning would skip it on resume
+    assert not validation_follows(trainer(0, False), 2)
+    assert validation_follows(trainer(0, False, val_check_batch=2), 1)  # within the epoch
+    assert not validation_follows(trainer(0, True, every_epochs=10), 3)  # no validation there
+    assert validation_follows(trainer(9, True, every_epochs=10), 3)
+    assert not validation_follows(trainer(0, True, validate=False), 3)
+    assert not validation_follows(trainer(0, False, val_check_batch=float("inf")), 3)
