@@ -40,7 +40,8 @@ def write_mask_png(out_dir: Path, file_name: str, index: int, mask: np.ndarray) 
         The PNG's file name (inside ``out_dir``).
     """
     name = f"{Path(file_name).stem}_{index}.png"
-    Image.fromarray(mask.astype(np.uint8) * 255).save(out_dir / name)
+    image = Image.fromarray(mask.astype(np.uint8) * 255)
+    atomic_write(out_dir / name, lambda tmp: image.save(tmp, format="PNG"))
     return name
 
 

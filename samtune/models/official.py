@@ -17,6 +17,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from samtune.io_atomic import write_json_atomic
 from samtune.models.registry import get_model_info
 from samtune.models.state_dicts import CheckpointError, is_none
 
@@ -95,8 +96,8 @@ def download(url: str, dest: Path, *, timeout: float = 30.0) -> Path:
         )
     digest = sha256_of(part)
     os.replace(part, dest)
-    hash_record_path(dest).write_text(
-        json.dumps({"url": url, "bytes": size, "sha256": digest}, indent=1)
+    write_json_atomic(
+        hash_record_path(dest), {"url": url, "bytes": size, "sha256": digest}, indent=1
     )
     log.info("downloaded %s to %s (%d bytes, sha256 %s)", url, dest, size, digest)
     return dest

@@ -9,6 +9,7 @@ hooks, logging and the validation metrics.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import lightning as L
@@ -335,7 +336,13 @@ class SamTuneModule(L.LightningModule):
             weight_decay=cfg.weight_decay,
         )
         optimizer = torch.optim.AdamW(groups, betas=tuple(cfg.betas))
-        total = int(self.trainer.estimated_stepping_batches) if self.trainer is not None else 1000
+        total = self.trainer.estimated_stepping_batches if self.trainer is not None else 1000
+        if not math.isfinite(total):
+            raise ValueError(
+                "the warm-up + cosine schedule needs a known number of steps: set "
+                "trainer.max_epochs or trainer.max_steps (the run has neither)"
+            )
+        total = int(total)
         scheduler = warmup_cosine_scheduler(
             optimizer,
             total_steps=total,

@@ -3,6 +3,8 @@ protocols' definition; its checkpoints keep the ``model.<sam2 key>`` names."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -105,3 +107,8 @@ def test_validation_gives_the_protocol_numbers_and_keeps_the_checkpoint_keys(
     module.best_metrics = meta["metrics"]  # as a resumed run restores them
     assert float(module.val_miou_best.compute()) == pytest.approx(0.5)
     assert module.best_metrics == meta["metrics"]
+
+    # --- a run with neither max_epochs nor max_steps has no schedule length: a named error
+    module._trainer = SimpleNamespace(estimated_stepping_batches=float("inf"))
+    with pytest.raises(ValueError, match=r"set trainer\.max_epochs or trainer\.max_steps"):
+        module.configure_optimizers()
