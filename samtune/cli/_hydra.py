@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
 from omegaconf import DictConfig
 
 from samtune.cli.console import filter_noise_warnings, setup_console
+from samtune.data.sample import DataError
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
@@ -37,6 +39,17 @@ def command_line_keys() -> set[str]:
     return keys
 
 
+def data_error_in(exc: BaseException) -> DataError | None:
+    """The :class:`DataError` behind ``exc`` (itself, or a cause of Hydra's wrapping), if any."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, DataError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def run_hydra_app(task: Callable[[DictConfig], object], config_name: str) -> None:
     """Run ``task`` as an ``@hydra.main`` app on ``configs/<config_name>.yaml``.
 
@@ -58,7 +71,15 @@ def run_hydra_app(task: Callable[[DictConfig], object], config_name: str) -> Non
     @functools.wraps(task)
     def task_with_console(cfg: DictConfig) -> object:
         setup_console()  # after Hydra configured logging
-        return task(cfg)
+        try:
+            return task(cfg)
+        except Exception as exc:
+            bad_data = data_error_in(exc)
+            if bad_data is None:
+                raise
+            # bad input is the user's to fix: its message, without Hydra's wrapping or a traceback
+            logging.getLogger("samtune").error("bad data: %s", bad_data)
+            raise SystemExit(1) from None
 
     hydra.main(config_path=str(CONFIG_DIR), config_name=config_name, version_base="1.3")(
         task_with_console

@@ -19,6 +19,7 @@ from samtune.data.check import check_datamodule, format_check
 from samtune.data.datamodules.coco import CocoDataModule
 from samtune.data.datamodules.folder import FolderDataModule
 from samtune.data.datamodules.synthetic import SyntheticDataModule
+from tests.data.layouts import write_yolo
 from tests.helpers import REPO, make_tiny_case, nifti_affine, save_nifti, tiny_dataset, write_cases
 
 
@@ -225,3 +226,18 @@ def test_a_split_that_cannot_be_built_is_an_error(tmp_path):
     report = check_data(cfg, tmp_path / "run", "folder")
     assert report["ok"] is False and report["splits"]["train"]["status"] == "error"
     assert str(tmp_path / "none") in report["splits"]["train"]["message"]
+
+
+def test_bad_data_at_construction_is_one_line_and_exit_1(tmp_path):
+    write_yolo(tmp_path / "export", {"train": 1})
+    (tmp_path / "export" / "labels" / "train" / "train_0.txt").write_text("0 0.1 0.1 0.2\n")
+    (tmp_path / "export" / "data.yaml").write_text("train: gone/\nnames: [cell]\n")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.run(
+        [sys.executable, "-m", "samtune.cli.check_data", "data=yolo", "data.root=export"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 1, output[-3000:]
+    assert "bad data: export/data.yaml: the train images folder 'gone/' was not found" in output
+    assert "Error in call to target" not in output and "Traceback" not in output
