@@ -94,18 +94,10 @@ def decode_image_bytes(data: bytes, name: str) -> np.ndarray:
     Raises:
         DataError: ``"<name>: cannot read image: <reason>"``.
     """
+    source = io.BytesIO(data)
     try:
-        if data[:4] in (b"II*\x00", b"MM\x00*"):
-            import tifffile
-
-            return to_rgb_uint8(tifffile.imread(io.BytesIO(data)))
-        from PIL import Image
-
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-            ok = image.mode in ("RGB", "RGBA", "L", "LA", "I", "F", "1")
-            array = np.array(image if ok else image.convert("RGB"))
-        return to_rgb_uint8(array)
+        is_tiff = data[:4] in (b"II*\x00", b"MM\x00*")
+        return to_rgb_uint8(_read_tiff(source) if is_tiff else _read_pil_image(source))
     except DataError:
         raise
     except Exception as err:  # any decoder failure is bad data, reported with its name
@@ -183,12 +175,12 @@ def rescale_to_uint8(array: np.ndarray) -> np.ndarray:
     return np.rint(scaled).astype(np.uint8)
 
 
-def _read_pil_image(path: Path) -> np.ndarray:
+def _read_pil_image(source: Path | io.BytesIO) -> np.ndarray:
     from PIL import Image
 
-    with Image.open(path) as image:
+    with Image.open(source) as image:
         if image.format == "PNG" and _is_16bit_colour_png(image):
-            return _read_png_16bit_colour(path)
+            return _read_png_16bit_colour(source)
         image.load()
         if image.mode in ("RGB", "RGBA", "L", "LA", "I", "F", "1") or image.mode.startswith("I;16"):
             return np.array(image)
@@ -203,10 +195,14 @@ def _is_16bit_colour_png(image) -> bool:
     return isinstance(rawmode, str) and rawmode.endswith(";16B")
 
 
-def _read_png_16bit_colour(path: Path) -> np.ndarray:
+def _read_png_16bit_colour(source: Path | io.BytesIO) -> np.ndarray:
     import cv2
 
-    array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if isinstance(source, io.BytesIO):
+        encoded = np.frombuffer(source.getvalue(), dtype=np.uint8)
+        array = cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED)
+    else:
+        array = cv2.imread(str(source), cv2.IMREAD_UNCHANGED)
     if array is None:
         raise ValueError("OpenCV could not decode the 16-bit colour PNG")
     if array.ndim == 3 and array.shape[2] >= 3:
@@ -226,11 +222,11 @@ def _read_pil_labels(path: Path) -> np.ndarray:
         raise ValueError(f"unsupported PNG mode {image.mode!r} for a label map")
 
 
-def _read_tiff(path: Path) -> np.ndarray:
+def _read_tiff(source: Path | io.BytesIO) -> np.ndarray:
     """First series of a TIFF with its channel axis (if any) last; volumes are refused."""
     import tifffile
 
-    with tifffile.TiffFile(path) as tif:
+    with tifffile.TiffFile(source) as tif:
         series = tif.series[0]
         array = series.asarray()
         axes = series.axes

@@ -152,7 +152,7 @@ class LabelMeDataset(ObjectFilesDataset):
         self.index(items)
 
     def image_size(self, item: Item) -> tuple[int, int]:
-        """The image file's size, or the embedded image's (decoded once while indexing)."""
+        """The image file's size, or the embedded image's (decoded to read it)."""
         if item.meta.get("image_source") != "imageData":
             return super().image_size(item)
         return tuple(self.read_item_image(item).shape[:2])
