@@ -41,22 +41,6 @@ def train_job(args: Any, device: torch.device, config: str, size: str, steps: in
     }
 
 
-def gather_objects(
-    module: Any, masks: list[torch.Tensor], streams: PromptStreams
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The objects a training step prompts (the prompt recipe's random subset per image), all
-    images' together, and the image index of each.
-
-    Raises:
-        ValueError: no image of the batch holds an object.
-    """
-    chosen = streams.select_objects(module.prompts, masks)
-    if not any(m.shape[0] for m in chosen):
-        raise ValueError("the benchmark batch holds no object: nothing to prompt")
-    idx = [torch.full((m.shape[0],), i, dtype=torch.long) for i, m in enumerate(chosen)]
-    return torch.cat(chosen), torch.cat(idx).to(chosen[0].device)
-
-
 class TrainRig:
     """One configuration's module (composed from the shipped configs), optimiser, batch and step.
 
@@ -102,7 +86,9 @@ class TrainRig:
         streams = PromptStreams(torch.Generator().manual_seed(seed))
         self.optimizer.zero_grad(set_to_none=True)
         with autocast(device, self.job["precision"]):
-            gt, img_idx = gather_objects(module, self.masks, streams)
+            gt, img_idx = module.gather_objects(self.masks, streams)
+            if gt is None:
+                raise ValueError("the benchmark batch holds no object: nothing to prompt")
             sync(device)
             t0 = time.perf_counter()
             features = module.encode_images(self.images)
