@@ -14,6 +14,7 @@ from time import perf_counter
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
 from samtune import __version__
@@ -237,8 +238,17 @@ def create_app(server: Server) -> Any:
             }
         )
 
+    async def segment_route(body: SegmentRequest, request: Request) -> Any:
+        # A request by image_id alone runs on the event loop: its decoder call is short (the
+        # decoder is serialised per model anyway) and a hop to the thread pool was the largest
+        # part of the HTTP overhead. One that sends an image (decoding, maybe the encoder)
+        # runs in the pool, so the loop keeps serving while it encodes.
+        if body.image is None:
+            return segment(body, request)
+        return await run_in_threadpool(segment, body, request)
+
     app.post("/sam2/embed_image")(embed)
     app.post("/sam3/embed_image")(embed)
-    app.post("/sam2/segment_image")(segment)
-    app.post("/sam3/visual_segment")(segment)
+    app.post("/sam2/segment_image")(segment_route)
+    app.post("/sam3/visual_segment")(segment_route)
     return BodyLimit(app, server.limits.max_body_bytes)
