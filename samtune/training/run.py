@@ -29,7 +29,7 @@ from samtune.training.memory_check import fit_memory
 from samtune.training.module import SamTuneModule
 from samtune.training.progress import stdout_is_terminal
 from samtune.training.resume import ContinueCsvLog, resume_config, task_overrides
-from samtune.training.run_lock import RunLock, check_writable
+from samtune.training.run_lock import RunLock, check_writable, write_hydra_record
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +120,8 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
     if not launched_as_rank_zero():  # the other DDP ranks share rank 0's folder and lock
         return _fit_and_summarise(cfg, out_dir, resume)
     with RunLock(out_dir):
+        if resume is None:  # a resumed run keeps its recorded .hydra/ files
+            write_hydra_record(out_dir, cfg)
         return _fit_and_summarise(cfg, out_dir, resume)
 
 
