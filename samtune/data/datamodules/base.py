@@ -73,6 +73,8 @@ class TransformedDataset(Dataset):
 
     Each item also carries its ``"index"`` in the dataset: the training step keys the random
     prompts of an image by it, so they do not depend on which batch or rank the image lands in.
+    An item asked for by ``(epoch, index)`` (what a keyed :class:`ShardedSampler` yields) has its
+    augmentation keyed the same way.
     """
 
     def __init__(self, samples: Dataset[Sample | None], transform: SamTransform) -> None:
@@ -82,11 +84,17 @@ class TransformedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> dict[str, Any] | None:
+    def __getitem__(self, item: int | tuple[int, int]) -> dict[str, Any] | None:
+        key = None
+        if isinstance(item, tuple):
+            key = (int(item[0]), int(item[1]))
+            index = key[1]
+        else:
+            index = int(item)
         sample = self.samples[index]
         if sample is None:
             return None
-        return {**self.transform(sample), "index": int(index)}
+        return {**self.transform(sample, key=key), "index": index}
 
 
 def seed_worker(worker_id: int) -> None:
@@ -305,7 +313,13 @@ class SamDataModule(L.LightningDataModule):
         # Training: shuffled by (seed, epoch), padded so every rank takes the same number of
         # steps. Evaluation: in order, each item on exactly one rank.
         sampler = ShardedSampler(
-            len(dataset), shuffle=train, seed=self.seed, num_replicas=world, rank=rank, pad=train
+            len(dataset),
+            shuffle=train,
+            seed=self.seed,
+            num_replicas=world,
+            rank=rank,
+            pad=train,
+            keyed=train,  # augmentations keyed by (seed, epoch, index)
         )
         position = getattr(self, "_resume_position", None)
         if train and position is not None:  # a resumed run continues the epoch where it stopped
