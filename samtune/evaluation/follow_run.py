@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hydra.utils import get_class
+from hydra.utils import get_class, instantiate
+from lightning import LightningDataModule
 from omegaconf import DictConfig, OmegaConf
 
 from samtune.data.sample import DataError
@@ -133,8 +134,6 @@ def check_data_config(data: dict[str, Any], source: str) -> None:
         CheckpointError: a ``_target_`` outside ``samtune.data``, a class that is not a Lightning
             datamodule, or a nested Hydra key (``_target_``, ``_partial_``...) anywhere below.
     """
-    from lightning import LightningDataModule
-
     target = data.get("_target_")
     error = f"{source}: the recorded data config's _target_ {target!r}"
     if not isinstance(target, str) or not target.startswith(DATA_PACKAGE):
@@ -265,8 +264,6 @@ def training_files(record: TrainingRecord, datamodule: Any = None) -> list[str] 
     """The files of the run's training split, from ``datamodule`` when it was built from the
     record, else from a datamodule built from the record now (None when the record names no
     data, or its datamodule cannot name its files)."""
-    from hydra.utils import instantiate
-
     if record.data is None:
         return None
     if datamodule is None:
