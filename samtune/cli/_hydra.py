@@ -78,7 +78,8 @@ def run_hydra_app(task: Callable[[DictConfig], object], config_name: str) -> Non
             if bad_data is None:
                 raise
             # bad input is the user's to fix: its message, without Hydra's wrapping or a traceback
-            logging.getLogger("samtune").error("bad data: %s", bad_data)
+            label = getattr(bad_data, "label", "bad data")
+            logging.getLogger("samtune").error("%s: %s", label, bad_data)
             raise SystemExit(1) from None
 
     hydra.main(config_path=str(CONFIG_DIR), config_name=config_name, version_base="1.3")(

@@ -129,7 +129,8 @@ def augmentation_seed(seed: int, epoch: int, index: int) -> int:
     """The seed of the augmentation of dataset item ``index`` in ``epoch``: a well-mixed function
     of ``(seed, epoch, index)`` (its own stream, apart from the prompt streams of
     :mod:`samtune.prompts.streams`)."""
-    key = [int(seed), 2, int(epoch), int(index)]
+    # five words: no prompt stream (four words, samtune.prompts.streams) can share this key
+    key = [int(seed), 2, int(epoch), int(index), 0]
     return int(np.random.SeedSequence(key).generate_state(1, dtype=np.uint32)[0])
 
 

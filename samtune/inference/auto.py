@@ -11,7 +11,7 @@ import numpy as np
 from torch import nn
 
 from samtune.data.io import IMAGE_SUFFIXES, read_image
-from samtune.inference.mask_files import coco_result, write_mask_png, write_results
+from samtune.inference.mask_files import coco_result, staged_output, write_mask_png, write_results
 from samtune.inference.predictor import fit_feature_sizes
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,8 @@ def predict_automatic(
     Args:
         model: the (tuned) ``SAM2Base``.
         images_dir: folder of images; every image in it is processed.
-        out_dir: receives ``<stem>_<k>.png`` per mask and ``masks.json`` (score = predicted IoU).
+        out_dir: receives ``<stem>_<k>.png`` per mask and ``masks.json`` (score = predicted IoU),
+            all of them or none.
         **generator_kwargs: passed to ``SAM2AutomaticMaskGenerator`` (``points_per_side``, ...).
     """
     # sam2 is imported where it is used: importing it sets up Hydra's global state, which a
@@ -48,10 +49,13 @@ def predict_automatic(
     from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
 
     names = list_images(images_dir)
-    images_dir, out_dir = Path(images_dir), Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     generator = SAM2AutomaticMaskGenerator(model, output_mode="binary_mask", **generator_kwargs)
     fit_feature_sizes(generator.predictor)
+    with staged_output(out_dir) as staging:
+        return _generate_into(generator, names, Path(images_dir), staging)
+
+
+def _generate_into(generator: Any, names: list[str], images_dir: Path, out_dir: Path) -> list:
     results = []
     for image_id, file_name in enumerate(names):
         found = generator.generate(read_image(images_dir / file_name))

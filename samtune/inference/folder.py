@@ -14,7 +14,13 @@ import numpy as np
 
 from samtune.data.io import read_image
 from samtune.inference.auto import predict_automatic
-from samtune.inference.mask_files import coco_result, write_mask_png, write_results
+from samtune.inference.mask_files import (
+    check_output_folder,
+    coco_result,
+    staged_output,
+    write_mask_png,
+    write_results,
+)
 from samtune.inference.predictor import fit_feature_sizes
 from samtune.inference.prompt_files import ObjectPrompt, read_prompts
 from samtune.models import ModelSpec
@@ -33,13 +39,23 @@ def predict_folder(
 ) -> list[dict[str, Any]]:
     """One mask per prompted object (the best-scored of three when ``multimask``).
 
-    Writes ``<stem>_<k>.png`` (0/255) per object and ``masks.json`` (COCO results) to ``out_dir``.
+    Writes ``<stem>_<k>.png`` (0/255) per object and ``masks.json`` (COCO results) to ``out_dir``,
+    all of them or none (:func:`~samtune.inference.mask_files.staged_output`).
 
     Returns:
         The COCO results, each with ``mask_file`` added.
     """
-    images_dir, out_dir = Path(images_dir), Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with staged_output(out_dir) as staging:
+        return _predict_into(predictor, prompts, Path(images_dir), staging, multimask)
+
+
+def _predict_into(
+    predictor: Any,
+    prompts: dict[str, list[ObjectPrompt]],
+    images_dir: Path,
+    out_dir: Path,
+    multimask: bool,
+) -> list[dict[str, Any]]:
     results = []
     for image_id, (file_name, objects) in enumerate(prompts.items()):
         predictor.set_image(read_image(images_dir / file_name))
@@ -87,6 +103,7 @@ def run_predict(
         if is_none(prompts):
             raise ValueError("mode=prompts needs prompts=<file.json> (or use mode=auto)")
         parsed = read_prompts(prompts, images)  # every check happens before any mask is written
+    check_output_folder(out)  # before the model is loaded
     model, info = load_model(ckpt, spec, image_size=image_size)
     model = model.to(device)
     log.info(

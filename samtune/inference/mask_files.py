@@ -1,8 +1,19 @@
-"""Writing predicted masks: one 0/255 PNG per object and ``masks.json`` with COCO results."""
+"""Writing predicted masks: one 0/255 PNG per object and ``masks.json`` with COCO results.
+
+A prediction writes into a staging folder inside ``out`` (:func:`staged_output`) and moves its
+files into place only when every image succeeded: a run that fails on its tenth image leaves
+``out`` as it found it. :func:`check_output_folder` refuses an ``out`` that cannot be written
+before any model is loaded.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +21,53 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from samtune.data.sample import DataError
 from samtune.io_atomic import atomic_write
+
+STAGING_PREFIX = ".samtune-predict-"
+
+
+class OutputError(DataError):
+    """``out`` cannot receive the prediction (a file, not writable); the message names it."""
+
+    label = "cannot write"
+
+
+def check_output_folder(out: str | os.PathLike) -> Path:
+    """``out`` as a folder samtune-predict can write into, created if missing.
+
+    Raises:
+        OutputError: ``out`` is an existing file, or it (or the folder it would be made in)
+            cannot be written.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"out={out} is an existing file, not a folder for the masks")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=out, prefix=STAGING_PREFIX, delete=True)
+        probe.close()
+    except OSError as exc:
+        raise OutputError(f"out={out} cannot be written: {exc.strerror or exc}") from None
+    return out
+
+
+@contextlib.contextmanager
+def staged_output(out: str | os.PathLike) -> Iterator[Path]:
+    """A staging folder inside ``out``; its files move into ``out`` when the block succeeds.
+
+    ``masks.json`` moves last, so a reader who sees it sees every mask it names. When the block
+    raises, the staging folder is deleted and ``out`` keeps what it held before.
+    """
+    out = check_output_folder(out)
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out))
+    try:
+        yield staging
+        names = sorted(p.name for p in staging.iterdir())
+        for name in sorted(names, key=lambda n: n == "masks.json"):
+            os.replace(staging / name, out / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def coco_result(
