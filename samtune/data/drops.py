@@ -21,6 +21,8 @@ DROP_LABELS: dict[str, str] = {
     "dropped_outside": "annotations dropped for lying outside their image",
     "dropped_small": "objects dropped below the dataset's min_area (original size)",
     "crowd_ignored": "crowd annotations ignored (iscrowd=1)",
+    "too_short": "videos left out for being shorter than one training clip",
+    "without_annotations": "videos left out for having no annotated frame",
     "skipped": "images skipped as bad files",
 }
 

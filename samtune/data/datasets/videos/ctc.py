@@ -168,8 +168,12 @@ class CtcSequence(VideoSource):
         return np.stack(maps)
 
     def meta(self) -> dict[str, Any]:
-        """``file`` (the frames folder), ``video``, ``tracks`` (the lineage)."""
-        return {**super().meta(), "tracks": {int(k): v for k, v in self.lineage.items()}}
+        """``file`` (the frames folder), ``video``, ``class_names`` and ``tracks`` (the lineage)."""
+        return {
+            **super().meta(),
+            "class_names": {1: "cell"},
+            "tracks": {int(k): v for k, v in self.lineage.items()},
+        }
 
     def frame_meta(self, indices: Sequence[int]) -> dict[str, Any]:
         """``frame_indices``, ``frame_files``, ``frame_numbers`` (CTC's ``t``), ``truth`` per
