@@ -91,7 +91,7 @@ def check_clip_split(dataset: ClipDataset, *, image_size: int, tiny_area: float)
             lost.append(source.name)
         ids = np.array(sorted(tracks), dtype=np.int64)
         names = source.meta().get("class_names") or {}
-        for object_id, class_id in zip(ids.tolist(), source.class_ids_of(ids).tolist()):
+        for class_id in source.class_ids_of(ids).tolist():
             entry = classes[int(class_id)]
             entry["name"] = str(names.get(class_id, names.get(str(class_id), class_id)))
             entry["objects"] += 1

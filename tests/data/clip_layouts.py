@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from samtune.inference.clip_files import write_palette_png
 from tests.data.volumes.helpers import make_case, write_dicom_series
 from tests.helpers import make_tiny_case, save_nifti
 
@@ -54,30 +55,6 @@ def make_moving_clip(
     for value, colour in colours.items():
         frames[labels == value] = colour
     return MovingClip(frames, labels, hidden)
-
-
-def davis_palette() -> list[int]:
-    """DAVIS' colour map (the bit-interleaved PASCAL palette), 256 RGB entries flattened."""
-    palette = []
-    for i in range(256):
-        r = g = b = 0
-        c = i
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        palette += [r, g, b]
-    return palette
-
-
-def write_palette_png(path: Path, labels: np.ndarray) -> Path:
-    """An 8-bit palette PNG, as VOS annotations ship."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image = Image.fromarray(labels.astype(np.uint8))  # L; putpalette makes it P
-    image.putpalette(davis_palette())
-    image.save(path)
-    return path
 
 
 def write_vos(
