@@ -96,6 +96,7 @@ class ClipDataModule(SamDataModule):
         key_slice: ``"largest"``, ``"middle"`` or ``"random"`` (``start="key"``).
         repeats: training clips per video per epoch (SAM 2's ``multiplier``).
         val_fraction: share of the videos split off for val when the data has no val split.
+        batch_size: clips per training batch (SAM 2 trains with 1); evaluation takes 1.
         **kwargs: the :class:`SamDataModule` arguments.
     """
 
@@ -110,9 +111,10 @@ class ClipDataModule(SamDataModule):
         key_slice: str = "largest",
         repeats: int = 1,
         val_fraction: float = 0.2,
+        batch_size: int = 1,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(batch_size=batch_size, **kwargs)
         self.sampling = ClipSampling(
             num_frames=num_frames,
             stride=stride,
