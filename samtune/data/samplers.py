@@ -34,6 +34,8 @@ class ShardedSampler(DistributedSampler):
         pad: repeat items from the start so every rank gets the same number (needed in
             training, where every rank must take the same number of steps). Without padding
             (evaluation) each item is seen exactly once and the first ranks may get one more.
+        keyed: yield ``(epoch, index)`` pairs instead of indices, so a dataset can key what it
+            draws for an item (its augmentation) by the epoch as well; the order is the same.
     """
 
     def __init__(
@@ -45,6 +47,7 @@ class ShardedSampler(DistributedSampler):
         num_replicas: int = 1,
         rank: int = 0,
         pad: bool = True,
+        keyed: bool = False,
     ) -> None:
         if int(length) != length or length < 0:
             raise ValueError(f"ShardedSampler: length must be an integer >= 0, got {length!r}")
@@ -64,6 +67,7 @@ class ShardedSampler(DistributedSampler):
         self.num_replicas = int(num_replicas)
         self.rank = int(rank)
         self.pad = bool(pad)
+        self.keyed = bool(keyed)
         self.drop_last = False
         self.epoch = 0
         self._skip: dict[int, int] = {}
@@ -90,13 +94,16 @@ class ShardedSampler(DistributedSampler):
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
         return torch.randperm(self.length, generator=generator).tolist()
 
-    def __iter__(self) -> Iterator[int]:
+    def __iter__(self) -> Iterator[int] | Iterator[tuple[int, int]]:
         order = self.order()
         if self.pad and order and len(order) < self.total_size:
             repeats = -(-self.total_size // len(order))
             order = (order * repeats)[: self.total_size]
         skip = self._skip.pop(self.epoch, 0)
-        return iter(order[self.rank :: self.num_replicas][skip:])
+        mine = order[self.rank :: self.num_replicas][skip:]
+        if self.keyed:
+            return iter([(self.epoch, i) for i in mine])
+        return iter(mine)
 
     def __len__(self) -> int:
         return self.num_samples

@@ -77,6 +77,7 @@ class SamTransform:
             "data.min_object_area", min_object_area, ge=0, integer=True
         )
         self.augment = augment_settings(augment)
+        self.seed = None if seed is None else int(seed)
         self.pipeline = _build_pipeline(self.augment, seed) if self.train and self.augment else None
 
     def reseed(self, seed: int) -> None:
@@ -84,11 +85,22 @@ class SamTransform:
         if self.pipeline is not None:
             self.pipeline.set_random_seed(seed)
 
-    def __call__(self, sample: Sample) -> dict[str, Any]:
+    def __call__(self, sample: Sample, key: tuple[int, int] | None = None) -> dict[str, Any]:
+        """The model input of ``sample``.
+
+        Args:
+            sample: the image and its objects.
+            key: ``(epoch, dataset index)`` of the item: its augmentation is then drawn from a
+                stream keyed by ``(seed, epoch, index)`` (:func:`augmentation_seed`), so it does
+                not depend on the batch, the worker, the rank or a resume. None: the
+                transform's running stream.
+        """
         height, width = sample.image.shape[:2]
         image = resize_image(sample.image, self.image_size)
         masks = resize_masks(sample.masks, self.image_size)
         if self.pipeline is not None:
+            if key is not None:
+                self.pipeline.set_random_seed(augmentation_seed(self.seed or 0, *key))
             image, masks = self._augment(image, masks)
         keep = masks.sum(axis=(1, 2)) >= kept_area(self.min_object_area)
         meta = {
@@ -111,6 +123,14 @@ class SamTransform:
         else:
             out = self.pipeline(image=array)
         return torch.from_numpy(np.ascontiguousarray(out["image"])).permute(2, 0, 1).float(), masks
+
+
+def augmentation_seed(seed: int, epoch: int, index: int) -> int:
+    """The seed of the augmentation of dataset item ``index`` in ``epoch``: a well-mixed function
+    of ``(seed, epoch, index)`` (its own stream, apart from the prompt streams of
+    :mod:`samtune.prompts.streams`)."""
+    key = [int(seed), 2, int(epoch), int(index)]
+    return int(np.random.SeedSequence(key).generate_state(1, dtype=np.uint32)[0])
 
 
 def resize_image(image: np.ndarray, size: int) -> torch.Tensor:

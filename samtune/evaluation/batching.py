@@ -108,6 +108,43 @@ def iter_samples(dataset: Iterable, max_images: int | None) -> Iterator[Sample |
         yield sample
 
 
+def kept_objects(
+    sample: Sample | None,
+    skipped: SkipCounter,
+    *,
+    min_object_area: int | None = None,
+    image_size: int | None = None,
+) -> np.ndarray | None:
+    """The indices of the objects of ``sample`` that are scored, or None when none is.
+
+    Empty masks are left out (counted in ``skipped.objects``); with ``min_object_area`` (and
+    ``image_size``) so are objects with fewer pixels than that (and at least 1) once resized to
+    ``image_size`` as training resizes them (counted in ``skipped.small_objects``):
+    ``data.min_object_area`` means the same in training, validation and evaluation. A None
+    sample (one the dataset skipped) and an image left without objects count in
+    ``skipped.images``.
+
+    Raises:
+        TypeError: ``sample`` is neither a Sample nor None.
+    """
+    if sample is None:
+        skipped.images += 1
+        return None
+    if not isinstance(sample, Sample):
+        raise TypeError(f"the dataset must yield samtune Sample objects, got {type(sample)!r}")
+    nonempty = sample.masks.reshape(sample.masks.shape[0], -1).any(axis=1)
+    skipped.objects += int((~nonempty).sum())
+    if min_object_area is not None and image_size is not None and nonempty.any():
+        small = nonempty & (areas_at_size(sample.masks, image_size) < kept_area(min_object_area))
+        skipped.small_objects += int(small.sum())
+        nonempty &= ~small
+    if not nonempty.any():
+        skipped.images += 1
+        skipped.files.append(str(sample.meta.get("file", "?")))
+        return None
+    return np.flatnonzero(nonempty)
+
+
 def object_batches(
     dataset: Iterable,
     *,
@@ -118,38 +155,19 @@ def object_batches(
     min_object_area: int | None = None,
     image_size: int | None = None,
 ) -> Iterator[ObjectBatch]:
-    """Batches of ``image_batch`` images with at least one non-empty object each.
+    """Batches of ``image_batch`` images with at least one scored object each.
 
-    A None item (a sample the dataset skipped) and an image without any object left are
-    counted in ``skipped.images``; empty masks are counted in ``skipped.objects``. With
-    ``min_object_area`` (and ``image_size``) objects with fewer pixels than that (and at least
-    1) once resized to ``image_size`` as training resizes them are left out too, and counted
-    in ``skipped.small_objects``: ``data.min_object_area`` means the same in training and
-    evaluation.
+    Objects are chosen by :func:`kept_objects` (what it leaves out is counted in ``skipped``).
 
     Raises:
         TypeError: when the dataset yields something other than a Sample.
     """
     pending: list[tuple[Sample, np.ndarray]] = []
     for sample in iter_samples(dataset, max_images):
-        if sample is None:
-            skipped.images += 1
+        keep = kept_objects(sample, skipped, min_object_area=min_object_area, image_size=image_size)
+        if keep is None:
             continue
-        if not isinstance(sample, Sample):
-            raise TypeError(f"the dataset must yield samtune Sample objects, got {type(sample)!r}")
-        nonempty = sample.masks.reshape(sample.masks.shape[0], -1).any(axis=1)
-        skipped.objects += int((~nonempty).sum())
-        if min_object_area is not None and image_size is not None and nonempty.any():
-            small = nonempty & (
-                areas_at_size(sample.masks, image_size) < kept_area(min_object_area)
-            )
-            skipped.small_objects += int(small.sum())
-            nonempty &= ~small
-        if not nonempty.any():
-            skipped.images += 1
-            skipped.files.append(str(sample.meta.get("file", "?")))
-            continue
-        pending.append((sample, np.flatnonzero(nonempty)))
+        pending.append((sample, keep))
         if len(pending) == image_batch:
             yield ObjectBatch.from_samples(pending, device)
             pending = []

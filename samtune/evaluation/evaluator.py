@@ -7,10 +7,11 @@ mask selection and post-processing, and metrics at the image's original resoluti
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from typing import Any
 
@@ -25,11 +26,13 @@ from samtune.evaluation.report.gallery import Example, Gallery, make_example
 from samtune.evaluation.results import EvalResult, ObjectResult, threshold_key
 from samtune.evaluation.volumes import volume_evaluation
 from samtune.metrics.functional import mask_dice, mask_iou, number_of_clicks
-from samtune.segmenter.base import Segmenter
+from samtune.segmenter.base import Segmenter, no_autocast
 from samtune.segmenter.sam2 import as_segmenter
 from samtune.validation import check_number
 
 log = logging.getLogger(__name__)
+
+ENCODER_PRECISIONS = ("fp32", "bf16")
 
 
 class Evaluator:
@@ -53,6 +56,10 @@ class Evaluator:
             CPU, :func:`cpu_decode_chunk`: the decoder's per-object activations at 1024 px
             (8 MB for the upscaled mask features alone) outgrow the CPU caches, and two
             objects per call are then twice as fast per object as sixteen.
+        encoder_precision: ``"fp32"`` (default) or ``"bf16"`` (the image encoder under bf16
+            autocast, for speed on accelerators). The prompt encoder, mask decoder, IoU head and
+            mask choice always run in float32, whatever autocast the caller has on: a result
+            does not depend on the precision training used (validation runs this code too).
     """
 
     def __init__(
@@ -66,6 +73,7 @@ class Evaluator:
         gallery_size: int = 4,
         keep_masks: bool = False,
         objects_per_decode: int | str | None = "auto",
+        encoder_precision: str = "fp32",
     ) -> None:
         unknown = [p for p in protocols if p not in PROTOCOLS]
         if unknown or not protocols:
@@ -102,6 +110,13 @@ class Evaluator:
                 also="'auto'",
             )
         )
+
+        if encoder_precision not in ENCODER_PRECISIONS:
+            raise ValueError(
+                f"evaluation.encoder_precision must be one of {ENCODER_PRECISIONS}, got "
+                f"{encoder_precision!r}"
+            )
+        self.encoder_precision = encoder_precision
 
     def settings_for(
         self, model: Segmenter | torch.nn.Module, device: torch.device
@@ -216,6 +231,42 @@ class Evaluator:
         return tqdm(total=total, unit="img", desc="evaluating", dynamic_ncols=True)
 
     # ------------------------------------------------------------------ protocols
+    def run_batch(
+        self,
+        segmenter: Segmenter,
+        batch: ObjectBatch,
+        objects_per_decode: int | None,
+        on_outcome: Callable[[str, Outcome], None],
+    ) -> None:
+        """Encode the batch's images once and run every protocol on its objects.
+
+        This is the one definition of the protocols' numbers: ``samtune-eval`` and validation
+        during training both call it. Everything runs outside autocast (float32), except the
+        image encoder when ``encoder_precision`` is ``"bf16"``; see :class:`Evaluator`.
+
+        Args:
+            segmenter: the model (its embedding cache, if any, serves the encoder).
+            batch: original-resolution samples and the objects to score.
+            objects_per_decode: objects per decoder call (None: all in one call).
+            on_outcome: called with ``(protocol, outcome)`` after each protocol, in order.
+        """
+        device = batch.img_idx.device
+        with no_autocast():
+            images = segmenter.preprocess([s.image for s in batch.samples]).to(device)
+            with self._encoder_autocast(device):
+                features = segmenter.encode(images)
+            features = features.to(torch.float32)
+            runner = ProtocolRunner(
+                segmenter, features, batch, objects_per_decode=objects_per_decode
+            )
+            for protocol in self.protocols:
+                on_outcome(protocol, runner.run(protocol, max_clicks=self.max_clicks))
+
+    def _encoder_autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
+        if self.encoder_precision == "bf16":
+            return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     def _evaluate_batch(
         self,
         segmenter: Segmenter,
@@ -223,12 +274,10 @@ class Evaluator:
         result: EvalResult,
         objects_per_decode: int | None,
     ) -> None:
-        images = segmenter.preprocess([s.image for s in batch.samples])
-        features = segmenter.encode(images.to(batch.img_idx.device))
-        runner = ProtocolRunner(segmenter, features, batch, objects_per_decode=objects_per_decode)
-        for protocol in self.protocols:
-            outcome = runner.run(protocol, max_clicks=self.max_clicks)
+        def record(protocol: str, outcome: Outcome) -> None:
             self._record(protocol, batch, outcome, result)
+
+        self.run_batch(segmenter, batch, objects_per_decode, record)
         result.images += len(batch.samples)
 
     # ------------------------------------------------------------------ bookkeeping

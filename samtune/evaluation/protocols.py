@@ -3,8 +3,8 @@
 Each step is what application code does with the official ``SAM2ImagePredictor`` for one
 object — the same prompt coordinates, mask choice, mask input and post-processing — but for
 all objects of the batch in one :meth:`~samtune.segmenter.base.Segmenter.decode` call.
-Validation during training runs the same code on a batch at the model's input resolution
-(:meth:`~samtune.evaluation.batching.ObjectBatch.from_masks`).
+Validation during training runs the same code, through
+:meth:`samtune.evaluation.Evaluator.run_batch`, on the val split's original-resolution samples.
 """
 
 from __future__ import annotations
@@ -59,6 +59,12 @@ def to_input_frame(coords: torch.Tensor, hw: torch.Tensor, image_size: int) -> t
     coords[..., 0] = coords[..., 0] / hw[:, 1:2]
     coords[..., 1] = coords[..., 1] / hw[:, 0:1]
     return coords * image_size
+
+
+def object_ious(batch: ObjectBatch, preds: list[torch.Tensor]) -> torch.Tensor:
+    """``N`` IoUs of per-image predictions (``K_i x H_i x W_i`` bool) with ``batch``'s ground
+    truth, objects in batch order (1 when both masks are empty)."""
+    return torch.cat([mask_iou(p, g) for p, g in zip(preds, batch.gts, strict=True)])
 
 
 class ProtocolRunner:
@@ -147,7 +153,7 @@ class ProtocolRunner:
 
     def ious(self, preds: list[torch.Tensor]) -> torch.Tensor:
         """``N`` IoUs of per-image predictions with the ground truth."""
-        return torch.cat([mask_iou(p, g) for p, g in zip(preds, self.batch.gts, strict=True)])
+        return object_ious(self.batch, preds)
 
     def _center_click(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """One positive click at each object's center, multimask output, best mask by score."""

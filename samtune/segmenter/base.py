@@ -26,6 +26,9 @@ A family whose features have another shape subclasses it (or brings a class with
 from __future__ import annotations
 
 import abc
+import contextlib
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,6 +73,68 @@ class Features:
         )
 
 
+AUTOCAST_DEVICES = ("cpu", "cuda", "mps", "xpu")
+
+
+@contextlib.contextmanager
+def no_autocast() -> Iterator[None]:
+    """Turn off every active autocast (CPU, CUDA, ...) inside the block.
+
+    Evaluation, validation and the mask choice run in float32 whatever precision training uses:
+    a bf16 IoU head rounds saturated scores to ties (its step is 0.125 near -17), and the chosen
+    mask then depends on the precision rather than on the model.
+    """
+    with contextlib.ExitStack() as stack:
+        for device in AUTOCAST_DEVICES:
+            try:
+                active = torch.is_autocast_enabled(device)
+            except (RuntimeError, TypeError):  # a device type this build does not know
+                continue
+            if active:
+                stack.enter_context(torch.autocast(device_type=device, enabled=False))
+        yield
+
+
+_FP32_STATE = threading.local()
+
+
+def _fp32_pre_hook(module: torch.nn.Module, args: tuple) -> tuple:
+    ctx = no_autocast()
+    ctx.__enter__()
+    stack = getattr(_FP32_STATE, "stack", None)
+    if stack is None:
+        stack = _FP32_STATE.stack = []
+    stack.append(ctx)
+    return tuple(a.float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args)
+
+
+def _fp32_post_hook(module: torch.nn.Module, args: tuple, output: object) -> None:
+    _FP32_STATE.stack.pop().__exit__(None, None, None)
+
+
+def run_in_float32(module: torch.nn.Module) -> torch.nn.Module:
+    """Make ``module``'s forward run outside autocast on float32 inputs (idempotent).
+
+    Done with forward hooks, so the module, its parameters and its state-dict keys stay as they
+    are. The autocast state is restored after the forward, also when it raises.
+    """
+    if not getattr(module, "_samtune_float32", False):
+        module.register_forward_pre_hook(_fp32_pre_hook)
+        module.register_forward_hook(_fp32_post_hook, always_call=True)
+        module._samtune_float32 = True
+    return module
+
+
+def best_index(iou_pred: torch.Tensor) -> torch.Tensor:
+    """Per row of ``N x M`` predicted IoUs, the index of the highest; ties go to the lowest index.
+
+    The same choice as SAM 2's own ``torch.argmax`` over the candidates (which returns the first
+    maximum), stated here rather than left to a library's tie rule.
+    """
+    top = iou_pred.max(dim=1, keepdim=True).values
+    return (iou_pred == top).to(torch.uint8).argmax(dim=1)
+
+
 @dataclass
 class Decoded:
     """Mask decoder output for N objects.
@@ -88,6 +153,8 @@ class Decoded:
     def best(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Per object, the mask logits and predicted IoU of the mask with the highest predicted IoU.
 
+        A tie goes to the candidate with the lowest index (see :func:`best_index`).
+
         Returns:
             ``N x 1 x h x w`` logits and ``N`` predicted IoUs (the input itself when M = 1).
 
@@ -99,7 +166,7 @@ class Decoded:
                 f"Decoded.best: expected N x M x H x W logits and N x M IoUs, got "
                 f"{tuple(self.low_res_logits.shape)} and {tuple(self.iou_pred.shape)}"
             )
-        idx = self.iou_pred.argmax(dim=1)
+        idx = best_index(self.iou_pred)
         rows = torch.arange(idx.numel(), device=idx.device)
         return self.low_res_logits[rows, idx].unsqueeze(1), self.iou_pred[rows, idx]
 

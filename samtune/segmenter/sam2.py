@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from samtune.segmenter.base import Decoded, Features, Segmenter, upsample_logits
+from samtune.segmenter.base import (
+    Decoded,
+    Features,
+    Segmenter,
+    run_in_float32,
+    upsample_logits,
+)
 from samtune.segmenter.checkpointing import enable_activation_checkpointing
 
 if TYPE_CHECKING:
@@ -184,11 +190,26 @@ def decode(
     return Decoded(low_res, iou_pred, object_score_logits)
 
 
+def keep_scores_float32(model: torch.nn.Module) -> None:
+    """Run the mask decoder's IoU head and object-score head in float32, also under autocast.
+
+    The mask chosen among the candidates (and the object-present decision) then does not depend
+    on the training precision: under bf16 a saturated IoU head gives ties (see
+    :func:`samtune.segmenter.base.no_autocast`). Forward hooks only; the weights and state-dict
+    keys are untouched.
+    """
+    decoder = model.sam_mask_decoder
+    run_in_float32(decoder.iou_prediction_head)
+    if getattr(decoder, "pred_obj_score_head", None) is not None:
+        run_in_float32(decoder.pred_obj_score_head)
+
+
 class Sam2Segmenter(Segmenter):
     """SAM 2.1's single-image path (image encoder, prompt encoder, mask decoder) as a Segmenter.
 
     The official model stays whole under ``.model``, so its state-dict keys, adapters and export
-    are those of ``SAM2Base``. The image encoder counts as frozen while none of its parameters
+    are those of ``SAM2Base``; its IoU and object-score heads are set to run in float32
+    (:func:`keep_scores_float32`). The image encoder counts as frozen while none of its parameters
     requires a gradient (``adapter=frozen``, or any model under evaluation that was frozen).
 
     Args:
@@ -211,6 +232,7 @@ class Sam2Segmenter(Segmenter):
         self.model = model
         self.image_size = int(model.image_size)
         self.embedding_cache = embedding_cache
+        keep_scores_float32(model)
         if activation_checkpointing and not self.encoder_frozen:
             enable_activation_checkpointing(model)
         if compile_encoder:

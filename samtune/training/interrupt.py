@@ -7,6 +7,11 @@ is the one line the run prints before it exits with ``128 + signal number``.
 
 Under SLURM with Lightning's auto-requeue (``SLURMEnvironment``), SIGUSR1 stays Lightning's:
 it saves an ``hpc_ckpt_*.ckpt`` and requeues the job.
+
+A signal that lands on a training batch after which a validation is due stops the run before (or
+during) that validation. Lightning, resumed from such a checkpoint, would count the validation
+as done and skip it; the checkpoint instead records it as started and not finished, so the
+resumed run validates first, from its first batch, as the uninterrupted run did.
 """
 
 from __future__ import annotations
@@ -18,7 +23,11 @@ from typing import Any
 
 import lightning as L
 
+from samtune.training.resume import validation_follows
+
 log = logging.getLogger(__name__)
+
+VAL_PROGRESS = "epoch_loop.val_loop.batch_progress"
 
 HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 
@@ -43,6 +52,8 @@ class InterruptCheckpoint(L.Callback):
         self.saved_step: int | None = None
         self._previous: dict[int, Any] = {}
         self._trainer: L.Trainer | None = None
+        self._validation_due = False
+        self._saving = False
 
     def _handler(self, signum: int, frame: Any) -> None:
         if self.signum is not None and signum == signal.SIGINT:
@@ -76,6 +87,24 @@ class InterruptCheckpoint(L.Callback):
             self._previous[signum] = signal.getsignal(signum)
             signal.signal(signum, self._handler)
 
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, idx: int
+    ) -> None:
+        self._validation_due = validation_follows(trainer, idx)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._validation_due = False
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        if self._saving and self._validation_due:
+            mark_validation_unfinished(checkpoint)
+            log.info(
+                "the validation due at step %d runs first when the run resumes", trainer.global_step
+            )
+
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
@@ -92,7 +121,11 @@ class InterruptCheckpoint(L.Callback):
             self.signum = (
                 signal.SIGINT if isinstance(exception, KeyboardInterrupt) else signal.SIGTERM
             )
-        trainer.save_checkpoint(self.path)
+        self._saving = True
+        try:
+            trainer.save_checkpoint(self.path)
+        finally:
+            self._saving = False
         self.saved_step = int(trainer.global_step)
         log.warning("saved %s at step %d", self.path, self.saved_step)
 
@@ -100,3 +133,21 @@ class InterruptCheckpoint(L.Callback):
     def exit_code(self) -> int:
         """``128 + signal number``, the shell's convention for a process stopped by a signal."""
         return 128 + int(self.signum or signal.SIGTERM)
+
+
+def mark_validation_unfinished(checkpoint: dict[str, Any]) -> None:
+    """Record in ``checkpoint``'s loop state that the due validation started and did not finish.
+
+    Lightning resumes a validation it finds started but unfinished (one batch started, none
+    processed); the batches an interrupted validation got through are taken back, so it runs in
+    full. Its numbers were never logged: the interrupted validation left before its end.
+    """
+    loops = checkpoint.get("loops", {}).get("fit_loop", {})
+    progress = loops.get(VAL_PROGRESS)
+    if progress is None:
+        return
+    total, current = progress["total"], progress["current"]
+    done = int(total["completed"]) - int(current["completed"])
+    total.update(ready=done + 1, started=done + 1, processed=done, completed=done)
+    current.update(ready=1, started=1, processed=0, completed=0)
+    progress["is_last_batch"] = False

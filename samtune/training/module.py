@@ -8,6 +8,7 @@ hooks, logging and the validation metrics.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from typing import Any
@@ -19,9 +20,10 @@ from torchmetrics import MaxMetric, MeanMetric
 
 from samtune import __version__
 from samtune.data.drops import vanished_message
-from samtune.evaluation.batching import ObjectBatch
-from samtune.evaluation.protocols import ProtocolRunner
-from samtune.evaluation.report.overlay import denormalize, object_overlays
+from samtune.evaluation.batching import ObjectBatch, SkipCounter, object_batches
+from samtune.evaluation.evaluator import Evaluator
+from samtune.evaluation.protocols import Outcome, object_ious
+from samtune.evaluation.report.overlay import object_overlays
 from samtune.models.spec import ModelSpec
 from samtune.prompts.streams import PromptStreams
 from samtune.segmenter.base import Features
@@ -44,10 +46,13 @@ class SamTuneModule(L.LightningModule):
     Training follows SAM 2 (:func:`samtune.training.interactive.interactive_loss`): an initial
     prompt (box or click) per object, then correction clicks from the error region of the previous
     prediction with its low-res logits fed back; the loss is summed over the prompt steps.
-    Validation runs the ``point1`` and ``box`` evaluation protocols
-    (:class:`samtune.evaluation.protocols.ProtocolRunner`) at the model's input resolution and
-    reports their mIoU over the objects of all ranks (torchmetrics); ``val/miou`` (their mean)
-    picks the best checkpoint, and ``val/miou_best`` is the best so far.
+    Validation is evaluation: the val split's samples at their original resolution go through
+    :meth:`samtune.evaluation.Evaluator.run_batch`, the code ``samtune-eval`` runs (the same
+    preprocessing, prompts, float32 decoder and mask choice, object filter and resolution), for
+    the protocols of ``val_evaluator`` (``point1`` and ``box`` by default); their mIoU over the
+    objects of all ranks (torchmetrics) is ``val/miou_<protocol>``, ``val/miou`` (their mean)
+    picks the best checkpoint, and ``val/miou_best`` is the best so far. For the weights of a
+    validation, ``samtune-eval`` on the same split gives the same numbers.
 
     The official model is ``self.model`` (state-dict keys ``model.<sam2 key>``); ``self.segmenter``
     (:class:`~samtune.segmenter.sam2.Sam2Segmenter`) is a view of it that encodes and decodes.
@@ -66,6 +71,9 @@ class SamTuneModule(L.LightningModule):
         activation_checkpointing: checkpoint every Hiera block when the encoder trains.
         checkpoint_prompt_steps: checkpoint each prompt step (decoder pass + loss) in training.
         compile_encoder: ``torch.compile`` the image encoder (static shapes).
+        val_evaluator: the evaluator whose protocols and settings validation runs (built from
+            the ``evaluation`` config with the ``validation.protocols``); None: ``point1`` and
+            ``box`` with the evaluator's defaults.
     """
 
     def __init__(
@@ -83,6 +91,7 @@ class SamTuneModule(L.LightningModule):
         activation_checkpointing: bool = False,
         checkpoint_prompt_steps: bool = False,
         compile_encoder: bool = False,
+        val_evaluator: Evaluator | None = None,
     ) -> None:
         super().__init__()
         self.spec = model
@@ -106,8 +115,12 @@ class SamTuneModule(L.LightningModule):
         )
         object.__setattr__(self, "segmenter", segmenter)
         self.checkpoint_prompt_steps = bool(checkpoint_prompt_steps)
+        self.val_evaluator = val_evaluator or Evaluator(
+            protocols=VAL_PROTOCOLS, progress=False, gallery_size=0
+        )
+        self.val_min_object_area: int | None = None  # the datamodule's, set in ``setup``
         # --- metrics: the states are not in the state dict; torchmetrics syncs them over ranks
-        self.val_miou = torch.nn.ModuleDict({p: MeanMetric() for p in VAL_PROTOCOLS})
+        self.val_miou = torch.nn.ModuleDict({p: MeanMetric() for p in self.val_evaluator.protocols})
         self.val_miou_best = MaxMetric(sync_on_compute=False)  # its input is synced already
         self._best_metrics: dict[str, float] = {}
         self._overlays: list[np.ndarray] = []
@@ -166,6 +179,13 @@ class SamTuneModule(L.LightningModule):
         )
 
     # ----------------------------------------------------------------- Lightning hooks
+    def setup(self, stage: str) -> None:
+        """Take the datamodule's ``min_object_area``: validation leaves out the objects that
+        evaluation leaves out."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        area = getattr(datamodule, "min_object_area", None)
+        self.val_min_object_area = None if area is None else int(area)
+
     def on_fit_start(self) -> None:
         r = self.param_report
         pct = 100.0 * r["trainable"] / max(1, r["total"])
@@ -263,29 +283,60 @@ class SamTuneModule(L.LightningModule):
             )
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
+        """Score the batch's original-resolution samples with the evaluator's protocols."""
         if batch is None:
             return
-        self._count("val", batch)
-        objects = ObjectBatch.from_masks(batch["masks"])
-        if objects.img_idx.numel() == 0:
-            return
-        with torch.no_grad():
-            runner = ProtocolRunner(self.segmenter, self.encode_images(batch["images"]), objects)
-            for protocol in VAL_PROTOCOLS:
-                outcome = runner.run(protocol, max_clicks=1)
-                self.val_miou[protocol].update(runner.ious(outcome.preds))
-                if protocol == "point1" and len(self._overlays) < self.num_overlays:
-                    gt, pred = torch.cat(objects.gts), torch.cat(outcome.preds)
-                    self._add_overlays(batch, gt, pred, outcome.points, objects.img_idx)
+        samples = batch["samples"]
+        skipped = SkipCounter()
+        segmenter = self.segmenter
+        image_batch, chunk = self.val_evaluator.settings_for(segmenter, self.device)
+        objects = 0
+        with torch.no_grad(), self._exact_embedding_cache():
+            batches = object_batches(
+                samples,
+                image_batch=image_batch,
+                device=self.device,
+                skipped=skipped,
+                min_object_area=self.val_min_object_area,
+                image_size=int(segmenter.image_size),
+            )
+            for objs in batches:
+                objects += int(objs.img_idx.numel())
 
-    def _add_overlays(self, batch, gt, pred, pts, img_idx) -> None:
-        i = int(img_idx[0])
-        sel = (img_idx == i).nonzero().flatten().cpu()
+                def update(protocol: str, outcome: Outcome, objs: ObjectBatch = objs) -> None:
+                    self.val_miou[protocol].update(object_ious(objs, outcome.preds))
+                    if protocol == "point1" and len(self._overlays) < self.num_overlays:
+                        self._add_overlays(objs, outcome)
+
+                self.val_evaluator.run_batch(segmenter, objs, chunk, update)
+        seen = self._seen["val"]
+        seen[0] += sum(s is not None for s in samples)
+        seen[1] += objects
+        seen[2] += skipped.small_objects
+
+    @contextlib.contextmanager
+    def _exact_embedding_cache(self):
+        """The embedding cache serves validation only when it stores the encoder's float32
+        output exactly; a bf16 or fp16 cache would move the numbers away from ``samtune-eval``'s
+        (which encodes every image anew), so validation encodes without it then."""
+        cache = self.segmenter.embedding_cache
+        lossy = cache is not None and cache.storage_dtype != torch.float32
+        if lossy:
+            self.segmenter.embedding_cache = None
+        try:
+            yield
+        finally:
+            if lossy:
+                self.segmenter.embedding_cache = cache
+
+    def _add_overlays(self, objs: ObjectBatch, outcome: Outcome) -> None:
+        sample, gt, pred = objs.samples[0], objs.gts[0], outcome.preds[0]
+        pts = None if outcome.points is None else outcome.points[: len(gt)]
         self._overlays += object_overlays(
-            denormalize(batch["images"][i]),
-            gt[sel].cpu().numpy(),
-            pred[sel].cpu().numpy(),
-            pts[sel].cpu().numpy(),
+            sample.image,
+            gt.cpu().numpy(),
+            pred.cpu().numpy(),
+            None if pts is None else pts.cpu().numpy(),
             limit=self.num_overlays - len(self._overlays),
         )
 

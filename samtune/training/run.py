@@ -76,7 +76,17 @@ def build_module(cfg: DictConfig) -> SamTuneModule:
         activation_checkpointing=bool(speed.get("activation_checkpointing", False)),
         checkpoint_prompt_steps=bool(speed.get("checkpoint_prompt_steps", False)),
         compile_encoder=bool(speed.get("compile_encoder", False)),
+        val_evaluator=validation_evaluator(cfg),
     )
+
+
+def validation_evaluator(cfg: DictConfig) -> Any:
+    """The evaluator validation runs: the ``evaluation`` config (the end-of-training and
+    ``samtune-eval`` settings) with the protocols of ``validation.protocols``, no progress bar
+    and no gallery."""
+    validation = cfg.get("validation") or {}
+    protocols = list(validation.get("protocols") or ("point1", "box"))
+    return instantiate(cfg.evaluation, protocols=protocols, progress=False, gallery_size=0)
 
 
 def describe_data(cfg: DictConfig) -> str:

@@ -60,12 +60,14 @@ def measure(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
             progress=False,
             image_batch=image_batch,
             objects_per_decode=objects_per_decode,
+            # the evaluator keeps its decoder in float32 under any autocast: bf16 is asked of
+            # its image encoder by name
+            encoder_precision="bf16" if args.eval_precision == "bf16" else "fp32",
         )
         evaluator.evaluate(model, samples[:1], device=device)  # warm-up
         sync(device)
         t0 = time.perf_counter()
-        with autocast(device, args.eval_precision):
-            result = evaluator.evaluate(model, samples, device=device)
+        result = evaluator.evaluate(model, samples, device=device)
         sync(device)
         seconds = time.perf_counter() - t0
         return seconds, result, evaluator.settings_for(model, device)
@@ -94,6 +96,7 @@ def measure(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
         "model": args.eval_size,
         "image_size": args.eval_image_size,
         "precision": args.eval_precision,
+        "samtune_decoder_precision": "fp32",  # evaluation always decodes in float32
         "images": len(samples),
         "objects": objects,
         "evaluated_objects": len(result.protocol_rows("point1")),

@@ -62,9 +62,12 @@ def test_synthetic_datamodule_batches():
     assert all(
         m.dtype == torch.bool and m.shape[1:] == (64, 64) for b in batches for m in b["masks"]
     )
-    val = list(dm.val_dataloader())
-    assert sum(b["images"].shape[0] for b in val) == 3
-    assert [m["image_id"] for b in val for m in b["meta"]] == [0, 1, 2]  # in order
+    val = list(dm.val_dataloader())  # original-resolution samples, as evaluation reads them
+    assert sum(len(b["samples"]) for b in val) == 3
+    assert [s.meta["image_id"] for b in val for s in b["samples"]] == [0, 1, 2]  # in order
+    assert [i for b in val for i in b["indices"].tolist()] == [0, 1, 2]
+    raw = dm.raw_dataset("val")[0]
+    assert np.array_equal(val[0]["samples"][0].image, raw.image)
     assert not np.array_equal(dm.raw_dataset("train")[0].image, dm.raw_dataset("val")[0].image)
     shuffled = [m["image_id"] for b in batches for m in b["meta"]]
     assert sorted(shuffled) == [0, 1, 2, 3, 4]
@@ -81,8 +84,11 @@ def test_nuclei_datamodule_summary_and_raw():
     text = dm.summary()
     assert "train: 24 images, 677 objects" in text and "val: 8 images, 250 objects" in text
     batch = next(iter(dm.val_dataloader()))
-    assert batch["images"].shape == (2, 3, 128, 128)
-    assert batch["meta"][0]["orig_size"] == dm.raw_dataset("val")[0].image.shape[:2]
+    assert len(batch["samples"]) == 2
+    assert batch["samples"][0].image.shape == dm.raw_dataset("val")[0].image.shape
+    model_input = next(iter(dm.input_dataloader("val")))
+    assert model_input["images"].shape == (2, 3, 128, 128)
+    assert model_input["meta"][0]["orig_size"] == dm.raw_dataset("val")[0].image.shape[:2]
 
 
 def _folder_data(tmp_path, n: int = 6, broken: str | None = None):
@@ -154,8 +160,9 @@ def test_skip_inside_a_worker_is_logged_and_counted(tmp_path):
     )
     for _ in range(2):  # two epochs: the file is skipped twice but counted once
         batches = list(dm.val_dataloader())
-        assert len(batches) == 1 and batches[0]["images"].shape[0] == 3
-        assert [m["image_id"] for m in batches[0]["meta"]] == ["im0", "im1", "im3"]
+        samples = batches[0]["samples"]
+        assert len(batches) == 1 and len(samples) == 4 and samples[2] is None
+        assert [s.meta["image_id"] for s in samples if s is not None] == ["im0", "im1", "im3"]
     records = [json.loads(line) for line in log.read_text().splitlines()]
     assert len(records) == 2 and all(r["split"] == "val" and r["stage"] == "load" for r in records)
     assert records[0]["file"].endswith("im2.png") and "cannot read image" in records[0]["reason"]

@@ -120,3 +120,28 @@ def test_sample_without_objects_and_bad_settings():
         ValueError, match=r"data\.augment\.hflip must be a probability in \[0, 1\], got 1\.5"
     ):
         SamTransform(image_size=32, train=True, augment={"hflip": 1.5})
+
+
+def test_an_items_augmentation_depends_only_on_seed_epoch_and_index():
+    """Keyed by (seed, epoch, dataset index): the same whatever stream the transform was on
+    (another rank, worker or a resumed run), different for another epoch or index."""
+    from samtune.data.datamodules.base import TransformedDataset
+    from samtune.data.datasets.synthetic import SyntheticDataset
+
+    samples = SyntheticDataset(num_images=3, size=(48, 64), objects=(2, 3), seed=0)
+    augment = {"hflip": 0.5, "vflip": 0.5, "rot90": 0.5, "brightness_contrast": 0.3, "affine": 0.3}
+
+    def dataset(stream_seed: int) -> TransformedDataset:
+        transform = SamTransform(image_size=32, train=True, augment=augment, seed=7)
+        transform.reseed(stream_seed)  # as a rank or a DataLoader worker does
+        return TransformedDataset(samples, transform)
+
+    a, b = dataset(1), dataset(99)
+    b[(0, 2)]  # b's stream has moved on
+    for key in [(0, 1), (3, 1), (0, 2)]:
+        x, y = a[key], b[key]
+        assert torch.equal(x["image"], y["image"]) and torch.equal(x["masks"], y["masks"])
+        assert x["index"] == key[1]
+    images = {tuple(a[(epoch, 1)]["image"].flatten()[:64].tolist()) for epoch in range(8)}
+    assert len(images) > 1  # other epochs augment differently
+    assert a[1]["index"] == 1  # a plain index still works (the transform's running stream)

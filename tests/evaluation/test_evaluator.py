@@ -112,8 +112,10 @@ def test_batched_evaluation_equals_the_official_predictor(evaluated, reference):
 
 def test_one_object_per_decode_is_bit_identical_to_the_predictor(model, reference):
     samples = _samples()[:2]
+    # one image per encoder call, as the predictor encodes: on CPUs with AVX-512/AMX kernels a
+    # batch of two images rounds the encoder's output differently in the last bit
     evaluator = Evaluator(
-        max_clicks=MAX_CLICKS, image_batch=2, progress=False, keep_masks=True, objects_per_decode=1
+        max_clicks=MAX_CLICKS, image_batch=1, progress=False, keep_masks=True, objects_per_decode=1
     )
     result = evaluator.evaluate(model, samples)
     ref = reference

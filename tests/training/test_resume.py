@@ -21,13 +21,13 @@ from samtune.models.weights import safe_load
 from samtune.training.resume import validation_follows
 from tests.helpers import REPO
 
-# 2 epochs x 2 steps of a frozen-encoder run at 128 px, last.ckpt after every step
+# 2 epochs x 2 steps of a frozen-encoder run at 128 px with the default recipe (augmentations on),
+# last.ckpt after every step
 RUN = [
     "experiment=smoke",
     "adapter=frozen",
     "trainer.max_epochs=2",
     "callbacks.last_steps.every_n_train_steps=1",
-    "data.augment=null",
     "evaluate_after_training=false",
 ]
 
@@ -118,6 +118,31 @@ def test_kill9_then_resume_equals_uninterrupted(uninterrupted, tmp_path):
     assert summaries[0]["data"] == summaries[1]["data"]
     assert not (run / ".samtune.lock").exists()
     assert not list((run / "checkpoints").glob(".*.tmp"))
+
+
+def test_a_signal_before_a_validation_leads_to_that_validation_after_the_resume(
+    uninterrupted, tmp_path
+):
+    """SIGTERM at the end of epoch 1's last batch, before its validation: the resumed run still
+    validates epoch 1, and ends as the uninterrupted run (augmentations on)."""
+    run = tmp_path / "V"
+    signal_at = [
+        "+callbacks.signal._target_=tests.training.signal_at_step.SignalAtStep",
+        "+callbacks.signal.step=2",
+    ]
+    stopped = _train([*RUN, *signal_at, f"hydra.run.dir={run}"], tmp_path)
+    assert stopped.returncode == 143, stopped.stderr[-3000:]
+    assert safe_load(run / "checkpoints" / "last.ckpt")["global_step"] == 2
+    resumed = _train([f"resume={run}"], tmp_path)  # step 2 is behind it: no second signal
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert len(_val_rows(uninterrupted)) == 2
+    assert _val_rows(run) == _val_rows(uninterrupted)
+    a, b = (
+        _weights(uninterrupted / "checkpoints" / "last.ckpt"),
+        _weights(run / "checkpoints" / "last.ckpt"),
+    )
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], atol=1e-6, rtol=0, msg=key)
 
 
 @pytest.mark.parametrize(

@@ -45,11 +45,36 @@ def collate(items: list[dict[str, Any] | None]) -> dict[str, Any] | None:
     return batch
 
 
+def collate_samples(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Batch original-resolution samples for validation: ``{"samples": [Sample | None],
+    "indices": B int64}``; a None sample is an image the dataset skipped (it stays in the list,
+    so validation counts it as the evaluator does)."""
+    return {
+        "samples": [item["sample"] for item in items],
+        "indices": torch.tensor([int(item["index"]) for item in items], dtype=torch.int64),
+    }
+
+
+class IndexedSamples(Dataset):
+    """A Sample dataset as ``{"sample": Sample | None, "index": i}`` items (no transform)."""
+
+    def __init__(self, samples: Dataset[Sample | None]) -> None:
+        self.samples = samples
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return {"sample": self.samples[index], "index": int(index)}
+
+
 class TransformedDataset(Dataset):
     """A Sample dataset seen through a :class:`SamTransform`; skipped images stay ``None``.
 
     Each item also carries its ``"index"`` in the dataset: the training step keys the random
     prompts of an image by it, so they do not depend on which batch or rank the image lands in.
+    An item asked for by ``(epoch, index)`` (what a keyed :class:`ShardedSampler` yields) has its
+    augmentation keyed the same way.
     """
 
     def __init__(self, samples: Dataset[Sample | None], transform: SamTransform) -> None:
@@ -59,11 +84,17 @@ class TransformedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> dict[str, Any] | None:
+    def __getitem__(self, item: int | tuple[int, int]) -> dict[str, Any] | None:
+        key = None
+        if isinstance(item, tuple):
+            key = (int(item[0]), int(item[1]))
+            index = key[1]
+        else:
+            index = int(item)
         sample = self.samples[index]
         if sample is None:
             return None
-        return {**self.transform(sample), "index": int(index)}
+        return {**self.transform(sample, key=key), "index": index}
 
 
 def seed_worker(worker_id: int) -> None:
@@ -206,12 +237,38 @@ class SamDataModule(L.LightningDataModule):
         return self._loader("train", train=True)
 
     def val_dataloader(self) -> DataLoader:
-        """Batches of the val split in order, without augmentation."""
-        return self._loader("val", train=False)
+        """Batches of the val split's samples at their original resolution, in order.
+
+        Validation scores them with the evaluator's own code (``samtune-eval``'s protocols,
+        preprocessing and resolution), so each batch is ``{"samples": [Sample | None],
+        "indices": ...}`` (:func:`collate_samples`), not model input.
+        """
+        return self._sample_loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        """Batches of the test split in order, without augmentation."""
-        return self._loader("test", train=False)
+        """Batches of the test split's samples at their original resolution, in order."""
+        return self._sample_loader("test")
+
+    def input_dataloader(self, split: str) -> DataLoader:
+        """Batches of ``split`` as model input (resized, normalised; augmented for ``train``),
+        as :meth:`train_dataloader` makes them."""
+        return self._loader(split, train=split == "train")
+
+    def _sample_loader(self, split: str) -> DataLoader:
+        world, rank = replicas_of(self)
+        dataset = IndexedSamples(self.nonempty_dataset(split))
+        # in order, each item on exactly one rank (the metrics are summed over ranks)
+        sampler = ShardedSampler(
+            len(dataset), shuffle=False, seed=self.seed, num_replicas=world, rank=rank, pad=False
+        )
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            collate_fn=collate_samples,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def nonempty_dataset(self, split: str) -> Dataset[Sample | None]:
         """:meth:`raw_dataset`, checked to hold at least one image (for training or evaluating).
@@ -256,7 +313,13 @@ class SamDataModule(L.LightningDataModule):
         # Training: shuffled by (seed, epoch), padded so every rank takes the same number of
         # steps. Evaluation: in order, each item on exactly one rank.
         sampler = ShardedSampler(
-            len(dataset), shuffle=train, seed=self.seed, num_replicas=world, rank=rank, pad=train
+            len(dataset),
+            shuffle=train,
+            seed=self.seed,
+            num_replicas=world,
+            rank=rank,
+            pad=train,
+            keyed=train,  # augmentations keyed by (seed, epoch, index)
         )
         position = getattr(self, "_resume_position", None)
         if train and position is not None:  # a resumed run continues the epoch where it stopped

@@ -50,6 +50,7 @@ class VolumeGroupSampler(ShardedSampler):
         seed: seed of the shuffling.
         num_replicas: number of ranks the epoch is split across.
         rank: this process's rank.
+        keyed: yield ``(epoch, index)`` pairs (see :class:`ShardedSampler`).
     """
 
     def __init__(
@@ -60,11 +61,17 @@ class VolumeGroupSampler(ShardedSampler):
         seed: int = 0,
         num_replicas: int = 1,
         rank: int = 0,
+        keyed: bool = False,
     ) -> None:
         if int(group) < 1:
             raise ValueError(f"group must be >= 1, got {group!r}")
         super().__init__(
-            len(volume_of), shuffle=True, seed=seed, num_replicas=num_replicas, rank=rank
+            len(volume_of),
+            shuffle=True,
+            seed=seed,
+            num_replicas=num_replicas,
+            rank=rank,
+            keyed=keyed,
         )
         self.group = int(group)
         self._items: dict[Any, list[int]] = {}
@@ -84,7 +91,7 @@ class VolumeGroupSampler(ShardedSampler):
             order.extend(members[i] for i in rng.permutation(len(members)))
         return order
 
-    def __iter__(self) -> Iterator[int]:
+    def __iter__(self) -> Iterator[int] | Iterator[tuple[int, int]]:
         indices = super().__iter__()
         self.epoch += 1
         return indices
@@ -275,6 +282,7 @@ class VolumeDataModule(SamDataModule):
             seed=self.seed,
             num_replicas=world,
             rank=rank,
+            keyed=True,  # augmentations keyed by (seed, epoch, index)
         )
         return DataLoader(
             TransformedDataset(dataset, self.rank_transform(True, rank)),
