@@ -16,7 +16,13 @@ import numpy as np
 import torch
 
 from samtune.data.clip import Clip
-from samtune.data.transforms import SamTransform, kept_area, resize_image, resize_masks
+from samtune.data.transforms import (
+    SamTransform,
+    augmentation_seed,
+    kept_area,
+    resize_image,
+    resize_masks,
+)
 from samtune.segmenter.sam2 import normalize_images
 
 
@@ -45,12 +51,16 @@ class ClipTransform(SamTransform):
         ``meta`` is the clip's plus ``orig_size`` ``(H, W)`` and ``dropped_small``.
     """
 
-    def __call__(self, clip: Clip) -> dict[str, Any]:  # type: ignore[override]
+    def __call__(self, clip: Clip, key: tuple[int, int] | None = None) -> dict[str, Any]:  # type: ignore[override]
+        """The model input of ``clip``; ``key`` (``(epoch, dataset index)``) keys its
+        augmentation as :class:`SamTransform` keys an image's."""
         t, height, width = clip.frames.shape[:3]
         n, size = clip.masks.shape[0], self.image_size
         frames = torch.stack([resize_image(frame, size) for frame in clip.frames])
         masks = resize_masks(clip.masks.reshape(n * t, height, width), size)
         if self.pipeline is not None:
+            if key is not None:
+                self.pipeline.set_random_seed(augmentation_seed(self.seed or 0, *key))
             frames, masks = self._augment_clip(frames, masks)
         masks = masks.reshape(n, t, size, size).copy()
         small = masks.reshape(n, t, -1).sum(axis=2) < kept_area(self.min_object_area)

@@ -24,7 +24,10 @@ def keys(loader) -> list[list[tuple[int, int]]]:
 
 def test_vos_loaders_draw_keyed_clips_and_resume_where_they_stopped(tmp_path):
     write_vos(tmp_path, "davis", {"train": 4, "val": 1}, n_frames=6)
-    options = dict(root=tmp_path, image_size=64, num_frames=3, batch_size=2, repeats=2, seed=3)
+    options = dict(
+        root=tmp_path, image_size=64, num_frames=3, batch_size=2, repeats=2, seed=3,
+        augment={"hflip": 0.5, "affine": 0.5, "brightness_contrast": 0.5},
+    )  # fmt: skip
     dm = VosDataModule(**options, val_split="val")
     dm.setup("fit")
     loader = dm.train_dataloader()
@@ -43,9 +46,12 @@ def test_vos_loaders_draw_keyed_clips_and_resume_where_they_stopped(tmp_path):
         ref = next(x for x in batches if x["indices"].tolist() == b["indices"].tolist())
         assert torch.equal(b["frames"], ref["frames"])
         assert all(torch.equal(x, y) for x, y in zip(b["masks"], ref["masks"]))
-    # evaluation: whole videos, one per batch; raw_dataset at original resolution
+    # evaluation: whole videos at their own resolution (validation is evaluation), or as model
+    # input one per batch; raw_dataset is the clip dataset itself
     val = list(dm.val_dataloader())
-    assert len(val) == 1 and val[0]["frames"].shape == (1, 6, 3, 64, 64)
+    assert len(val) == 1 and val[0]["samples"][0].frames.shape == (6, 48, 64, 3)
+    inputs = list(dm.input_dataloader("val"))
+    assert len(inputs) == 1 and inputs[0]["frames"].shape == (1, 6, 3, 64, 64)
     raw = dm.raw_dataset("val")[0]
     assert isinstance(raw, Clip) and raw.frames.shape == (6, 48, 64, 3)
     assert [s.name for s in dm.raw_dataset("val").sources] == ["val-video0"]

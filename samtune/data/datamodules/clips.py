@@ -1,14 +1,15 @@
 """``ClipDataModule``: the Lightning side of clip data, shared by the video, volume and
 time-lapse datamodules.
 
-Training batches hold clips drawn as SAM 2's trainer draws them (:class:`ClipSampling`), keyed
-by ``(seed, epoch, index)``; validation and test batches hold whole videos, one per batch.
-``raw_dataset(split)`` gives the clips at their own resolution, as evaluation reads them.
+Training batches hold clips drawn as SAM 2's trainer draws them (:class:`ClipSampling`), clip
+and augmentation keyed by ``(seed, epoch, index)``. Validation and test loaders give the whole
+videos at their own resolution (``{"samples": [Clip | None], "indices"}``, as the image
+datamodules give samples: validation is evaluation); ``input_dataloader(split)`` gives them as
+model input instead, one video per batch. ``raw_dataset(split)`` is the clip dataset itself.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -67,19 +68,11 @@ class TransformedClips(Dataset):
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any] | None:
         epoch, index = (0, key) if not isinstance(key, (tuple, list)) else key
-        clip = self.clips[(int(epoch), int(index))]
+        epoch, index = int(epoch), int(index)
+        clip = self.clips[(epoch, index)]
         if clip is None:
             return None
-        return {**self.transform(clip), "index": int(index), "epoch": int(epoch)}
-
-
-class EpochKeySampler(ShardedSampler):
-    """:class:`ShardedSampler` handing out ``(epoch, index)`` keys, so a clip dataset draws the
-    clip of that epoch in whatever worker reads it."""
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
-        epoch = self.epoch
-        return ((epoch, int(i)) for i in super().__iter__())
+        return {**self.transform(clip, key=(epoch, index)), "index": index, "epoch": epoch}
 
 
 class ClipDataModule(SamDataModule):
@@ -185,8 +178,14 @@ class ClipDataModule(SamDataModule):
     def _loader(self, split: str, *, train: bool) -> DataLoader:
         world, rank = replicas_of(self)
         dataset = TransformedClips(self.nonempty_dataset(split), self.rank_transform(train, rank))
-        sampler = EpochKeySampler(
-            len(dataset), shuffle=train, seed=self.seed, num_replicas=world, rank=rank, pad=train
+        sampler = ShardedSampler(
+            len(dataset),
+            shuffle=train,
+            seed=self.seed,
+            num_replicas=world,
+            rank=rank,
+            pad=train,
+            keyed=True,  # clips and their augmentation drawn by (seed, epoch, index)
         )
         batch_size = self.batch_size if train else 1
         position = getattr(self, "_resume_position", None)

@@ -33,7 +33,7 @@ from samtune.validation import check_choice, check_number, check_probability
 
 STARTS = ("random", "key")
 KEY_SLICES = ("largest", "middle", "random")
-CLIP_STREAM = 2  # the prompt streams use 0 (batch) and 1 (image)
+CLIP_STREAM = 3  # a tag of its own beside the prompt (0, 1) and augmentation (2) streams
 MAX_TRIES = 1000  # as SAM 2's sampler
 
 
@@ -79,8 +79,12 @@ class ClipSampling:
         return (int(self.num_frames) - 1) * int(self.stride) + 1
 
     def generator(self, *, seed: int, epoch: int, index: int) -> torch.Generator:
-        """The generator of item ``index`` in ``epoch``."""
-        return keyed_generator(int(seed), int(epoch), CLIP_STREAM, int(index))
+        """The generator of item ``index`` in ``epoch``.
+
+        Its key has five words, so it equals none of the four-word keys of the prompt and
+        augmentation streams whatever the epoch and index.
+        """
+        return keyed_generator(int(seed), CLIP_STREAM, int(epoch), int(index), 0)
 
     def draw(self, source: VideoSource, generator: torch.Generator) -> tuple[list[int], list[int]]:
         """``(frame indices in clip order, object ids)`` of one training clip of ``source``.
