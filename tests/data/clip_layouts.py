@@ -63,8 +63,10 @@ def write_vos(
     videos: dict[str, int] | None = None,
     n_frames: int = 6,
     size: tuple[int, int] = (48, 64),
+    video_names: dict[str, list[str]] | None = None,
 ) -> dict[str, dict[str, MovingClip]]:
-    """A VOS folder in ``layout`` ``davis``, ``mose`` or ``youtube`` (``videos``: per split).
+    """A VOS folder in ``layout`` ``davis``, ``mose`` or ``youtube`` (``videos``: per split;
+    ``video_names``: the videos' names per split, else ``<split>-video<k>``).
 
     - ``davis``: ``JPEGImages/480p/<v>/00000.jpg``, ``Annotations/480p/<v>/00000.png`` with a
       void band (255) around object 1, ``ImageSets/2017/<split>.txt``.
@@ -79,7 +81,7 @@ def write_vos(
         truth[split] = {}
         names = []
         for k in range(count):
-            name = f"{split}-video{k}"
+            name = video_names[split][k] if video_names else f"{split}-video{k}"
             names.append(name)
             clip = make_moving_clip(seed, n_frames=n_frames, size=size)
             seed += 1
