@@ -1,5 +1,9 @@
 """``samtune-eval``: evaluate a SAM 2.1 model (zero-shot or tuned) with the fixed protocols.
 
+``ckpt=`` a samtune ``.ckpt`` or run folder evaluates on the data the run recorded unless the
+command line names ``data`` (:mod:`samtune.evaluation.follow_run`); ``results.json`` records the
+weights evaluated (``summary.evaluated``) and the protocols' versions (``protocol_version``).
+
 Writes ``results.json``, ``per_object.csv``, ``report.md``/``.html`` and PNGs into the Hydra
 run folder, and logs them to W&B when ``wandb=true``. On a volume dataset (``data=volumes``)
 the slice predictions are also stacked into volumes and scored with 3D Dice per class and
@@ -17,8 +21,22 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 import samtune
 from samtune.cli._hydra import command_line_keys, run_hydra_app
 from samtune.evaluation.evaluator import evaluate_dataset
+from samtune.evaluation.follow_run import (
+    FROM_COMMAND_LINE,
+    FROM_RUN,
+    TrainingRecord,
+    data_names_on_command_line,
+    dataset_files,
+    eval_data_config,
+    overlap_with_training,
+    read_training_record,
+    run_checkpoint,
+    training_files,
+)
 from samtune.evaluation.report.files import console_table, write_results
 from samtune.evaluation.report.wandb_log import log_to_wandb
+from samtune.evaluation.results import EvaluatedWeights
+from samtune.models.registry import MODELS
 from samtune.models.weights import is_none, load_model
 from samtune.training.run import describe_data
 
@@ -46,33 +64,60 @@ def _wandb_run(cfg: DictConfig, out_dir: Path) -> Any:
     return wandb.init(mode="offline", project="samtune", job_type="eval", dir=str(out_dir))
 
 
-def evaluate(cfg: DictConfig, out_dir: Path, data_name: str) -> dict[str, Path]:
+def evaluate(
+    cfg: DictConfig, out_dir: Path, data_name: str, command_line: set[str] | None = None
+) -> dict[str, Path]:
     """Build model, data and evaluator from ``cfg``, evaluate, and write the results.
+
+    The weights of a samtune run (``ckpt=`` a ``.ckpt`` or a run folder) are evaluated on the
+    data the run recorded unless the command line names ``data`` (see
+    :mod:`samtune.evaluation.follow_run`), and never silently on images it trained on.
 
     Args:
         cfg: the composed ``eval`` config.
         out_dir: where the results go.
-        data_name: the data choice, recorded in the summary.
+        data_name: the data choice, recorded in the summary (the run's own name replaces it when
+            the run's data are used).
+        command_line: the keys set on the command line (default: the running Hydra job's).
 
     Returns:
         The written files (see :func:`samtune.evaluation.report.files.write_results`).
+
+    Raises:
+        TrainingOverlapError: the evaluated split shares images with the run's training split
+            (and ``evaluation.allow_overlap`` is false).
     """
     import lightning
     from hydra.utils import instantiate
 
+    keys = command_line_keys() if command_line is None else set(command_line)
     lightning.seed_everything(int(cfg.seed), workers=True)
     spec = instantiate(cfg.model)
-    ckpt = None if is_none(cfg.ckpt) else str(cfg.ckpt)
+    ckpt = None if is_none(cfg.ckpt) else run_checkpoint(cfg.ckpt)
+    record = read_training_record(ckpt) if ckpt is not None and ckpt.suffix == ".ckpt" else None
     # a resolution given on the command line beats the one recorded with the weights
-    explicit_size = spec.image_size if "model.image_size" in command_line_keys() else None
+    explicit_size = spec.image_size if "model.image_size" in keys else None
     model, info = load_model(ckpt, spec, image_size=explicit_size)
     if int(info["image_size"]) != int(cfg.model.image_size):
         # the data follow the model: ${model.image_size} resolves to the size it was built at
         with open_dict(cfg):
             cfg.model.image_size = int(info["image_size"])
-    datamodule = instantiate(cfg.data)
+    data_cfg, data_source = eval_data_config(cfg.data, record, keys, int(info["image_size"]))
+    if record is not None and data_source != FROM_COMMAND_LINE:
+        data_name = record.data_name or data_name
+        named = data_names_on_command_line(keys)
+        log.info(
+            "data: the run's recorded data config (%s)%s",
+            record.data_source,
+            f" with {', '.join(named)} from the command line" if named else "",
+        )
+    datamodule = instantiate(data_cfg)
     # a SamDataModule names an empty split and why; other datamodules give their split as is
     dataset = getattr(datamodule, "nonempty_dataset", datamodule.raw_dataset)(cfg.split)
+    overlap = None
+    if record is not None:
+        own = datamodule if data_source == FROM_RUN else None  # the run's split: no second index
+        overlap = _check_overlap(cfg, record, dataset, own)
     evaluator = instantiate(cfg.evaluation)
     result, volumes = evaluate_dataset(
         evaluator,
@@ -86,19 +131,24 @@ def evaluate(cfg: DictConfig, out_dir: Path, data_name: str) -> dict[str, Path]:
         log.info(
             "%s: mean 3D Dice %.4f over %d volumes", protocol, scores["mean"], scores["n_volumes"]
         )
+    weights = evaluated_weights(ckpt, info, record)
     summary = {
         "model": info.get("name", spec.name),
         "image_size": info.get("image_size", spec.image_size),
         "adapter": info.get("adapter"),
-        "checkpoint": ckpt,
+        "evaluated": weights.as_dict(),
+        "checkpoint": None if ckpt is None else str(ckpt),
         "weights": info.get("checkpoint", getattr(spec, "resolved_checkpoint", None)),
         "random_init": bool(info.get("random_init", False)),
         "data": data_name,
+        "data_config": data_source,
         "split": cfg.split,
         "seed": int(cfg.seed),
         "samtune_version": samtune.__version__,
         "config": OmegaConf.to_container(cfg.evaluation, resolve=True),
     }
+    if overlap is not None:
+        summary["training_overlap"] = overlap
     files = write_results(result, out_dir, summary=summary, volumes=volumes)
     if cfg.get("wandb"):
         run = _wandb_run(cfg, out_dir)
@@ -114,16 +164,56 @@ def evaluate(cfg: DictConfig, out_dir: Path, data_name: str) -> dict[str, Path]:
     return files
 
 
+def _check_overlap(
+    cfg: DictConfig, record: TrainingRecord, dataset: Any, recorded_datamodule: Any
+) -> dict[str, Any] | None:
+    """Compare the evaluated split with the run's training split (see
+    :func:`~samtune.evaluation.follow_run.overlap_with_training`); None when it cannot be told."""
+    eval_files = dataset_files(dataset)
+    try:
+        train_files = training_files(record, recorded_datamodule)
+    except (OSError, ValueError) as exc:  # the run's data moved or cannot be read here
+        log.warning("could not list the run's training images to compare (%s)", exc)
+        train_files = None
+    if eval_files is None or train_files is None:
+        log.warning(
+            "%s: cannot tell whether the evaluated images include the run's training images (%s)",
+            record.checkpoint,
+            "no data config recorded" if record.data is None else "files not listed",
+        )
+        return None
+    allow = bool(cfg.evaluation.get("allow_overlap", False))
+    return overlap_with_training(eval_files, train_files, split=str(cfg.split), allow=allow)
+
+
+def evaluated_weights(
+    ckpt: Path | None, info: dict[str, Any], record: TrainingRecord | None
+) -> EvaluatedWeights:
+    """What the evaluated weights are: untouched base weights (zero-shot), a training checkpoint
+    at its step, an export, or a file of unknown origin."""
+    random_init = bool(info.get("random_init", False))
+    if ckpt is None:
+        return EvaluatedWeights("base", path=info.get("checkpoint"), random_init=random_init)
+    if record is not None:
+        return EvaluatedWeights(
+            "checkpoint", path=str(ckpt), global_step=record.global_step, random_init=random_init
+        )
+    if info.get("adapter") is not None:
+        return EvaluatedWeights("export", path=str(ckpt), random_init=random_init)
+    if ckpt.name in {m.checkpoint_file for m in MODELS.values()}:
+        return EvaluatedWeights("base", path=str(ckpt), random_init=random_init)
+    return EvaluatedWeights("file", path=str(ckpt), random_init=random_init)
+
+
 def results_text(
     aggregates: dict[str, Any], summary: dict[str, Any], files: dict[str, Path]
 ) -> str:
     """What ``samtune-eval`` prints at the end: the run, the protocol table, the report files."""
-    weights = (
-        "RANDOM INIT (no checkpoint)" if summary.get("random_init") else summary.get("weights")
-    )
+    evaluated = summary.get("evaluated") or {}
+    weights = evaluated.get("label") or summary.get("checkpoint") or "none (zero-shot)"
+    random = ", RANDOM INIT base weights" if summary.get("random_init") else ""
     lines = [
-        f"samtune-eval: {summary.get('model')} @ {summary.get('image_size')} px, "
-        f"checkpoint {summary.get('checkpoint') or 'none (zero-shot)'}, weights {weights}",
+        f"samtune-eval: {summary.get('model')} @ {summary.get('image_size')} px, {weights}{random}",
         f"data {summary.get('data')}, split {summary.get('split')}, seed {summary.get('seed')}",
         "",
         console_table(aggregates),

@@ -1,7 +1,9 @@
 """``samtune-report <folder> [--out DIR] [--wandb]``: compare every evaluation under a folder.
 
 Finds each ``results.json`` below ``folder`` and writes ``comparison.md``, ``.csv``, ``.html``
-and ``comparison_clicks.png`` (model size x adapter; per protocol mIoU, mDice, NoC).
+and ``comparison_clicks.png`` (model size x adapter; per protocol mIoU, mDice, NoC). Results
+whose protocol definitions differ (``protocol_version``; ``unversioned`` for older files) are
+flagged on the console and at the top of the comparison.
 """
 
 from __future__ import annotations
@@ -10,7 +12,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from samtune.evaluation.report.compare import gather, write_comparison
+from samtune.evaluation.report.compare import (
+    conflicts_text,
+    gather,
+    version_conflicts,
+    write_comparison,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -35,7 +42,7 @@ def log_comparison_to_wandb(rows: list[dict], files: dict[str, Path]) -> None:
     run = wandb.init(
         project="samtune", job_type="report", mode=os.environ.get("WANDB_MODE", "offline")
     )
-    columns = sorted({k for r in rows for k in r if not isinstance(r[k], list)})
+    columns = sorted({k for r in rows for k in r if not isinstance(r[k], (list, dict))})
     data = [[r.get(c) for c in columns] for r in rows]
     payload = {"comparison": wandb.Table(columns=columns, data=data)}
     if "plot" in files:
@@ -51,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     if not rows:
         print(f"samtune-report: no results.json found under {args.folder}", file=sys.stderr)
         return 1
+    conflicts = version_conflicts(rows)
+    if conflicts:  # also at the top of the comparison files
+        print(f"samtune-report: WARNING: {conflicts_text(conflicts)}", file=sys.stderr)
     files = write_comparison(rows, args.out or args.folder)
     if args.wandb:
         log_comparison_to_wandb(rows, files)

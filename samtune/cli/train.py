@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 from omegaconf import DictConfig
 
@@ -11,6 +12,7 @@ from samtune.models.weights import is_none
 from samtune.training.memory import MemoryBudgetError
 from samtune.training.resume import find_checkpoint
 from samtune.training.run import run_training
+from samtune.training.run_lock import RECORD_SUBDIR_ENV
 
 
 def task(cfg: DictConfig) -> float | None:
@@ -33,11 +35,27 @@ def resume_run_dir_args(argv: list[str]) -> list[str]:
     return [f"hydra.run.dir={run_dir}", "hydra.output_subdir=null"]
 
 
+def record_after_lock_args(argv: list[str]) -> list[str]:
+    """The override that stops Hydra from writing the run's ``.hydra/`` record at start-up.
+
+    Hydra writes ``config.yaml``, ``hydra.yaml`` and ``overrides.yaml`` before the task runs,
+    so a second run into a folder a live run holds would rewrite the live run's record before
+    the run lock refuses it. samtune writes the record itself once the lock is held
+    (:func:`samtune.training.run_lock.write_hydra_record`), into the folder named by a
+    ``hydra.output_subdir=`` the user gave (default ``.hydra``; ``null`` writes none).
+    """
+    given = [a.split("=", 1)[1] for a in argv if a.startswith("hydra.output_subdir=")]
+    subdir = given[-1] if given else ".hydra"
+    os.environ[RECORD_SUBDIR_ENV] = "" if is_none(subdir) else subdir
+    return [] if given and is_none(subdir) else ["hydra.output_subdir=null"]
+
+
 def main() -> None:
     """Console entry point."""
     import sys
 
-    sys.argv += resume_run_dir_args(sys.argv[1:])
+    resumed = resume_run_dir_args(sys.argv[1:])
+    sys.argv += resumed or record_after_lock_args(sys.argv[1:])
     run_hydra_app(task, "train")
 
 

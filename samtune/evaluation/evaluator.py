@@ -60,6 +60,9 @@ class Evaluator:
             autocast, for speed on accelerators). The prompt encoder, mask decoder, IoU head and
             mask choice always run in float32, whatever autocast the caller has on: a result
             does not depend on the precision training used (validation runs this code too).
+        allow_overlap: ``samtune-eval`` evaluates a split that shares images with the training
+            split of the run that wrote the weights, with a warning, instead of stopping (see
+            :mod:`samtune.evaluation.follow_run`).
     """
 
     def __init__(
@@ -74,6 +77,7 @@ class Evaluator:
         keep_masks: bool = False,
         objects_per_decode: int | str | None = "auto",
         encoder_precision: str = "fp32",
+        allow_overlap: bool = False,
     ) -> None:
         unknown = [p for p in protocols if p not in PROTOCOLS]
         if unknown or not protocols:
@@ -98,6 +102,7 @@ class Evaluator:
             "evaluation.gallery_size", gallery_size, ge=0, integer=True
         )
         self.keep_masks = bool(keep_masks)
+        self.allow_overlap = bool(allow_overlap)
         self.objects_per_decode = (
             objects_per_decode
             if objects_per_decode in (None, "auto")

@@ -20,6 +20,10 @@ from samtune.prompts.sampling import mask_to_box
 from samtune.segmenter.base import Decoded, Features, Segmenter
 
 PROTOCOLS = ("point1", "box", "clicks")
+# The version of each protocol's definition (prompt rule, mask choice, resolution, objects
+# scored), written to results.json as ``protocol_version``. A change of definition raises it,
+# with a CHANGELOG.md entry, so that numbers of two definitions are never compared unawares.
+PROTOCOL_VERSIONS = {"point1": 1, "box": 1, "clicks": 1}
 MASK_INPUT_CLAMP = 32.0  # SAM2ImagePredictor clamps the low-res logits it returns to +-32
 
 

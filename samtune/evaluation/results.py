@@ -165,3 +165,74 @@ class EvalResult:
     def aggregates(self) -> dict[str, dict[str, Any]]:
         """:meth:`aggregate` for every protocol run."""
         return {p: self.aggregate(p) for p in self.protocols}
+
+
+WEIGHT_KINDS = ("base", "checkpoint", "end_of_training", "export", "file")
+
+
+@dataclass(frozen=True)
+class EvaluatedWeights:
+    """Which weights an evaluation scored, as ``results.json`` records them
+    (``summary["evaluated"]``) and the reports and ``samtune-report`` label them.
+
+    Kinds:
+        ``base``: untouched base weights, the official checkpoint ``path`` or random
+            initialisation (``path`` None): the only kind called zero-shot.
+        ``checkpoint``: a samtune training checkpoint at ``path``, saved at ``global_step``.
+        ``end_of_training``: the weights a training run ended with, at ``global_step``; ``path``
+            is the ``last.ckpt`` that holds them, or None when the run wrote no checkpoint.
+        ``export``: a file written by ``samtune-export`` (its sidecar names the adapter).
+        ``file``: a weights file samtune has no record of (neither official nor exported).
+
+    Attributes:
+        kind: one of :data:`WEIGHT_KINDS`.
+        path: the file the weights came from, or None.
+        global_step: optimizer steps behind the weights, when known.
+        random_init: the base weights were random.
+    """
+
+    kind: str
+    path: str | None = None
+    global_step: int | None = None
+    random_init: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind not in WEIGHT_KINDS:
+            raise ValueError(f"weights kind {self.kind!r}: expected one of {WEIGHT_KINDS}")
+
+    @property
+    def tuned(self) -> bool | None:
+        """False for untouched base weights (a checkpoint at step 0 included), True for trained
+        ones, None when nothing says (a file samtune has no record of)."""
+        if self.kind == "base":
+            return False
+        if self.kind in ("checkpoint", "end_of_training") and self.global_step is not None:
+            return self.global_step > 0
+        return None if self.kind == "file" else True
+
+    def label(self) -> str:
+        """One line for summaries and reports, e.g. ``weights at the end of training (step 24,
+        saved as .../last.ckpt)`` or ``zero-shot: random-init base weights``."""
+        step = "" if self.global_step is None else f"step {self.global_step}"
+        if self.kind == "base":
+            source = "random-init base weights" if self.random_init else f"base weights {self.path}"
+            return f"zero-shot: {source}"
+        if self.kind == "end_of_training":
+            where = f"saved as {self.path}" if self.path else "no checkpoint file"
+            return f"weights at the end of training ({', '.join(p for p in (step, where) if p)})"
+        if self.kind == "checkpoint":
+            return f"checkpoint {self.path}" + (f" ({step})" if step else "")
+        if self.kind == "export":
+            return f"exported weights {self.path}"
+        return f"weights file {self.path} (origin not recorded)"
+
+    def as_dict(self) -> dict[str, Any]:
+        """The ``summary["evaluated"]`` entry of ``results.json``."""
+        return {
+            "kind": self.kind,
+            "path": self.path,
+            "global_step": self.global_step,
+            "random_init": self.random_init,
+            "tuned": self.tuned,
+            "label": self.label(),
+        }

@@ -7,24 +7,30 @@ Routes: ``POST /sam2/embed_image``, ``POST /sam2/segment_image`` (and ``/sam3/em
 from __future__ import annotations
 
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from time import perf_counter
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
 from samtune import __version__
 from samtune.serving.cache import Embedding, EmbeddingCache
 from samtune.serving.errors import ApiError, install_error_handlers
 from samtune.serving.formats import FORMATS, json_predictions, npz_bytes
-from samtune.serving.images import decode_image, image_id_of
+from samtune.serving.images import decode_image, pixel_digest
+from samtune.serving.mask_input import LogitsCache, parse_mask_input
 from samtune.serving.model import ServedModel
-from samtune.serving.prompts import PromptBatch, prompt_batch
+from samtune.serving.prompts import PromptBatch, prompt_groups
 from samtune.serving.schemas import EmbedRequest, ImageRef, SegmentRequest
 from samtune.serving.security import BodyLimit, KeyCheck, Limits
 
 log = logging.getLogger(__name__)
+
+MAX_IMAGE_IDS = 100_000  # ids remembered for requests that send only an image_id
 
 
 class Server:
@@ -35,6 +41,9 @@ class Server:
         cache: the embedding cache shared by the models (keyed by model and image).
         keys: accepted API keys (empty: no authentication).
         limits: request limits.
+        fetch: ``fetch(url) -> bytes`` for ``image.type: url``
+            (:class:`~samtune.serving.fetch.UrlFetcher`); None refuses URLs.
+        logits: the cache of answers' low-resolution logits (``save_logits_to_cache``).
     """
 
     def __init__(
@@ -44,6 +53,8 @@ class Server:
         cache: EmbeddingCache,
         keys: KeyCheck | None = None,
         limits: Limits | None = None,
+        fetch: Any = None,
+        logits: LogitsCache | None = None,
     ) -> None:
         if not models:
             raise ValueError("the server needs at least one model")
@@ -52,6 +63,12 @@ class Server:
         self.cache = cache
         self.keys = keys or KeyCheck(None)
         self.limits = limits or Limits()
+        self.fetch = fetch
+        self.logits = logits or LogitsCache()
+        # the content digest last embedded under each (model, image_id), for requests that
+        # send only the id
+        self._latest: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._latest_lock = threading.Lock()
 
     def model(self, version_id: str | None) -> ServedModel:
         """The model for ``version_id`` (the default one for None)."""
@@ -73,32 +90,53 @@ class Server:
         image_id: str | None,
         check: Any = None,
     ) -> tuple[Embedding, str, bool]:
-        """The embedding of the request's image: from the cache by ``image_id``, else encoded.
+        """The embedding of the request's image: from the cache, else encoded.
 
+        Entries are keyed by the model, the ``image_id`` and a digest of the image's pixels: a
+        request that sends an image is answered for that image, also when its ``image_id`` was
+        used before for another one (the id then names the newer image); a request that sends
+        only an ``image_id`` gets the image embedded last under that id.
         ``check(height, width)`` runs after decoding and before the encoder (prompt checks).
 
         Returns:
             The embedding, its image id and whether it came from the cache.
         """
-        if image_id is not None:
-            found = self.cache.get((served.version_id, image_id), count_miss=False)
-            if found is not None:
-                return found, image_id, True
-            if image is None:
+        if image is None:
+            if image_id is None:
+                raise ApiError(400, "image or image_id is required", "image")
+            with self._latest_lock:
+                digest = self._latest.get((served.version_id, image_id))
+            found = None
+            if digest is not None:
+                found = self.cache.get((served.version_id, image_id, digest), count_miss=False)
+            if found is None:
                 raise ApiError(
                     400,
                     f"image_id {image_id!r} is not in the embedding cache of "
                     f"{served.version_id}: send the image as well",
                     "image",
                 )
-        pixels = decode_image(image, max_pixels=self.limits.max_image_pixels)
+            return found, image_id, True
+        pixels = decode_image(image, max_pixels=self.limits.max_image_pixels, fetch=self.fetch)
+        digest = pixel_digest(pixels)
         if image_id is None:
-            image_id = image_id_of(pixels)
+            image_id = digest[:12]  # Roboflow's id: the md5 of the RGB pixels, 12 hex digits
         if check is not None:
             check(*pixels.shape[:2])
-        embedding, cached = self.cache.get_or_compute(
-            (served.version_id, image_id), lambda: served.encode(pixels)
-        )
+        key = (served.version_id, image_id)
+        with self._latest_lock:
+            previous = self._latest.get(key)
+            self._latest[key] = digest
+            self._latest.move_to_end(key)
+            while len(self._latest) > MAX_IMAGE_IDS:
+                self._latest.popitem(last=False)
+        if previous is not None and previous != digest:
+            log.info(
+                "image_id %r of %s now names another image (pixels differ): encoding it",
+                image_id,
+                served.version_id,
+            )
+        embedding, cached = self.cache.get_or_compute((*key, digest), lambda: served.encode(pixels))
         return embedding, image_id, cached
 
     def info(self) -> dict[str, Any]:
@@ -160,15 +198,12 @@ def create_app(server: Server) -> Any:
             raise ApiError(
                 400, f"format {body.format!r} is not one of {', '.join(FORMATS)}", "format"
             )
-        if body.mask_input is not None or body.use_mask_input_cache:
-            field = "mask_input" if body.mask_input is not None else "use_mask_input_cache"
-            raise ApiError(400, f"{field} is not supported by samtune-serve", field)
         prompts = body.prompts.prompts
-        batch: list[PromptBatch] = []
+        groups: list[list[PromptBatch]] = []
 
         def check(height: int, width: int) -> None:
-            batch.append(
-                prompt_batch(
+            groups.append(
+                prompt_groups(
                     prompts,
                     height=height,
                     width=width,
@@ -178,9 +213,21 @@ def create_app(server: Server) -> Any:
             )
 
         embedding, image_id, _ = server.embedding(served, body.image, body.image_id, check)
-        if not batch:  # a cache hit: check against the cached image's size
+        if not groups:  # a cache hit: check against the cached image's size
             check(*embedding.orig_hw)
-        result = served.segment(embedding, batch[0], multimask_output=body.multimask_output)
+        count = sum(g.count for g in groups[0])
+        mask_input = None
+        if body.mask_input is not None:
+            mask_input = parse_mask_input(
+                body.mask_input, body.mask_input_format, count=count, size=served.low_res_size
+            )
+        elif prompts and (body.load_logits_from_cache or body.use_mask_input_cache):
+            mask_input = server.logits.find((served.version_id, image_id), prompts)
+        result = served.segment(
+            embedding, groups[0], multimask_output=body.multimask_output, mask_input=mask_input
+        )
+        if body.save_logits_to_cache and prompts:
+            server.logits.put((served.version_id, image_id), prompts, result.low_res_logits)
         if fmt == "binary":
             return Response(npz_bytes(result), media_type="application/octet-stream")
         return JSONResponse(
@@ -191,8 +238,17 @@ def create_app(server: Server) -> Any:
             }
         )
 
+    async def segment_route(body: SegmentRequest, request: Request) -> Any:
+        # A request by image_id alone runs on the event loop: its decoder call is short (the
+        # decoder is serialised per model anyway) and a hop to the thread pool was the largest
+        # part of the HTTP overhead. One that sends an image (decoding, maybe the encoder)
+        # runs in the pool, so the loop keeps serving while it encodes.
+        if body.image is None:
+            return segment(body, request)
+        return await run_in_threadpool(segment, body, request)
+
     app.post("/sam2/embed_image")(embed)
     app.post("/sam3/embed_image")(embed)
-    app.post("/sam2/segment_image")(segment)
-    app.post("/sam3/visual_segment")(segment)
+    app.post("/sam2/segment_image")(segment_route)
+    app.post("/sam3/visual_segment")(segment_route)
     return BodyLimit(app, server.limits.max_body_bytes)

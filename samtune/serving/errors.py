@@ -49,6 +49,7 @@ def install_error_handlers(app: Any) -> None:
     from fastapi import Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -67,6 +68,20 @@ def install_error_handlers(app: Any) -> None:
         return JSONResponse(
             {"message": f"{field}: {msg}", "field": field, "status": 422, "errors": details},
             status_code=422,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # what FastAPI and Starlette refuse themselves: a body that is not UTF-8 or nests past
+        # the JSON parser's depth ("There was an error parsing the body"), an unknown route...
+        field = "body" if exc.status_code == 400 else None
+        message = str(exc.detail)
+        if exc.status_code == 400:
+            message = f"the body could not be parsed as JSON ({exc.detail})"
+        return JSONResponse(
+            {"message": message, "field": field, "status": exc.status_code},
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
         )
 
     @app.exception_handler(Exception)

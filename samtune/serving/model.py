@@ -140,31 +140,58 @@ class ServedModel:
             self.encodes += 1
         return Embedding(features=features, orig_hw=orig_hw, nbytes=tensor_bytes(features))
 
+    @property
+    def low_res_size(self) -> int:
+        """Side of the decoder's low-resolution logits (``image_size / 4``): the size of a
+        ``mask_input``."""
+        return self.image_size // 4
+
     def segment(
-        self, embedding: Embedding, prompts: PromptBatch, *, multimask_output: bool
+        self,
+        embedding: Embedding,
+        groups: list[PromptBatch],
+        *,
+        multimask_output: bool,
+        mask_input: np.ndarray | None = None,
     ) -> Segmentation:
-        """``SAM2ImagePredictor.predict`` on a cached embedding, keeping each prompt's best mask."""
+        """``SAM2ImagePredictor.predict`` on a cached embedding, one call per group of prompts,
+        keeping each prompt's best mask; the answers in the request's order.
+
+        Args:
+            embedding: the image's embedding.
+            groups: the request's prompts (:func:`~samtune.serving.prompts.prompt_groups`).
+            multimask_output: three candidate masks per prompt (the best is kept).
+            mask_input: ``N x h x w`` low-resolution logits of an earlier answer, one per
+                prompt in request order (``h = w =`` :attr:`low_res_size`), or None.
+        """
+        count = sum(g.count for g in groups)
+        h, w = embedding.orig_hw
+        masks = np.zeros((count, h, w), bool)
+        scores = np.zeros(count, np.float32)
+        low = np.zeros((count, self.low_res_size, self.low_res_size), np.float32)
         with self._decode_lock:
             predictor = self._decoder
-            predictor._features = embedding.features
-            predictor._orig_hw = [embedding.orig_hw]
-            predictor._is_batch = False
-            predictor._is_image_set = True
-            try:
-                masks, scores, low_res = predictor.predict(
-                    point_coords=prompts.point_coords,
-                    point_labels=prompts.point_labels,
-                    box=prompts.box,
-                    multimask_output=multimask_output,
-                )
-            finally:
-                predictor.reset_predictor()
-        if masks.ndim == 3:  # predict drops the prompt axis when there is one prompt
-            masks, scores, low_res = masks[None], scores[None], low_res[None]
-        best = np.argmax(scores, axis=1)
-        rows = np.arange(len(best))
-        return Segmentation(
-            masks=masks[rows, best] > 0.5,
-            scores=scores[rows, best].astype(np.float32),
-            low_res_logits=low_res[rows, best].astype(np.float32),
-        )
+            for group in groups:
+                rows = list(group.rows)
+                predictor._features = embedding.features
+                predictor._orig_hw = [embedding.orig_hw]
+                predictor._is_batch = False
+                predictor._is_image_set = True
+                try:
+                    m, sc, lr = predictor.predict(
+                        point_coords=group.point_coords,
+                        point_labels=group.point_labels,
+                        box=group.box,
+                        mask_input=None if mask_input is None else mask_input[rows, None],
+                        multimask_output=multimask_output,
+                    )
+                finally:
+                    predictor.reset_predictor()
+                if m.ndim == 3:  # predict drops the prompt axis when there is one prompt
+                    m, sc, lr = m[None], sc[None], lr[None]
+                best = np.argmax(sc, axis=1)  # a tie goes to the first candidate
+                take = np.arange(len(best))
+                masks[rows] = m[take, best] > 0.5
+                scores[rows] = sc[take, best]
+                low[rows] = lr[take, best]
+        return Segmentation(masks=masks, scores=scores, low_res_logits=low)

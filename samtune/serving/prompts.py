@@ -10,37 +10,49 @@ from samtune.inference.prompt_files import PromptError, parse_object
 from samtune.serving.errors import ApiError
 from samtune.serving.schemas import Prompt
 
+NOT_A_POINT = -1  # SAM's label of a padding point (ignored by the prompt, but it is a token)
+
 
 @dataclass(frozen=True)
 class PromptBatch:
-    """The prompts of one request as the arguments of ``SAM2ImagePredictor.predict``.
+    """Prompts of one request decoded together, as the arguments of ``SAM2ImagePredictor.predict``.
 
     Attributes:
         point_coords: ``N x P x 2`` (x, y) pixels, or None.
-        point_labels: ``N x P`` (1 foreground, 0 background), or None.
+        point_labels: ``N x P`` (1 foreground, 0 background, -1 padding), or None.
         box: ``N x 4`` XYXY pixels, or None.
-        count: N, the number of predictions the request gets (1 without prompts).
+        count: N, the number of predictions this batch gives (1 without prompts).
+        rows: ``N`` positions of these prompts in the request (answers come back in that order).
     """
 
     point_coords: np.ndarray | None
     point_labels: np.ndarray | None
     box: np.ndarray | None
     count: int
+    rows: tuple[int, ...] = (0,)
 
 
-def prompt_batch(
+def prompt_groups(
     prompts: list[Prompt] | None,
     *,
     height: int,
     width: int,
     max_prompts: int,
     max_points: int,
-) -> PromptBatch:
-    """Check the prompts against the image and the limits, and stack them for one decoder call.
+) -> list[PromptBatch]:
+    """Check the prompts against the image and the limits, and stack them for the decoder.
 
-    SAM 2 decodes the prompts of one call as a batch, so every prompt must have the same kind
-    (a box or not) and the same number of points. No prompts at all gives one unprompted mask,
-    as Roboflow's server does.
+    SAM 2 decodes the prompts of one call as one batch: one tensor of points (and one of boxes)
+    for all of them. As Roboflow's server does, prompts with fewer points are padded with "not a
+    point" entries (``(0, 0)``, label -1) up to the most points of the request; a padded prompt's
+    mask differs slightly from the one it gets alone (the padding is a token the decoder attends
+    to). Prompts with a box and prompts without one cannot share a call: they are decoded in two
+    groups (Roboflow's server fails on such a request). No prompts at all gives one unprompted
+    mask, as Roboflow's server does.
+
+    Returns:
+        One batch per group (those with a box first if the first prompt has one), each with the
+        request positions of its prompts.
 
     Raises:
         ApiError: 400 naming the prompt (``prompts[i]``, ``prompts[i].box``) and the problem.
@@ -51,55 +63,52 @@ def prompt_batch(
             400, f"{len(prompts)} prompts, more than the limit of {max_prompts}", "prompts"
         )
     if not prompts:
-        return PromptBatch(None, None, None, 1)
-    parsed = []
-    for i, prompt in enumerate(prompts):
-        where = f"prompts[{i}]"
-        obj: dict = {}
-        if prompt.points:
-            if len(prompt.points) > max_points:
-                raise ApiError(
-                    400,
-                    f"{where} has {len(prompt.points)} points, more than the limit of {max_points}",
-                    f"{where}.points",
-                )
-            obj["points"] = [[p.x, p.y] for p in prompt.points]
-            obj["labels"] = [int(p.positive) for p in prompt.points]
-        if prompt.box is not None:
-            b = prompt.box
-            if b.width <= 0 or b.height <= 0:
-                raise ApiError(
-                    400,
-                    f"{where}.box needs a positive width and height, got {b.width:g} x {b.height:g}",
-                    f"{where}.box",
-                )
-            obj["box"] = [
-                b.x - b.width / 2,
-                b.y - b.height / 2,
-                b.x + b.width / 2,
-                b.y + b.height / 2,
-            ]
-        try:
-            parsed.append(parse_object(obj, height=height, width=width, where=where))
-        except PromptError as exc:
-            field = f"{where}.box" if "box" in str(exc) and "point" not in str(exc) else where
-            raise ApiError(400, str(exc), field) from None
-    kind = (parsed[0].box is not None, 0 if parsed[0].points is None else len(parsed[0].points))
-    for i, p in enumerate(parsed[1:], start=1):
-        this = (p.box is not None, 0 if p.points is None else len(p.points))
-        if this != kind:
+        return [PromptBatch(None, None, None, 1, (0,))]
+    parsed = [_parse(prompt, i, height, width, max_points) for i, prompt in enumerate(prompts)]
+    groups: dict[bool, list[int]] = {}
+    for i, p in enumerate(parsed):
+        groups.setdefault(p.box is not None, []).append(i)
+    most = max(0 if p.points is None else len(p.points) for p in parsed)
+    batches = []
+    for boxed, rows in groups.items():
+        members = [parsed[i] for i in rows]
+        coords = labels = box = None
+        if most:
+            coords = np.zeros((len(rows), most, 2), np.float32)
+            labels = np.full((len(rows), most), NOT_A_POINT, np.int32)
+            for j, p in enumerate(members):
+                if p.points is not None:
+                    coords[j, : len(p.points)] = p.points
+                    labels[j, : len(p.points)] = p.labels
+        if boxed:
+            box = np.stack([p.box for p in members]).astype(np.float32)
+        batches.append(PromptBatch(coords, labels, box, len(rows), tuple(rows)))
+    return batches
+
+
+def _parse(prompt: Prompt, i: int, height: int, width: int, max_points: int):
+    where = f"prompts[{i}]"
+    obj: dict = {}
+    if prompt.points:
+        if len(prompt.points) > max_points:
             raise ApiError(
                 400,
-                f"prompts[{i}] has {'a' if this[0] else 'no'} box and {this[1]} points, but "
-                f"prompts[0] has {'a' if kind[0] else 'no'} box and {kind[1]} points: SAM 2 "
-                "decodes the prompts of one request as one batch, so they must all have the same "
-                "kind and number of points; send the others in another request",
-                f"prompts[{i}]",
+                f"{where} has {len(prompt.points)} points, more than the limit of {max_points}",
+                f"{where}.points",
             )
-    coords = labels = box = None
-    if kind[1]:
-        coords = np.stack([p.points for p in parsed]).astype(np.float32)
-        labels = np.stack([p.labels for p in parsed]).astype(np.int32)
-    if kind[0]:
-        box = np.stack([p.box for p in parsed]).astype(np.float32)
-    return PromptBatch(coords, labels, box, len(parsed))
+        obj["points"] = [[p.x, p.y] for p in prompt.points]
+        obj["labels"] = [int(p.positive) for p in prompt.points]
+    if prompt.box is not None:
+        b = prompt.box
+        if b.width <= 0 or b.height <= 0:
+            raise ApiError(
+                400,
+                f"{where}.box needs a positive width and height, got {b.width:g} x {b.height:g}",
+                f"{where}.box",
+            )
+        obj["box"] = [b.x - b.width / 2, b.y - b.height / 2, b.x + b.width / 2, b.y + b.height / 2]
+    try:
+        return parse_object(obj, height=height, width=width, where=where)
+    except PromptError as exc:
+        field = f"{where}.box" if "box" in str(exc) and "point" not in str(exc) else where
+        raise ApiError(400, str(exc), field) from None

@@ -11,6 +11,8 @@ from samtune.models import ModelSpec
 from samtune.models.weights import is_none
 from samtune.serving.app import Server, create_app
 from samtune.serving.cache import EmbeddingCache
+from samtune.serving.fetch import UrlFetcher
+from samtune.serving.mask_input import LogitsCache
 from samtune.serving.model import ServedModel
 from samtune.serving.security import KeyCheck, Limits
 
@@ -105,7 +107,22 @@ def build_server(cfg: Mapping[str, Any]) -> Server:
         max_points_per_prompt=int(limits_cfg.get("max_points_per_prompt", 64)),
     )
     cache = EmbeddingCache(int(float(cfg.get("cache_mb", 1024)) * 2**20))
-    return Server(models, cache=cache, keys=KeyCheck(cfg.get("api_keys") or []), limits=limits)
+    allow = list(cfg.get("allow_urls") or [])
+    fetch = None
+    if allow:
+        fetch = UrlFetcher(
+            allow,
+            max_bytes=limits.max_body_bytes,
+            timeout_s=float(limits_cfg.get("url_timeout_s", 10)),
+        )
+    return Server(
+        models,
+        cache=cache,
+        keys=KeyCheck(cfg.get("api_keys") or []),
+        limits=limits,
+        fetch=fetch,
+        logits=LogitsCache(int(cfg.get("logits_cache_entries", 256))),
+    )
 
 
 def startup_report(server: Server, *, host: str, port: int) -> str:
@@ -126,6 +143,8 @@ def startup_report(server: Server, *, host: str, port: int) -> str:
         f"{server.limits.max_body_bytes / 2**20:.0f} MiB, {server.limits.max_image_pixels} px, "
         f"{server.limits.max_prompts} prompts"
     )
+    if server.fetch is not None:
+        lines.append(f"  image URLs fetched from: {', '.join(server.fetch.allow)}")
     if server.keys.enabled:
         lines.append(f"  API keys required ({len(server.keys.keys)} configured)")
     else:

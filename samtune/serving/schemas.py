@@ -15,7 +15,8 @@ MAX_IMAGE_ID_LENGTH = 256
 
 
 class ImageRef(BaseModel):
-    """An image in the request: ``{"type": "base64", "value": "<base64 of the file bytes>"}``."""
+    """An image in the request: ``{"type": "base64", "value": "<base64 of the file bytes>"}``;
+    also ``url`` (when the server allows it) and ``numpy`` (base64 of a pickled array or .npy)."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -81,9 +82,13 @@ class SegmentRequest(Sam2Request):
     prompts: PromptSet = Field(default_factory=PromptSet)
     multimask_output: bool = True
     format: str = "json"
-    mask_input: Any = None
+    mask_input: Any = (
+        None  # N x h x w logits (json), or base64 .npy/.npz (mask_input_format binary)
+    )
     mask_input_format: str | None = "json"
-    use_mask_input_cache: bool | None = False
+    save_logits_to_cache: bool = False  # keep this answer's low-res logits (Roboflow's SAM 2 name)
+    load_logits_from_cache: bool = False  # feed back those of an earlier, contained prompt set
+    use_mask_input_cache: bool | None = False  # SAM 1's name for load_logits_from_cache
 
     @field_validator("prompts", mode="before")
     @classmethod

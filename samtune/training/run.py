@@ -1,4 +1,5 @@
-"""One training run from a composed Hydra config: build, fit, evaluate the best model, summarise."""
+"""One training run from a composed Hydra config: build, fit, evaluate (the best checkpoint, else
+the weights at the end of training), summarise."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from samtune.evaluation.evaluator import evaluate_dataset
 from samtune.evaluation.report.files import console_table, write_results
+from samtune.evaluation.results import EvaluatedWeights
 from samtune.io_atomic import remove_stale_temporaries, write_json_atomic
 from samtune.models.weights import is_none, read_training_checkpoint, safe_load
 from samtune.training.checkpoint_io import AtomicCheckpointIO
@@ -29,7 +31,7 @@ from samtune.training.memory_check import fit_memory
 from samtune.training.module import SamTuneModule
 from samtune.training.progress import stdout_is_terminal
 from samtune.training.resume import ContinueCsvLog, resume_config, task_overrides
-from samtune.training.run_lock import RunLock, check_writable
+from samtune.training.run_lock import RunLock, check_writable, write_hydra_record
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +110,8 @@ def describe_data(cfg: DictConfig) -> str:
 
 
 def run_training(cfg: DictConfig) -> dict[str, Any]:
-    """Fit, evaluate the best checkpoint (if asked), write ``summary.json`` and print a summary.
+    """Fit, evaluate (if asked: the best checkpoint, else the weights at the end of training),
+    write ``summary.json`` and print a summary.
 
     Returns:
         The summary dict (also written to ``<output_dir>/summary.json``).
@@ -120,6 +123,8 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
     if not launched_as_rank_zero():  # the other DDP ranks share rank 0's folder and lock
         return _fit_and_summarise(cfg, out_dir, resume)
     with RunLock(out_dir):
+        if resume is None:  # a resumed run keeps its recorded .hydra/ files
+            write_hydra_record(out_dir, cfg)
         return _fit_and_summarise(cfg, out_dir, resume)
 
 
@@ -187,6 +192,9 @@ def _fit_and_summarise(cfg: DictConfig, out_dir: Path, resume: Path | None) -> d
     ckpt_cb = trainer.checkpoint_callback
     best = getattr(ckpt_cb, "best_model_path", "") or ""
     last = str(ckpt_dir / "last.ckpt") if (ckpt_dir / "last.ckpt").is_file() else ""
+    note = validation_note(trainer, module)
+    if note:
+        log.warning("%s", note)
     summary: dict[str, Any] = {
         "model": module.spec.name,
         "image_size": int(module.spec.image_size),
@@ -195,6 +203,9 @@ def _fit_and_summarise(cfg: DictConfig, out_dir: Path, resume: Path | None) -> d
         "random_init": bool(module.spec.random_init),
         "data": describe_data(cfg),
         "parameters": module.param_report,
+        "global_step": int(trainer.global_step),
+        "validated": note is None,
+        "validation_note": note,
         "best_val": module.best_metrics,
         "best_checkpoint": best,
         "last_checkpoint": last,
@@ -202,7 +213,15 @@ def _fit_and_summarise(cfg: DictConfig, out_dir: Path, resume: Path | None) -> d
         "data_summary": datamodule.summary() if hasattr(datamodule, "summary") else "",
     }
     if cfg.get("evaluate_after_training", False):
-        summary["eval"] = evaluate_module(cfg, module, datamodule, best, out_dir / "eval")
+        summary["eval"] = evaluate_module(
+            cfg,
+            module,
+            datamodule,
+            out_dir / "eval",
+            best=best,
+            last=last,
+            global_step=int(trainer.global_step),
+        )
     summary["wall_time_s"] = round(time.time() - start, 1)
     write_json_atomic(out_dir / "summary.json", summary, indent=2, default=str)
     print(format_summary(summary), flush=True)
@@ -214,14 +233,61 @@ def _fit_and_summarise(cfg: DictConfig, out_dir: Path, resume: Path | None) -> d
     return summary
 
 
-def evaluate_module(
-    cfg: DictConfig, module: SamTuneModule, datamodule: Any, best_ckpt: str, out_dir: Path
-) -> dict[str, Any]:
-    """Evaluate the best weights of a finished run with the fixed protocols; write the report files."""
-    if best_ckpt and Path(best_ckpt).is_file():
-        ckpt = read_training_checkpoint(best_ckpt)
+def validation_note(trainer: L.Trainer, module: SamTuneModule) -> str | None:
+    """None when the run validated (in this attempt or one it resumed), else why it did not, as
+    the log and the summary say it."""
+    if module.best_metrics:
+        return None
+    every = trainer.check_val_every_n_epoch
+    epochs = int(trainer.current_epoch)
+    if not trainer.enable_validation:
+        why = "validation is off (no val data, or trainer.limit_val_batches=0)"
+    elif every is not None and epochs < every:
+        why = f"trainer.check_val_every_n_epoch={every}, and the run ended after {epochs} epoch(s)"
+    else:
+        why = "no validation gave a number"
+    return f"no validation ran in this run: {why}; there is no best.ckpt"
+
+
+def weights_for_evaluation(
+    module: SamTuneModule, best: str, last: str, global_step: int
+) -> EvaluatedWeights:
+    """Put the weights to evaluate at the end of training into ``module`` and say which they are.
+
+    ``best.ckpt`` when there is one. Otherwise the weights at the end of training, read back
+    from ``last.ckpt`` when it was saved at the last step (it is, unless its callback was turned
+    off), else the weights in memory.
+    """
+    random_init = bool(module.spec.random_init)
+    for path, kind in ((best, "checkpoint"), (last, "end_of_training")):
+        if not path or not Path(path).is_file():
+            continue
+        ckpt = read_training_checkpoint(path)
+        step = int(ckpt.get("global_step", -1))
+        if kind == "end_of_training" and step != global_step:
+            log.warning("%s is from step %d, not the last step %d", path, step, global_step)
+            break
         module.on_load_checkpoint(ckpt)  # a small checkpoint gets its frozen weights back
         module.load_state_dict(ckpt["state_dict"], strict=True)
+        return EvaluatedWeights(kind, path=str(path), global_step=step, random_init=random_init)
+    return EvaluatedWeights("end_of_training", global_step=global_step, random_init=random_init)
+
+
+def evaluate_module(
+    cfg: DictConfig,
+    module: SamTuneModule,
+    datamodule: Any,
+    out_dir: Path,
+    *,
+    best: str,
+    last: str,
+    global_step: int,
+) -> dict[str, Any]:
+    """Evaluate a finished run with the fixed protocols (the best checkpoint, else the weights at
+    the end of training, ``global_step``: see :func:`weights_for_evaluation`); write the report
+    files."""
+    weights = weights_for_evaluation(module, best, last, global_step)
+    log.info("evaluating %s on the val split", weights.label())
     model = module.model.eval()
     evaluator = instantiate(cfg.evaluation)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -241,7 +307,8 @@ def evaluate_module(
             "model": module.spec.name,
             "image_size": int(module.spec.image_size),
             "adapter": module.adapter.name,
-            "checkpoint": best_ckpt or None,
+            "evaluated": weights.as_dict(),
+            "checkpoint": weights.path,
             "base_checkpoint": module.spec.resolved_checkpoint,
             "random_init": bool(module.spec.random_init),
             "data": describe_data(cfg),
@@ -255,6 +322,8 @@ def evaluate_module(
             k: v for k, v in agg.items() if k in ("n_objects", "miou", "mdice", "noc85", "noc90")
         }
     return {
+        "weights": weights.label(),
+        "evaluated": weights.as_dict(),
         "aggregates": headline,
         "counts": result.counts(),
         "files": {k: str(v) for k, v in files.items()},
@@ -283,10 +352,12 @@ def format_summary(summary: dict[str, Any]) -> str:
     if best:
         parts = ", ".join(f"{k.removeprefix('val/')} {v:.3f}" for k, v in best.items())
         lines.append(f"best val   {parts}")
+    elif summary.get("validation_note"):
+        lines.append(f"best val   none: {summary['validation_note']}")
     ev = summary.get("eval")
     if ev:
         rows = {p: a for p, a in ev["aggregates"].items() if isinstance(a, dict) and "miou" in a}
-        lines.append("eval       best checkpoint on the val split:")
+        lines.append(f"eval       {ev.get('weights', 'best checkpoint')} on the val split:")
         lines += [f"           {row}" for row in console_table(rows).splitlines()]
     lines.append(f"files      best checkpoint  {summary['best_checkpoint'] or '-'}")
     lines.append(f"           last checkpoint  {summary['last_checkpoint'] or '-'}")

@@ -15,9 +15,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from samtune.io_atomic import write_text_atomic
+
 log = logging.getLogger(__name__)
 
 LOCK_NAME = ".samtune.lock"
+# set by samtune-train: the subfolder for the run's Hydra record, written once the lock is held
+RECORD_SUBDIR_ENV = "SAMTUNE_HYDRA_RECORD_SUBDIR"
 
 
 class RunLockError(RuntimeError):
@@ -122,3 +126,26 @@ def check_writable(folder: str | os.PathLike) -> None:
             f"cannot write checkpoints to {folder}: {exc}; fix the permissions or choose another "
             "folder before training starts"
         ) from exc
+
+
+def write_hydra_record(folder: str | os.PathLike, cfg: Any) -> Path | None:
+    """Write the Hydra record of the running job (``config.yaml``: ``cfg``; ``hydra.yaml``;
+    ``overrides.yaml``, as Hydra itself writes them) into ``<folder>/<subdir>``, atomically.
+
+    For ``samtune-train``, which holds the run lock first (see
+    :func:`samtune.cli.train.record_after_lock_args`): ``subdir`` comes from the environment it
+    set; None is returned (nothing written) outside such a job.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    subdir = os.environ.get(RECORD_SUBDIR_ENV)
+    if not subdir or not HydraConfig.initialized():
+        return None
+    hydra_cfg = HydraConfig.get()
+    target = Path(folder) / subdir
+    target.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(target / "config.yaml", OmegaConf.to_yaml(cfg))
+    write_text_atomic(target / "hydra.yaml", OmegaConf.to_yaml(HydraConfig.instance().cfg))
+    write_text_atomic(target / "overrides.yaml", OmegaConf.to_yaml(hydra_cfg.overrides.task))
+    return target

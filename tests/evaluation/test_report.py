@@ -11,11 +11,16 @@ import pytest
 
 from samtune.cli.eval import evaluate
 from samtune.cli.report import main
-from samtune.evaluation.report.compare import adapter_label, gather, write_comparison
+from samtune.evaluation.report.compare import (
+    adapter_label,
+    gather,
+    version_conflicts,
+    write_comparison,
+)
 from samtune.evaluation.report.files import write_results
 from samtune.evaluation.report.gallery import make_example
 from samtune.evaluation.report.wandb_log import log_to_wandb
-from samtune.evaluation.results import EvalResult, ObjectResult
+from samtune.evaluation.results import EvalResult, EvaluatedWeights, ObjectResult
 from tests.helpers import REPO, make_blob_sample
 
 CURVES = [[0.5, 0.6, 0.7], [0.7, 0.86, 0.95], [0.9, 0.92, 0.93]]
@@ -183,8 +188,57 @@ def test_official_checkpoint_counts_as_zero_shot():
         == "zero-shot"
     )
     assert adapter_label({"checkpoint": "none"}) == "zero-shot"
-    assert adapter_label({"checkpoint": "out/tuned.pt", "adapter": None}) == "tuned"
+    # a file samtune has no record of is not called tuned (nor zero-shot)
+    assert adapter_label({"checkpoint": "out/tuned.pt", "adapter": None}) == "unknown"
     assert adapter_label({"checkpoint": "out/last.ckpt", "adapter": "full"}) == "full"
+    # an older end-of-training evaluation of the weights in memory: no checkpoint, but tuned
+    old_end_of_training = {"checkpoint": None, "base_checkpoint": None, "adapter": "frozen"}
+    assert adapter_label(old_end_of_training) == "frozen"
+
+
+def test_labels_follow_the_record_of_the_weights_evaluated():
+    def label(weights: EvaluatedWeights, adapter: str | None = "lora") -> str:
+        return adapter_label(
+            {"adapter": adapter, "checkpoint": None, "evaluated": weights.as_dict()}
+        )
+
+    end = EvaluatedWeights("end_of_training", global_step=24, random_init=True)
+    assert label(end) == "lora" and end.tuned is True
+    assert end.label() == "weights at the end of training (step 24, no checkpoint file)"
+    saved = EvaluatedWeights("end_of_training", path="r/last.ckpt", global_step=24)
+    assert saved.label() == "weights at the end of training (step 24, saved as r/last.ckpt)"
+    # zero-shot only for untouched base weights: official, random-init, a step-0 checkpoint
+    assert label(EvaluatedWeights("base", random_init=True), None) == "zero-shot"
+    assert label(EvaluatedWeights("base", path="/c/sam2.1_hiera_tiny.pt"), None) == "zero-shot"
+    assert label(EvaluatedWeights("checkpoint", path="r/last.ckpt", global_step=0)) == "zero-shot"
+    assert label(EvaluatedWeights("checkpoint", path="r/best.ckpt", global_step=9)) == "lora"
+    assert label(EvaluatedWeights("file", path="x.pt"), None) == "unknown"
+    with pytest.raises(ValueError, match="weights kind 'tuned'"):
+        EvaluatedWeights("tuned")
+
+
+def test_results_carry_protocol_versions_and_differing_ones_are_flagged(tmp_path, capsys):
+    files = write_results(make_result(), tmp_path / "new" / "a", summary=SUMMARY)
+    data = json.loads(files["results"].read_text())
+    assert data["protocol_version"] == {"point1": 1, "clicks": 1}
+    assert "| protocol version | point1 v1, clicks v1 |" in files["report_md"].read_text()
+    same = write_results(make_result(0.1), tmp_path / "new" / "b", summary=SUMMARY)
+    assert not version_conflicts(gather(tmp_path / "new"))
+    # a results.json of before the versions: read, shown as unversioned, and flagged
+    old = json.loads(same["results"].read_text())
+    del old["protocol_version"]
+    (tmp_path / "new" / "b" / "results.json").write_text(json.dumps(old))
+    rows = gather(tmp_path / "new")
+    assert sorted(r["protocol_versions"] for r in rows) == ["point1 v1, clicks v1", "unversioned"]
+    assert version_conflicts(rows) == {
+        "point1": {"v1": 1, "unversioned": 1},
+        "clicks": {"v1": 1, "unversioned": 1},
+    }
+    assert main([str(tmp_path / "new"), "--out", str(tmp_path / "cmp")]) == 0
+    assert "protocol definitions differ" in capsys.readouterr().err
+    md = (tmp_path / "cmp" / "comparison.md").read_text()
+    assert md.index("protocol definitions differ") < md.index("| model |")
+    assert "clicks: unversioned (1 result), v1 (1 result)" in md
 
 
 def test_report_cli(tmp_path, capsys):
@@ -261,6 +315,8 @@ def test_eval_cli_task_writes_results(tmp_path, tiny_checkpoint):
     data = json.loads(files["results"].read_text())
     assert data["summary"]["model"] == "sam2.1_hiera_tiny" and data["summary"]["data"] == "blobs"
     assert data["summary"]["checkpoint"] is None and data["summary"]["random_init"] is False
+    assert data["summary"]["evaluated"]["kind"] == "base"
+    assert adapter_label(data["summary"]) == "zero-shot"
     assert data["protocols"] == ["point1", "box", "clicks"]
     assert data["aggregates"]["clicks"]["n_objects"] == 2
     assert len(data["aggregates"]["clicks"]["miou_at_clicks"]) == 2

@@ -37,24 +37,7 @@ from tests.serving.helpers import KEY, POINTS, b64_image, client, png_bytes, pos
         ),
         ({"image_id": "img-001", "prompts": [{"points": [{"x": 500, "y": 4}]}]}, 400, "prompts[0]"),
         (
-            {
-                "image_id": "img-001",
-                "prompts": [
-                    {"box": {"x": 50, "y": 40, "width": 10, "height": 10}},
-                    {"points": [{"x": 5, "y": 4}]},
-                ],
-            },
-            400,
-            "prompts[1]",
-        ),
-        (
-            {
-                "image_id": "img-001",
-                "prompts": [
-                    {"points": [{"x": 5, "y": 4}]},
-                    {"points": [{"x": 5, "y": 4}, {"x": 6, "y": 4}]},
-                ],
-            },
+            {"image_id": "img-001", "prompts": [{"points": [{"x": 5, "y": 4}]}, {}]},
             400,
             "prompts[1]",
         ),
@@ -71,6 +54,17 @@ from tests.serving.helpers import KEY, POINTS, b64_image, client, png_bytes, pos
         ),
         ({"image_id": "img-001", "multimask_output": "maybe"}, 422, "multimask_output"),
         ({"image_id": "img-001", "mask_input": [[[1, 2]]]}, 400, "mask_input"),
+        (
+            {"image_id": "img-001", "mask_input": "AAAA", "mask_input_format": "binary"},
+            400,
+            "mask_input",
+        ),
+        (
+            {"image_id": "img-001", "mask_input": [], "mask_input_format": "png"},
+            400,
+            "mask_input_format",
+        ),
+        ({"image": {"type": "numpy", "value": "AAAA"}}, 400, "image.value"),
         ({"image_id": "x" * 300}, 422, "image_id"),
         ({"image": b64_image(png_bytes(np.zeros((150, 150, 3), np.uint8)))}, 413, "image"),
         ({"image": {"type": "base64", "value": "A" * (2**20 + 8)}}, 413, "body"),

@@ -27,33 +27,110 @@ from samtune.models.registry import MODELS
 log = logging.getLogger(__name__)
 
 ZERO_SHOT = "zero-shot"
+UNKNOWN = "unknown"
+UNVERSIONED = "unversioned"
 ADAPTER_ORDER = (ZERO_SHOT, "frozen", "lora", "full")
 METRICS = (("miou", "mIoU"), ("mdice", "mDice"))
 OFFICIAL_NAMES = {"", "none", "null", "official", "auto"}
 
 
-def adapter_label(summary: dict[str, Any]) -> str:
-    """``zero-shot`` when no tuned checkpoint was evaluated, else the adapter (``tuned`` if unknown).
+def weights_tuned(summary: dict[str, Any]) -> bool | None:
+    """Whether an evaluation scored tuned weights: False for untouched base weights (official or
+    random-init, nothing trained), True for trained ones, None when nothing says.
 
-    A checkpoint counts as not tuned when it is none/official/auto or is named like an official
-    SAM 2.1 checkpoint file (``sam2.1_hiera_tiny.pt``).
+    The record is ``summary["evaluated"]["tuned"]``. A ``results.json`` written before it existed
+    is judged by its checkpoint: none, official or named like an official SAM 2.1 file
+    (``sam2.1_hiera_tiny.pt``) is untouched, a ``.ckpt`` or a file with an adapter is tuned; the
+    end of training's evaluation of in-memory weights (no checkpoint, a ``base_checkpoint`` and an
+    adapter recorded) is tuned too.
     """
+    evaluated = summary.get("evaluated")
+    if isinstance(evaluated, dict) and "tuned" in evaluated:
+        tuned = evaluated["tuned"]
+        return None if tuned is None else bool(tuned)
     ckpt = summary.get("checkpoint")
-    official_files = {info.checkpoint_file for info in MODELS.values()}
+    adapter = summary.get("adapter") not in (None, "", "none")
     if ckpt is None or str(ckpt).strip().lower() in OFFICIAL_NAMES:
+        return adapter and "base_checkpoint" in summary
+    if Path(str(ckpt)).name in {info.checkpoint_file for info in MODELS.values()}:
+        return False
+    return True if adapter or str(ckpt).endswith(".ckpt") else None
+
+
+def adapter_label(summary: dict[str, Any]) -> str:
+    """``zero-shot`` for untouched base weights (see :func:`weights_tuned`), the adapter for tuned
+    ones (``tuned`` if it is not recorded), ``unknown`` for a file of unknown origin."""
+    tuned = weights_tuned(summary)
+    if tuned is False:
         return ZERO_SHOT
-    if Path(str(ckpt)).name in official_files:
-        return ZERO_SHOT
+    if tuned is None:
+        return UNKNOWN
     adapter = summary.get("adapter")
     return str(adapter) if adapter not in (None, "", "none") else "tuned"
+
+
+def weights_label(summary: dict[str, Any]) -> str:
+    """The weights an evaluation scored, in words (``summary["evaluated"]["label"]``, or the
+    recorded checkpoint of an older ``results.json``)."""
+    evaluated = summary.get("evaluated")
+    if isinstance(evaluated, dict) and evaluated.get("label"):
+        return str(evaluated["label"])
+    ckpt = summary.get("checkpoint")
+    if weights_tuned(summary) and ckpt is None:
+        return "weights at the end of training (step not recorded)"
+    return str(ckpt) if ckpt is not None else f"{ZERO_SHOT} (no checkpoint recorded)"
+
+
+def version_of(versions: dict[str, Any] | None, protocol: str) -> str:
+    """``v<n>`` of ``protocol`` in a ``protocol_version`` record, ``unversioned`` when the file
+    predates versions (or does not name the protocol)."""
+    if not isinstance(versions, dict) or versions.get(protocol) is None:
+        return UNVERSIONED
+    return f"v{versions[protocol]}"
+
+
+def versions_text(versions: dict[str, Any] | None) -> str:
+    """``point1 v1, box v1`` for a ``protocol_version`` record; ``unversioned`` for none."""
+    if not isinstance(versions, dict) or not versions:
+        return UNVERSIONED
+    return ", ".join(f"{p} {version_of(versions, p)}" for p in versions)
+
+
+def version_conflicts(rows: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """The protocols whose definition differs between rows: per protocol, each version found
+    (``unversioned`` for older files) with its number of rows. Empty when all agree."""
+    found: dict[str, dict[str, int]] = {}
+    for row in rows:
+        for protocol in row["protocols"]:
+            version = version_of(row.get("protocol_version"), protocol)
+            counts = found.setdefault(protocol, {})
+            counts[version] = counts.get(version, 0) + 1
+    return {p: counts for p, counts in found.items() if len(counts) > 1}
+
+
+def conflicts_text(conflicts: dict[str, dict[str, int]]) -> str:
+    """One sentence naming each protocol whose versions differ, e.g. ``box: v2 (3 results),
+    unversioned (1 result)``."""
+    parts = []
+    for protocol, counts in conflicts.items():
+        found = ", ".join(
+            f"{v} ({n} result{'s' if n > 1 else ''})" for v, n in sorted(counts.items())
+        )
+        parts.append(f"{protocol}: {found}")
+    return (
+        "protocol definitions differ between these results, so their numbers are not "
+        f"comparable ({'; '.join(parts)}); see CHANGELOG.md for what changed"
+    )
 
 
 def _row(path: Path, data: dict[str, Any]) -> dict[str, Any]:
     summary = data.get("summary") or {}
     aggregates = data["aggregates"]
+    versions = data.get("protocol_version")
     row: dict[str, Any] = {
         "model": summary.get("model", "?"),
         "adapter": adapter_label(summary),
+        "weights": weights_label(summary),
         "data": summary.get("data"),
         "split": summary.get("split"),
         "image_size": summary.get("image_size"),
@@ -62,6 +139,8 @@ def _row(path: Path, data: dict[str, Any]) -> dict[str, Any]:
         "objects": (data.get("counts") or {}).get("objects"),
         "path": str(path.parent),
         "protocols": list(aggregates),
+        "protocol_version": versions if isinstance(versions, dict) else None,
+        "protocol_versions": versions_text(versions),
     }
     for protocol, agg in aggregates.items():
         for key, value in agg.items():
@@ -76,9 +155,10 @@ def gather(folder: str | os.PathLike) -> list[dict[str, Any]]:
     A file that cannot be read or lacks ``aggregates`` is skipped with a warning naming it.
 
     Returns:
-        Rows with ``model``, ``adapter`` (see :func:`adapter_label`), ``data``, ``split``,
-        ``image_size``, ``random_init``, ``checkpoint``, ``objects``, ``path`` and
-        ``<protocol>/<metric>`` values (``miou``, ``mdice``, ``noc85``, ``miou_at_clicks``, ...),
+        Rows with ``model``, ``adapter`` (see :func:`adapter_label`), ``weights`` (see
+        :func:`weights_label`), ``data``, ``split``, ``image_size``, ``random_init``,
+        ``checkpoint``, ``objects``, ``path``, ``protocol_version`` (the record, None for an
+        unversioned file), ``protocol_versions`` (as text) and ``<protocol>/<metric>`` values (``miou``, ``mdice``, ``noc85``, ``miou_at_clicks``, ...),
         sorted by model size, adapter, data and path.
     """
     folder = Path(folder)
@@ -145,6 +225,7 @@ def write_comparison(rows: list[dict[str, Any]], out_dir: str | os.PathLike) -> 
     cols = _columns(rows)
     base = [("model", "model"), ("adapter", "adapter"), ("data", "data"), ("image_size", "size px")]
     base += [("random_init", "random init"), ("objects", "objects")]
+    base += [("protocol_versions", "protocol version")]
     files: dict[str, Path] = {"csv": out / "comparison.csv"}
 
     def write_csv(tmp: Path) -> None:
@@ -160,12 +241,17 @@ def write_comparison(rows: list[dict[str, Any]], out_dir: str | os.PathLike) -> 
         [t for _, t in base + cols], [[_cell(k, r.get(k)) for k, _ in base + cols] for r in rows]
     )
     blocks: list[Block] = [Heading("samtune comparison", 1)]
+    conflicts = version_conflicts(rows)
+    if conflicts:
+        blocks.append(Alert(conflicts_text(conflicts)))
     if any(r["random_init"] for r in rows):
         blocks.append(Alert("rows marked 'random init' were evaluated with RANDOM weights"))
     blocks += [
         Paragraph(
-            f"{len(rows)} evaluation(s). zero-shot: the official weights (or none) without tuning. "
-            "NoC: clicks to reach the IoU, the click budget when never reached."
+            f"{len(rows)} evaluation(s). zero-shot: untouched base weights (the official "
+            "checkpoint, or random-init weights with nothing trained); unknown: a weights file "
+            "of unrecorded origin. NoC: clicks to reach the IoU, the click budget when never "
+            "reached."
         ),
         table,
     ]
@@ -187,7 +273,10 @@ def write_comparison(rows: list[dict[str, Any]], out_dir: str | os.PathLike) -> 
         blocks += [Heading("mIoU vs clicks"), Image(files["plot"].name, "mIoU vs clicks")]
     blocks += [
         Heading("Runs"),
-        Table(["row", "folder"], [[_label(r, True), r["path"]] for r in rows]),
+        Table(
+            ["row", "weights evaluated", "folder"],
+            [[_label(r, True), r["weights"], r["path"]] for r in rows],
+        ),
     ]
     files["md"] = out / "comparison.md"
     write_text_atomic(files["md"], to_markdown(blocks))

@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from samtune.evaluation.report.compare import adapter_label
+from samtune.evaluation.protocols import PROTOCOL_VERSIONS
+from samtune.evaluation.report.compare import adapter_label, versions_text
 from samtune.evaluation.report.plots import plot_click_curves, plot_overlays
 from samtune.evaluation.report.render import (
     Alert,
@@ -131,6 +132,10 @@ def write_report(
     if summary.get("random_init"):
         blocks.append(Alert(RANDOM_INIT_LINE))
     run = [[k, summary.get(k)] for k in SUMMARY_KEYS if k in summary]
+    evaluated = summary.get("evaluated")
+    if isinstance(evaluated, dict) and evaluated.get("label"):
+        run.insert(0, ["weights evaluated", evaluated["label"]])
+    run.append(["protocol version", versions_text(summary.get("protocol_version"))])
     run += [[k, v] for k, v in counts.items()]
     blocks += [Heading("Run"), Table(["key", "value"], run)]
     if counts["skipped_images"] or counts["skipped_objects"]:
@@ -204,13 +209,21 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
+def protocol_versions(protocols: tuple[str, ...] | list[str]) -> dict[str, int]:
+    """The definition version of each protocol run (see CHANGELOG.md), as ``results.json``'s
+    ``protocol_version`` records it."""
+    return {p: PROTOCOL_VERSIONS[p] for p in protocols}
+
+
 def results_dict(result: EvalResult, summary: dict[str, Any]) -> dict[str, Any]:
-    """What ``results.json`` holds: the caller's summary, the counts and every aggregate."""
+    """What ``results.json`` holds: the caller's summary, the counts, the protocols with the
+    version of their definitions (``protocol_version``) and every aggregate."""
     return _json_safe(
         {
             "summary": dict(summary),
             "counts": result.counts(),
             "protocols": list(result.protocols),
+            "protocol_version": protocol_versions(result.protocols),
             "max_clicks": result.max_clicks,
             "noc_thresholds": list(result.noc_thresholds),
             "aggregates": result.aggregates(),
@@ -272,7 +285,7 @@ def write_results(
         write_report(
             result,
             out,
-            summary=data["summary"],
+            summary={**data["summary"], "protocol_version": data["protocol_version"]},
             aggregates=data["aggregates"],
             volumes=data.get("volumes"),
         )
