@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 from samtune.cli._hydra import run_hydra_app
 from samtune.data.check import check_datamodule, format_check
 from samtune.data.coco_export import write_coco
+from samtune.data.datamodules.clips import ClipDataModule
 from samtune.io_atomic import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,11 @@ def check_data(cfg: DictConfig, out_dir: Path, data_name: str | None = None) -> 
         skip_log.unlink(missing_ok=True)  # a fresh log: only this check's findings
         overrides["skip_log"] = str(skip_log)
     datamodule = instantiate(cfg.data, **overrides)
+    if cfg.get("to_coco") and isinstance(datamodule, ClipDataModule):
+        raise ValueError(
+            f"to_coco writes images and their objects; data={data_name} holds clips (videos, "
+            "volumes, time-lapse), which COCO cannot hold: leave to_coco out"
+        )
     report = check_datamodule(
         datamodule,
         splits=list(cfg.splits),

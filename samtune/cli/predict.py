@@ -1,7 +1,9 @@
-"""``samtune-predict ckpt=X images=DIR prompts=prompts.json out=DIR [mode=prompts|auto] [multimask=false]``.
+"""``samtune-predict ckpt=X images=DIR prompts=prompts.json out=DIR [mode=prompts|auto] [multimask=false]``,
+or ``samtune-predict ckpt=X video=DIR_OR_VOLUME prompts=prompts.json out=DIR`` for clips.
 
-The prompts file format is described in :mod:`samtune.inference.prompt_files`. ``ckpt`` is a Lightning
-``.ckpt``, an exported ``.pt``, or ``none`` with ``model=<size>`` for zero-shot SAM 2.1.
+The prompts file formats are described in :mod:`samtune.inference.prompt_files` (images) and
+:mod:`samtune.inference.clip_prompts` (videos and volumes). ``ckpt`` is a Lightning ``.ckpt``,
+an exported ``.pt``, or ``none`` with ``model=<size>`` for zero-shot SAM 2.1.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from samtune.cli._hydra import run_hydra_app
 from samtune.inference.folder import run_predict
+from samtune.inference.video import run_predict_video
 
 
 def predict_task(cfg: DictConfig) -> None:
@@ -17,6 +20,28 @@ def predict_task(cfg: DictConfig) -> None:
     from hydra.utils import instantiate
 
     spec = instantiate(cfg.model) if cfg.get("model") is not None else None
+    if (cfg.get("images") is None) == (cfg.get("video") is None):
+        raise ValueError(
+            "samtune-predict needs one of images=<folder of images> or video=<folder of frames "
+            "or a volume>"
+        )
+    if cfg.get("video") is not None:
+        if cfg.get("prompts_file") is None:
+            raise ValueError("video= needs prompts=<file.json> naming the frame and its objects")
+        path = run_predict_video(
+            ckpt=cfg.ckpt,
+            video=cfg.video,
+            prompts=cfg.prompts_file,
+            out=cfg.out,
+            axis=cfg.axis,
+            window=_plain(cfg.get("window")),
+            normalize=_plain(cfg.get("normalize")),
+            image_size=cfg.get("image_size"),
+            device=cfg.device,
+            spec=spec,
+        )
+        print(f"wrote {path}")
+        return
     path = run_predict(
         ckpt=cfg.ckpt,
         images=cfg.images,
@@ -30,6 +55,11 @@ def predict_task(cfg: DictConfig) -> None:
         auto=OmegaConf.to_container(cfg.auto, resolve=True) if cfg.get("auto") else None,
     )
     print(f"wrote {path}")
+
+
+def _plain(value: object) -> object:
+    """A Hydra mapping (a window given as ``{level: 40, width: 400}``) as a plain dict."""
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
 def main() -> None:

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from samtune.data.check_clips import check_clip_split, format_clip_split
+from samtune.data.datasets.videos import ClipDataset
 from samtune.data.datasets.volumes import VolumeSliceDataset
 from samtune.data.drops import DROP_LABELS, drop_counts, empty_split_reason
 from samtune.data.sample import DataError
@@ -206,6 +208,8 @@ class _SliceTally:
 def _check_split(
     dataset: Any, *, image_size: int, tiny_area: float, factor: float
 ) -> dict[str, Any]:
+    if isinstance(dataset, ClipDataset):
+        return check_clip_split(dataset, image_size=image_size, tiny_area=tiny_area)
     tally = _SliceTally(image_size=image_size, tiny_area=tiny_area)
     problems: list[tuple[str, str]] = []
     volume_info = None
@@ -353,13 +357,15 @@ def format_check(report: dict[str, Any], *, max_listed: int = 20) -> str:
         if entry["status"] != "checked":
             lines.append(f"{split}: {entry['status']}: {entry['message']}")
             continue
-        unit = "slices" if entry["kind"] == "volume slices" else "images"
+        unit = {"volume slices": "slices", "clips": "videos"}.get(entry["kind"], "images")
         lines.append(
             f"{split}: {entry['images']} {unit} ({entry['read']} read), {entry['objects']} "
             f"objects, {entry['images_without_objects']} {unit} without objects"
         )
         volumes = entry.get("volumes")
-        if volumes is not None:
+        if entry["kind"] == "clips":
+            lines += format_clip_split(entry, max_listed)
+        elif volumes is not None:
             lines.append(
                 f"  volumes: {volumes['count']} ({volumes['read']} read), sliced along axis "
                 f"{volumes['axis']}; shape {_fmt_range(volumes['shapes'])}; spacing mm "
@@ -406,7 +412,7 @@ def format_check(report: dict[str, Any], *, max_listed: int = 20) -> str:
                 [f"{o['item']} {o['size'][0]}x{o['size'][1]}" for o in entry["size_outliers"]],
                 max_listed,
             )
-        for c, info in entry["classes"].items():
+        for c, info in entry["classes"].items() if entry["kind"] != "clips" else ():
             lines.append(
                 f"  class {c} ({info['name']}): {info['objects']} objects in {info['images']} {unit}"
             )

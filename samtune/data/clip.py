@@ -8,7 +8,8 @@ annotation at all (sparse ground truth), and such a frame is neither scored nor 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -98,4 +99,87 @@ class Clip:
             masks=self.masks[keep, t],
             class_ids=self.class_ids[keep],
             meta=meta,
+        )
+
+    @classmethod
+    def from_label_maps(
+        cls,
+        frames: np.ndarray,
+        labels: np.ndarray,
+        object_ids: Sequence[int] | np.ndarray,
+        *,
+        class_ids: Sequence[int] | np.ndarray | None = None,
+        annotated: Sequence[bool] | np.ndarray | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> Clip:
+        """A clip from ``T x H x W`` integer label maps: object ``n`` is ``labels == object_ids[n]``.
+
+        Label maps are how every clip source stores its objects (a VOS palette value, a
+        relabelled 3D region, a track id); the ``N x T x H x W`` masks are made here, once, for
+        the objects asked for only.
+
+        Args:
+            frames: ``T x H x W x 3`` uint8.
+            labels: ``T x H x W`` integers, 0 background (and on frames that are not annotated).
+            object_ids: the ids to turn into objects, in clip order.
+            class_ids: one per object (default all 1).
+            annotated: ``T`` bool (default all True).
+            meta: the clip's ``meta``.
+
+        Raises:
+            DataError: label maps of another size than the frames (naming ``meta["file"]``).
+        """
+        meta = dict(meta or {})
+        labels = np.asarray(labels)
+        if labels.shape != frames.shape[:3]:
+            raise DataError(
+                f"{meta.get('file', '<unknown clip>')}: label maps are {tuple(labels.shape)} but "
+                f"the frames are {tuple(frames.shape[:3])} (T x H x W)"
+            )
+        ids = np.asarray(object_ids, dtype=np.int64).reshape(-1)
+        masks = labels[None] == ids[:, None, None, None]
+        return cls(
+            frames=frames,
+            masks=masks,
+            object_ids=ids,
+            annotated=None if annotated is None else np.asarray(annotated, dtype=bool),
+            class_ids=np.zeros(0, np.int64)
+            if class_ids is None
+            else np.asarray(class_ids, dtype=np.int64).reshape(-1),
+            meta=meta,
+        )
+
+    def sub(self, frames: Sequence[int] | np.ndarray) -> Clip:
+        """The clip cut to the frames ``frames`` (clip positions, any order: reversed runs and
+        strides are cuts too); the objects stay. ``meta["frame_indices"]`` and
+        ``meta["frame_files"]``, when present, are cut alike."""
+        index = np.asarray(frames, dtype=np.int64).reshape(-1)
+        if index.size and (index.min() < -self.num_frames or index.max() >= self.num_frames):
+            raise IndexError(
+                f"frames {index.tolist()} out of range for a clip of {self.num_frames}"
+            )
+        meta = dict(self.meta)
+        for key in ("frame_indices", "frame_files"):
+            if key in meta and len(meta[key]) == self.num_frames:
+                meta[key] = [meta[key][int(t)] for t in index]
+        return replace(
+            self,
+            frames=self.frames[index],
+            masks=self.masks[:, index],
+            annotated=self.annotated[index],
+            meta=meta,
+        )
+
+    def reversed(self) -> Clip:
+        """The clip with time reversed (frame ``T - 1`` first)."""
+        return self.sub(np.arange(self.num_frames - 1, -1, -1))
+
+    def with_objects(self, keep: Sequence[int] | np.ndarray) -> Clip:
+        """The clip holding only the objects at positions ``keep`` (in that order)."""
+        index = np.asarray(keep, dtype=np.int64).reshape(-1)
+        return replace(
+            self,
+            masks=self.masks[index],
+            object_ids=self.object_ids[index],
+            class_ids=self.class_ids[index],
         )

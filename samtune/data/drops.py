@@ -21,6 +21,8 @@ DROP_LABELS: dict[str, str] = {
     "dropped_outside": "annotations dropped for lying outside their image",
     "dropped_small": "objects dropped below the dataset's min_area (original size)",
     "crowd_ignored": "crowd annotations ignored (iscrowd=1)",
+    "too_short": "videos left out for being shorter than one training clip",
+    "without_annotations": "videos left out for having no annotated frame",
     "skipped": "images skipped as bad files",
 }
 
@@ -69,6 +71,13 @@ def empty_split_reason(stats: Mapping[str, Any], note: str | None = None) -> str
         causes.append(f"{crowd} annotation(s) are crowd regions (ignored)")
     if skipped:
         causes.append(f"{skipped} image(s) were skipped as bad files")
+    if int(stats.get("too_short", 0)):
+        causes.append(
+            f"{stats['too_short']} video(s) are shorter than one training clip "
+            "(data.num_frames x data.stride)"
+        )
+    if int(stats.get("without_annotations", 0)):
+        causes.append(f"{stats['without_annotations']} video(s) have no annotated frame")
     if images and not (empty or outside or small or crowd or blank):
         causes.append(f"{images} image(s) have no annotation")
     if not causes:

@@ -203,6 +203,17 @@ def write_documented_layouts(work: Path) -> None:
     """The folders README.md's data commands name (``/data/<name>`` read as ``<name>/``)."""
     import SimpleITK as sitk
 
+    from tests.data import clip_layouts
+
+    clip_layouts.write_vos(
+        work / "DAVIS", "davis", {"train": 2, "val": 1}, n_frames=8,
+        video_names={"train": ["bmx-trees", "blackswan"], "val": ["dog"]},
+    )  # fmt: skip
+    clip_layouts.write_vos(work / "youtube_vos", "youtube", {"train": 3}, n_frames=8)
+    for sequence in ("01", "02"):
+        clip_layouts.write_ctc(work / "Fluo-N2DH-GOWT1", sequence, n_frames=8, seg_frames=(0, 3))
+    clip_layouts.write_frames(work / "movies", n_videos=2, n_frames=8)
+
     scenes = write_semantic(work / "isic", n=4)
     for stem in scenes:
         mask = work / "isic" / "masks" / f"{stem}.png"
@@ -219,7 +230,7 @@ def write_documented_layouts(work: Path) -> None:
     write_per_object_flat(work / "Zellkerne é")
     rng = np.random.default_rng(0)
     for case in range(3):
-        hu = rng.normal(-100, 30, size=(6, 40, 40)).astype(np.float32)  # [k, j, i]
+        hu = rng.normal(-100, 30, size=(8, 40, 40)).astype(np.float32)  # [k, j, i]
         label = np.zeros(hu.shape, np.uint8)
         label[1:5, 10:24, 8:26] = 1
         label[2:6, 28:36, 26:36] = 2

@@ -11,6 +11,7 @@ from tests.helpers import REPO, tiny_dataset, write_cases
 
 CONFIG_DIR = REPO / "configs"
 DATA_CONFIGS = sorted(p.stem for p in (CONFIG_DIR / "data").glob("*.yaml"))
+CLIP_CONFIGS = ("ctc", "frames", "volume_clips", "vos")
 
 
 def _overrides(name: str, tmp_path) -> list[str]:
@@ -29,7 +30,28 @@ def _overrides(name: str, tmp_path) -> list[str]:
     if name == "volumes":
         images, labels = write_cases(tmp_path / "volumes", n=2)
         return [f"data.images={images}", f"data.labels={labels}", "data.val_fraction=0.5"]
+    from tests.data import clip_layouts
     from tests.data import layouts as data_layouts
+
+    clip_sampling = ["data.num_frames=3", "data.val_fraction=0.5"]
+    if name == "vos":
+        clip_layouts.write_vos(tmp_path / name, "davis", {"train": 2}, n_frames=4)
+        return [f"data.root={tmp_path / name}", *clip_sampling]
+    if name == "frames":
+        clip_layouts.write_frames(tmp_path / name, n_videos=2, n_frames=4)
+        folder = tmp_path / name
+        return [
+            f"data.images={folder / 'images'}",
+            f"data.labels={folder / 'labels'}",
+            *clip_sampling,
+        ]
+    if name == "ctc":
+        for sequence in ("01", "02"):
+            clip_layouts.write_ctc(tmp_path / name, sequence, n_frames=4, seg_frames=(0, 2))
+        return [f"data.root={tmp_path / name}", *clip_sampling]
+    if name == "volume_clips":
+        images, labels = write_cases(tmp_path / "volumes", n=2)
+        return [f"data.images={images}", f"data.labels={labels}", *clip_sampling]
 
     root = tmp_path / name
     if name == "per_object":
@@ -53,8 +75,8 @@ def _overrides(name: str, tmp_path) -> list[str]:
 
 def test_all_expected_configs_exist():
     assert DATA_CONFIGS == [
-        "coco", "folder", "labelme", "nuclei_mini", "per_object", "semantic", "synthetic",
-        "volumes", "yolo",
+        "coco", "ctc", "folder", "frames", "labelme", "nuclei_mini", "per_object", "semantic",
+        "synthetic", "volume_clips", "volumes", "vos", "yolo",
     ]  # fmt: skip
 
 
@@ -71,11 +93,17 @@ def test_config_composes_and_instantiates(name, tmp_path):
     assert dm.augment is not None and dm.augment.get("hflip") == cfg.data.augment.get("hflip")
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
-    assert batch["images"].shape[1:] == (3, 128, 128)
+    if name in CLIP_CONFIGS:  # clips: B x T x 3 x S x S, T = data.num_frames
+        assert batch["frames"].shape[1:] == (3, 3, 128, 128)
+        assert batch["masks"][0].shape[1:] == (3, 128, 128)
+    else:
+        assert batch["images"].shape[1:] == (3, 128, 128)
     assert len(dm.raw_dataset("val")) >= 1
 
 
-@pytest.mark.parametrize("name", ["coco", "folder", "per_object", "yolo", "labelme", "semantic"])
+@pytest.mark.parametrize(
+    "name", ["coco", "folder", "per_object", "yolo", "labelme", "semantic", *CLIP_CONFIGS]
+)
 def test_required_paths_are_marked_missing(name):
     from omegaconf import OmegaConf
 
@@ -89,6 +117,10 @@ def test_required_paths_are_marked_missing(name):
         "yolo": (["root"], []),
         "labelme": (["root"], []),
         "semantic": (["classes"], ["train_images", "train_masks", "val_images", "val_masks"]),
+        "vos": (["root"], ["val_split", "test_split"]),
+        "frames": (["images", "labels"], ["val_images", "val_labels"]),
+        "ctc": (["root"], ["sequences", "val_sequences"]),
+        "volume_clips": (["images", "labels"], ["val_images", "val_labels"]),
     }[name]
     keys = required + per_split
     assert [key for key in keys if OmegaConf.is_missing(cfg.data, key)] == required

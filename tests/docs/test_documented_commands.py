@@ -63,7 +63,7 @@ PLACEHOLDERS: list[tuple[str, str]] = [
 # that tests.data.layouts.write_documented_layouts generates in the working folder.
 LAYOUT_FOLDERS = (
     "isic", "stage1_train", "yolo_export", "roboflow_coco", "labelme", "tiles_rgb", "tiles",
-    "nrrd", "my cells", "Zellkerne é",
+    "nrrd", "my cells", "Zellkerne é", "DAVIS", "youtube_vos", "Fluo-N2DH-GOWT1", "movies",
 )  # fmt: skip
 PLACEHOLDERS += [(f"/data/{name}", name) for name in LAYOUT_FOLDERS]
 
@@ -112,6 +112,8 @@ SHOWN_FILES = {
         "prompts.json",
         "my_configs/data/cells.yaml",
         "my_configs/experiment/cells_lora.yaml",
+        "video_prompts.json",
+        "slice_prompts.json",
     }
 }
 

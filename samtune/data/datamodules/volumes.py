@@ -21,6 +21,7 @@ from samtune.data.datamodules.base import (
     seed_worker,
     seeded_split,
 )
+from samtune.data.datasets.videos import ClipSampling, VolumeClipDataset
 from samtune.data.datasets.volumes import VolumePair, VolumeSliceDataset, pair_volumes
 from samtune.data.sample import DataError
 from samtune.data.samplers import ShardedSampler, rank_seed, replicas_of
@@ -197,6 +198,34 @@ class VolumeDataModule(SamDataModule):
 
     def make_dataset(self, split: str) -> VolumeSliceDataset:
         """The slices of ``split`` (``"train"``, ``"val"`` or ``"test"``)."""
+        images, labels, problems = self.split_sources(split)
+        dataset = self._slices(images, labels, split=split)
+        for file, message in problems:
+            dataset.reject(file, message)
+        return dataset
+
+    def clip_dataset(
+        self, split: str, *, sampling: ClipSampling | None = None
+    ) -> VolumeClipDataset:
+        """The volumes of ``split`` as clips of their slices along ``axis`` (the same cases,
+        windowing, label mode and classes as :meth:`make_dataset`); whole volumes unless a
+        ``sampling`` draws clips from them."""
+        images, labels, problems = self.split_sources(split)
+        dataset = VolumeClipDataset(
+            images=images,
+            labels=labels,
+            sampling=sampling,
+            seed=self.seed,
+            on_error=self.on_error,
+            **self.slice_options,
+        )
+        for file, message in problems:
+            dataset.reject(file, message)
+        return dataset
+
+    def split_sources(self, split: str) -> tuple[PathList, PathList, list[tuple[str, str]]]:
+        """``(images, labels, problems)`` of ``split``: its own folders, or the cases of the
+        seeded split by case (with the cases left out while pairing as train's problems)."""
         if split not in self.sources:
             raise ValueError(
                 f"{type(self).__name__} has the splits 'train', 'val' and 'test', not {split!r}"
@@ -206,13 +235,13 @@ class VolumeDataModule(SamDataModule):
         if split != "test" and self.sources["val"] is None:
             train_pairs, val_pairs, problems = self.split_cases()
             pairs = train_pairs if split == "train" else val_pairs
-            dataset = self._slices([p.image for p in pairs], [p.label for p in pairs], split=split)
-            if split == "train":
-                for file, message in problems:
-                    dataset.reject(file, message)
-            return dataset
+            return (
+                [p.image for p in pairs],
+                [p.label for p in pairs],
+                problems if split == "train" else [],
+            )
         images, labels = self.sources[split]
-        return self._slices(images, labels, split=split)
+        return images, labels, []
 
     def split_cases(self) -> CaseSplit:
         """``(train pairs, val pairs, problems)`` of the split by case (pairing done once).

@@ -1,0 +1,125 @@
+"""Clip prediction (``samtune-predict video=...``): prompts on one frame, masks on every frame.
+
+The official ``SAM2VideoPredictor`` (from :func:`~samtune.inference.predictor.load_video_predictor`,
+at the model's own ``image_size``) tracks the prompted objects forwards from the first prompted
+frame to the end, then backwards from it to the start, as SAM 2's demo and MedSAM2's key-slice
+propagation do. Each pixel of a frame takes the id of the object with the highest positive mask
+logit there (0 where none is positive). The prompts file format is in
+:mod:`samtune.inference.clip_prompts`, the outputs in :mod:`samtune.inference.clip_files`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from samtune.inference.clip_files import ClipInput, read_clip_input, write_clip_labels
+from samtune.inference.clip_prompts import FramePrompts, read_clip_prompts
+from samtune.inference.predictor import load_video_predictor
+from samtune.io_atomic import write_json_atomic
+from samtune.models import ModelSpec
+
+log = logging.getLogger(__name__)
+
+
+def video_state(predictor: Any, frames: np.ndarray) -> dict[str, Any]:
+    """``predictor.init_state`` on frames held in memory (``T x H x W x 3`` uint8).
+
+    ``init_state`` reads only a folder of ``<index>.jpg`` files and decodes each with PIL
+    whatever its content; the frames are written there as PNG data, so volume slices and
+    16-bit frames reach the model exactly as read (no JPEG loss) and are resized by the
+    official loader itself.
+    """
+    with tempfile.TemporaryDirectory(prefix="samtune-frames-") as folder:
+        for t, frame in enumerate(frames):
+            Image.fromarray(frame).save(Path(folder) / f"{t:05d}.jpg", format="PNG")
+        return predictor.init_state(video_path=folder)
+
+
+def predict_clip(predictor: Any, frames: np.ndarray, prompts: list[FramePrompts]) -> np.ndarray:
+    """Object-id maps (``T x H x W`` uint8) of the prompted objects on every frame.
+
+    Args:
+        predictor: a ``SAM2VideoPredictor``.
+        frames: the video, ``T x H x W x 3`` uint8.
+        prompts: the prompted frames (see :func:`read_clip_prompts`).
+    """
+    state = video_state(predictor, frames)
+    for entry in prompts:
+        for object_id, prompt in entry.objects:
+            predictor.add_new_points_or_box(
+                inference_state=state,
+                frame_idx=entry.frame,
+                obj_id=object_id,
+                points=None if prompt.points is None else prompt.points.astype(np.float32),
+                labels=None if prompt.labels is None else prompt.labels.astype(np.int32),
+                box=None if prompt.box is None else prompt.box.astype(np.float32),
+            )
+    first = min(entry.frame for entry in prompts)
+    t, h, w = frames.shape[:3]
+    labels = np.zeros((t, h, w), dtype=np.uint8)
+    done: set[int] = set()
+    for reverse in (False, True):
+        if reverse and first == 0:
+            break
+        for frame_idx, obj_ids, logits in predictor.propagate_in_video(
+            state, start_frame_idx=first, reverse=reverse
+        ):
+            if frame_idx in done:
+                continue  # the prompted frame comes back at the start of the backward pass
+            done.add(frame_idx)
+            scores = logits[:, 0].float().cpu().numpy()  # objects x H x W
+            top = scores.argmax(axis=0)
+            value = np.take_along_axis(scores, top[None], axis=0)[0]
+            ids = np.asarray(obj_ids, dtype=np.uint8)
+            labels[frame_idx] = np.where(value > 0, ids[top], 0)
+    return labels
+
+
+def run_predict_video(
+    *,
+    ckpt: str | None,
+    video: str | os.PathLike,
+    prompts: str | os.PathLike,
+    out: str | os.PathLike,
+    axis: int = 2,
+    window: Any = None,
+    normalize: Any = None,
+    image_size: int | None = None,
+    device: str = "cpu",
+    spec: ModelSpec | None = None,
+) -> Path:
+    """What ``samtune-predict video=...`` does: read and check, load, propagate, write.
+
+    Returns:
+        The ``predictions.json`` path (frames and files written, objects per frame).
+    """
+    clip: ClipInput = read_clip_input(video, axis=axis, window=window, normalize=normalize)
+    parsed = read_clip_prompts(prompts, frame_names=clip.names, size=clip.frames.shape[1:3])
+    predictor = load_video_predictor(ckpt, image_size=image_size, device=device, spec=spec)
+    with torch.inference_mode():
+        labels = predict_clip(predictor, clip.frames, parsed)
+    files = write_clip_labels(out, clip, labels)
+    summary = {
+        "input": str(clip.path),
+        "kind": "volume" if clip.volume is not None else "video",
+        "axis": clip.axis if clip.volume is not None else None,
+        "image_size": int(predictor.image_size),
+        "prompted_frames": [entry.frame for entry in parsed],
+        "objects": sorted({i for entry in parsed for i, _ in entry.objects}),
+        "files": [f.name for f in files],
+        "frames": [
+            {"frame": t, "name": name, "objects": sorted(int(v) for v in np.unique(labels[t]) if v)}
+            for t, name in enumerate(clip.names)
+        ],
+    }
+    path = write_json_atomic(Path(out) / "predictions.json", summary, indent=1)
+    log.info("%s: %d frames, %d files written to %s", clip.path, len(clip.names), len(files), out)
+    return path
