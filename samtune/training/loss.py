@@ -87,10 +87,10 @@ class SAM2Loss(torch.nn.Module):
         focal_gamma: focal loss gamma.
         iou_use_l1: L1 for the IoU prediction (SAM 2.1's choice); MSE if False.
         supervise_object_score: train the object score and give empty targets no mask loss.
-        gate_masks_by_object_score: as SAM 2's training forward, the step sets the mask logits
-            of an object whose object score is <= 0 to -1024 (read by ``interactive_loss``).
             If False the object-score term is 0, ``object_score_logits`` may be None, and every
             object gets the mask losses.
+        gate_masks_by_object_score: as SAM 2's training forward, the step sets the mask logits
+            of an object whose object score is <= 0 to -1024 (read by ``interactive_loss``).
     """
 
     def __init__(
