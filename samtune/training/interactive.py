@@ -16,6 +16,20 @@ from samtune.prompts.streams import PromptStreams
 from samtune.segmenter.base import Decoded, Features, Segmenter
 from samtune.segmenter.checkpointing import run_checkpointed
 
+#: The logit SAM 2 writes where the object score says "no object" (``sam2.modeling.sam2_base``).
+NO_OBJECT_LOGIT = -1024.0
+
+
+def gate_by_object_score(out: Decoded) -> Decoded:
+    """``out`` with its mask logits set to :data:`NO_OBJECT_LOGIT` where the object score is <= 0.
+
+    The training forward of SAM 2 (``SAM2Base._forward_sam_heads``) does this before the
+    logits reach the loss, the mask prompt of the next step and the correction clicks.
+    """
+    present = (out.object_score_logits > 0).reshape(-1, 1, 1, 1)
+    low = torch.where(present, out.low_res_logits, out.low_res_logits.new_tensor(NO_OBJECT_LOGIT))
+    return Decoded(low, out.iou_pred, out.object_score_logits)
+
 
 def as_streams(generator: torch.Generator | PromptStreams) -> PromptStreams:
     """``generator`` as prompt streams (one generator shared by every image)."""
@@ -72,6 +86,8 @@ def prompt_step(
         mask_input=mask_input,
         multimask_output=multimask,
     )
+    if getattr(loss_fn, "gate_masks_by_object_score", False):
+        out = gate_by_object_score(out)
     logits = segmenter.upsample(out.low_res_logits, tuple(gt.shape[-2:]))
     return out, loss_fn(logits, out.iou_pred, out.object_score_logits, gt)
 

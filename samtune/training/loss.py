@@ -89,6 +89,8 @@ class SAM2Loss(torch.nn.Module):
         supervise_object_score: train the object score and give empty targets no mask loss.
             If False the object-score term is 0, ``object_score_logits`` may be None, and every
             object gets the mask losses.
+        gate_masks_by_object_score: as SAM 2's training forward, the step sets the mask logits
+            of an object whose object score is <= 0 to -1024 (read by ``interactive_loss``).
     """
 
     def __init__(
@@ -102,6 +104,7 @@ class SAM2Loss(torch.nn.Module):
         focal_gamma: float = 2.0,
         iou_use_l1: bool = True,
         supervise_object_score: bool = True,
+        gate_masks_by_object_score: bool = True,
     ) -> None:
         super().__init__()
         self.focal_weight = check_number("loss.focal_weight", focal_weight, ge=0)
@@ -116,6 +119,7 @@ class SAM2Loss(torch.nn.Module):
         self.focal_gamma = check_number("loss.focal_gamma", focal_gamma, ge=0)
         self.iou_use_l1 = bool(iou_use_l1)
         self.supervise_object_score = bool(supervise_object_score)
+        self.gate_masks_by_object_score = bool(gate_masks_by_object_score)
 
     def extra_repr(self) -> str:
         return (
