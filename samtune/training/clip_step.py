@@ -106,11 +106,6 @@ class ClipPlan:
     mask_inputs: dict[int, torch.Tensor] = field(default_factory=dict)
 
 
-def processing_order(self) -> list[int]:
-    """Initial conditioning frames first, then the rest in time order."""
-    raise NotImplementedError  # needs the clip length: see :func:`processing_order`
-
-
 def processing_order(plan: ClipPlan, num_frames: int) -> list[int]:
     """SAM 2's tracking order: the initial conditioning frames, then the others in time order."""
     return list(plan.init_cond_frames) + [

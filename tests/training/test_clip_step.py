@@ -84,7 +84,7 @@ def clicker(gt: torch.Tensor, pred: torch.Tensor | None):
 
 @pytest.mark.parametrize(
     "case, rng_seed",
-    [("points", 0), ("points", 3), ("box", 1), ("masks", 2)],
+    [("points", 0), ("points", 5), ("box", 1), ("masks", 2)],
 )
 def test_clip_step_equals_sam2train(monkeypatch, tiny_state_dict, case, rng_seed):
     sam2_train, loss_fns = official_training_modules(monkeypatch)
@@ -155,6 +155,8 @@ def test_clip_step_equals_sam2train(monkeypatch, tiny_state_dict, case, rng_seed
         mask_inputs=dict(captured["mask_inputs_per_frame"]),
     )
     assert plan.use_points == (case != "masks")
+    if rng_seed == 5:  # a corrected frame that becomes a conditioning frame
+        assert set(plan.correct_frames) - set(plan.init_cond_frames)
     gt = [masks[:, t, None] for t in range(T)]
     torch.manual_seed(11)
     feats = backbone_features(ours, ours.forward_image(images))
