@@ -259,19 +259,29 @@ def backbone_features(model: torch.nn.Module, backbone_out: dict[str, Any]) -> t
 
 
 def encode_clip_frames(
-    model: torch.nn.Module, images: torch.Tensor, *, encoder_frozen: bool
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    *,
+    encoder_frozen: bool,
+    cache: Any = None,
 ) -> dict[str, Any]:
-    """``model.forward_image`` of the flat frames; a frozen encoder runs without a graph (its
-    output equal), while ``conv_s0``/``conv_s1`` keep theirs."""
+    """``model.forward_image`` of the flat frames. A frozen encoder runs without a graph (its
+    output equal) or comes from ``cache`` (an :class:`~samtune.segmenter.cache.EmbeddingCache`,
+    one entry per frame); ``conv_s0``/``conv_s1`` keep their gradients either way."""
     if not encoder_frozen:
         return model.forward_image(images)
+    if cache is not None:
+        levels = cache.levels(model, images)
+    else:
+        with torch.no_grad():
+            levels = list(model.image_encoder(images)["backbone_fpn"])
+        if getattr(model, "use_high_res_features_in_sam", False):
+            levels[0] = model.sam_mask_decoder.conv_s0(levels[0])
+            levels[1] = model.sam_mask_decoder.conv_s1(levels[1])
+    encoding = model.image_encoder.neck.position_encoding
     with torch.no_grad():
-        out = model.image_encoder(images)
-    out = {k: list(v) if isinstance(v, list) else v for k, v in out.items()}
-    if getattr(model, "use_high_res_features_in_sam", False):
-        out["backbone_fpn"][0] = model.sam_mask_decoder.conv_s0(out["backbone_fpn"][0])
-        out["backbone_fpn"][1] = model.sam_mask_decoder.conv_s1(out["backbone_fpn"][1])
-    return out
+        pos = [encoding(x).to(x.dtype) for x in levels]
+    return {"backbone_fpn": levels, "vision_pos_enc": pos}
 
 
 def _correct(
