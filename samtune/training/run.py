@@ -32,6 +32,7 @@ from samtune.training.module import SamTuneModule
 from samtune.training.progress import stdout_is_terminal
 from samtune.training.resume import ContinueCsvLog, resume_config, task_overrides
 from samtune.training.run_lock import RunLock, check_writable, write_hydra_record
+from samtune.training.video_module import VideoModule, video_module_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +70,6 @@ def build_module(cfg: DictConfig) -> SamTuneModule:
             "training=video (and clip data: data=vos, frames, ctc or volume_clips)"
         )
     if video:
-        from samtune.training.video_module import VideoModule, video_module_kwargs
-
         module_class, extra = VideoModule, video_module_kwargs(cfg)
     else:
         module_class, extra = SamTuneModule, {"val_evaluator": validation_evaluator(cfg)}

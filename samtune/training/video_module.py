@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from torchmetrics import MaxMetric, MeanMetric
 
+from samtune.inference.predictor import build_video_model
+from samtune.inference.video import video_state
 from samtune.training.clip_step import (
     LOSS_TERMS,
     VideoRecipe,
@@ -61,8 +63,6 @@ def region_j(pred: np.ndarray, gt: np.ndarray) -> float:
 def propagate_mask_j(predictor: Any, clip: Any) -> list[float]:
     """Per object of ``clip``: its mean J over the annotated frames after its prompt frame when
     its first present ground-truth mask is propagated (objects never present are left out)."""
-    from samtune.inference.video import video_state
-
     annotated = np.ones(clip.frames.shape[0], bool) if clip.annotated is None else clip.annotated
     first: dict[int, list[int]] = {}
     for n in range(clip.masks.shape[0]):
@@ -192,8 +192,6 @@ class VideoModule(SamTuneModule):
 
     def _predictor(self) -> Any:
         """A ``SAM2VideoPredictor`` holding the weights being trained (adapter merged)."""
-        from samtune.inference.predictor import build_video_model
-
         if self._val_predictor is None:
             video = build_video_model(self.spec.name, image_size=int(self.spec.image_size))
             object.__setattr__(self, "_val_predictor", video)
