@@ -59,7 +59,8 @@ def test_export_writes_official_checkpoint_and_sidecar(tmp_path):
         "tuned.pt",
     ]  # no temp files
     obj = torch.load(out, map_location="cpu", weights_only=True)
-    assert list(obj) == ["model"]
+    assert list(obj) == ["model", "samtune"]
+    assert obj["samtune"]["image_size"] == SMALL_SIZE and obj["samtune"]["random_init"] is True
     assert list(obj["model"]) == list(build_sam2_model(NAME, image_size=SMALL_SIZE).state_dict())
     path = "image_encoder.trunk.blocks.2.attn.proj"
     ref = adapted.state_dict()

@@ -10,6 +10,7 @@ import torch
 
 from samtune.models import CheckpointError, ModelSpec
 from samtune.models.adapters import FrozenEncoder, FullFineTune, LoRAAdapter
+from samtune.models.base_ref import build_random_init, state_digest
 from samtune.models.official import sha256_of
 from samtune.models.weights import model_from_training_checkpoint, safe_load
 from tests.helpers import SMALL_SIZE
@@ -101,7 +102,17 @@ def test_changed_base_weights_are_refused(tmp_path, tiny_checkpoint):
 def test_random_init_is_rebuilt_from_its_seed(tmp_path):
     module = _module(FrozenEncoder(), None, init_seed=7)
     ckpt = _save(module, tmp_path / "run.ckpt")
-    assert ckpt["samtune"]["base"] == {"random_init": True, "seed": 7}
+    base = ckpt["samtune"]["base"]
+    assert base == {
+        "random_init": True,
+        "seed": 7,
+        "digest": state_digest(build_random_init(NAME, image_size=SMALL_SIZE, seed=7).state_dict()),
+        "torch": torch.__version__.split("+")[0],
+    }
+    assert base["digest"] != state_digest(
+        build_random_init(NAME, image_size=SMALL_SIZE, seed=8).state_dict()
+    )
+    assert ckpt["samtune"]["model"]["init_digest"] == base["digest"]
     model, _ = model_from_training_checkpoint(tmp_path / "run.ckpt")
     expected = module.adapter.merged_state_dict(module.model)
     for key, value in model.state_dict().items():
