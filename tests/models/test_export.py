@@ -218,7 +218,9 @@ def test_export_roboflow_package(tmp_path, caplog):
     config = json.loads((folder / "sam_configuration.json").read_text())
     assert config == {"version": "sam2.1_hiera_t"}
     assert sam2_config_path(f"configs/sam2.1/{config['version']}.yaml").is_file()
-    state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)["model"]
+    obj = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
+    assert (obj["samtune"]["image_size"], obj["samtune"]["adapter"]) == (SMALL_SIZE, "full")
+    state = obj["model"]
     expected = FullFineTune().merged_state_dict(adapted)
     assert list(state) == list(expected) and all(torch.equal(state[k], expected[k]) for k in state)
     assert "1024" in caplog.text and "128" in caplog.text

@@ -32,7 +32,7 @@ def _same_state(a: dict, b: dict) -> bool:
 
 def test_export_without_its_sidecar_loads_as_tuned(tmp_path):
     ckpt = tmp_path / "run.ckpt"
-    make_lightning_checkpoint(ckpt, LoRAAdapter(rank=4))
+    make_lightning_checkpoint(ckpt, FrozenEncoder())
     tuned, _ = model_from_training_checkpoint(ckpt)
     out = export_checkpoint(ckpt, tmp_path / "tuned.pt")
     facts = torch.load(out, map_location="cpu", weights_only=True)["samtune"]
@@ -41,7 +41,7 @@ def test_export_without_its_sidecar_loads_as_tuned(tmp_path):
         SAM2_CONFIG,
         SMALL_SIZE,
     )
-    assert (facts["adapter"], facts["random_init"], facts["format"]) == ("lora", True, 1)
+    assert (facts["adapter"], facts["random_init"], facts["format"]) == ("frozen", True, 1)
     with_sidecar = load_model(out)[1]
 
     sidecar_path(out).unlink()
@@ -51,7 +51,7 @@ def test_export_without_its_sidecar_loads_as_tuned(tmp_path):
     assert (info["name"], info["image_size"], info["adapter"], info["random_init"]) == (
         NAME,
         SMALL_SIZE,
-        "lora",
+        "frozen",
         True,
     )
     assert model.image_size == SMALL_SIZE and _same_state(model.state_dict(), tuned.state_dict())
