@@ -1,9 +1,12 @@
 """Turn a samtune Lightning checkpoint into an official SAM 2 checkpoint.
 
-The result is ``{"model": state_dict}`` with sam2's own key names and any LoRA update merged,
-which ``sam2.build_sam.build_sam2(config, path)`` loads strictly with no samtune import, plus a
-JSON sidecar ``<name>.json`` saying what the weights are (size, resolution, adapter, data,
-metrics, SHA-256 of the ``.pt``).
+The result is ``{"model": state_dict, "samtune": facts}``: the state dict with sam2's own key
+names and any LoRA update merged, which ``sam2.build_sam.build_sam2(config, path)`` loads
+strictly with no samtune import (it reads only ``["model"]``), and the facts that samtune needs
+to load the file as it was tuned (:func:`export_facts`: size, sam2 config, resolution, adapter,
+random init, base weights), as plain values. A JSON sidecar ``<name>.json`` repeats the facts and
+adds the data, metrics and the SHA-256 of the ``.pt``. The file alone is enough: a ``.pt`` copied
+without its sidecar still loads at its tuned resolution and keeps its random-init flag.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import torch
 from samtune import __version__
 from samtune.io_atomic import atomic_write, write_json_atomic
 from samtune.models.official import sha256_of
-from samtune.models.weights import model_from_training_checkpoint
+from samtune.models.weights import FACTS_KEY, model_from_training_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +58,37 @@ def loading_note(out: Path, sam2_config: str, image_size: int) -> str:
     )
 
 
+FACTS_FORMAT = 1
+
+
+def export_facts(info: dict[str, Any]) -> dict[str, Any]:
+    """The facts stored inside an exported ``.pt`` under ``"samtune"``, from the info of
+    :func:`~samtune.models.weights.model_from_training_checkpoint` (plain values only, so the
+    file still opens with ``torch.load(weights_only=True)``).
+
+    Keys: ``format`` (1), ``model``, ``sam2_config``, ``image_size``, ``adapter``,
+    ``adapter_config``, ``random_init``, ``base`` (the base weights: a file's name, path and
+    SHA-256 if recorded, or a random init's seed, the digest of the weights drawn from it and
+    the torch version that drew them), ``base_checkpoint``, ``samtune_version``,
+    ``exported_with``.
+    """
+    return _jsonable(
+        {
+            "format": FACTS_FORMAT,
+            "model": info["name"],
+            "sam2_config": info["sam2_config"],
+            "image_size": int(info["image_size"]),
+            "adapter": info["adapter"],
+            "adapter_config": info["adapter_config"],
+            "random_init": bool(info["random_init"]),
+            "base": info.get("base"),
+            "base_checkpoint": info["base_checkpoint"],
+            "samtune_version": info["samtune_version"],
+            "exported_with": __version__,
+        }
+    )
+
+
 def sidecar_path(out: str | os.PathLike) -> Path:
     """The JSON sidecar of an exported checkpoint: ``<out without suffix>.json``."""
     return Path(out).with_suffix(".json")
@@ -69,7 +103,8 @@ def export_checkpoint(ckpt: str | os.PathLike, out: str | os.PathLike) -> Path:
         out: the ``.pt`` file to write; an existing folder gets ``<ckpt stem>.pt`` inside.
 
     Returns:
-        The path of the written ``.pt``. The sidecar is ``<out without suffix>.json``.
+        The path of the written ``.pt`` (``{"model": ..., "samtune": facts}``, see
+        :func:`export_facts`). The sidecar is ``<out without suffix>.json``.
     """
 
     out = Path(out)
@@ -79,7 +114,8 @@ def export_checkpoint(ckpt: str | os.PathLike, out: str | os.PathLike) -> Path:
         raise ValueError(f"export out={out} must end in .pt (or be an existing folder)")
     model, info = model_from_lightning_checkpoint(ckpt)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    atomic_write(out, lambda tmp: torch.save({"model": state}, tmp))
+    facts = export_facts(info)
+    atomic_write(out, lambda tmp: torch.save({"model": state, FACTS_KEY: facts}, tmp))
     sidecar = {
         "model": info["name"],
         "sam2_config": info["sam2_config"],
@@ -93,6 +129,7 @@ def export_checkpoint(ckpt: str | os.PathLike, out: str | os.PathLike) -> Path:
         "exported_with": __version__,
         "source": str(Path(ckpt).resolve()),
         "base_checkpoint": info["base_checkpoint"],
+        "base": facts["base"],
         "sha256": sha256_of(out),
         "loading": loading_note(out, info["sam2_config"], int(info["image_size"])),
     }
@@ -120,8 +157,8 @@ def roboflow_version(sam2_config: str) -> str:
 def export_roboflow(ckpt: str | os.PathLike, out: str | os.PathLike) -> Path:
     """Write the tuned model of ``ckpt`` as a model package for Roboflow's local runtime.
 
-    The folder ``out`` receives ``model.pt`` (the same ``{"model": state_dict}`` as
-    :func:`export_checkpoint`, with its ``model.json`` sidecar) and ``sam_configuration.json``
+    The folder ``out`` receives ``model.pt`` (the same ``{"model": state_dict, "samtune": facts}``
+    as :func:`export_checkpoint`, with its ``model.json`` sidecar) and ``sam_configuration.json``
     (``{"version": "sam2.1_hiera_t"}`` style). Roboflow builds the model from sam2's config at
     1024 px; a model tuned at another resolution is exported with a warning.
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from samtune.models.base_ref import build_random_init
+from samtune.models.base_ref import build_random_init, state_digest
 from samtune.models.build import build_sam2_model
 from samtune.models.official import default_cache_dir, resolve_checkpoint
 from samtune.models.registry import get_model_info
@@ -43,6 +43,9 @@ class ModelSpec:
         url: override of the official download URL.
         init_seed: seed of the random weights when there is no checkpoint (so a run's base
             weights can be rebuilt from the seed alone).
+        init_digest: set by :meth:`build` for random weights: the digest
+            (:func:`~samtune.models.base_ref.state_digest`) of the weights drawn from
+            ``init_seed``, recorded with the seed so that a rebuild can be verified.
     """
 
     name: str = "sam2.1_hiera_tiny"
@@ -55,6 +58,7 @@ class ModelSpec:
     init_seed: int = 0
     resolved_checkpoint: str | None = field(default=None, init=False)
     random_init: bool = field(default=False, init=False)
+    init_digest: str | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         get_model_info(self.name)
@@ -94,7 +98,10 @@ class ModelSpec:
         """Resolve the checkpoint and build the model (eval mode, CPU)."""
         path = self.resolve()
         if path is None:
-            return build_random_init(self.name, image_size=self.image_size, seed=self.init_seed)
+            model = build_random_init(self.name, image_size=self.image_size, seed=self.init_seed)
+            self.init_digest = state_digest(model.state_dict())
+            return model
+        self.init_digest = None
         return build_sam2_model(self.name, image_size=self.image_size, checkpoint=path)
 
     @property

@@ -1,4 +1,4 @@
-"""The one way samtune reads weights: official ``.pt``, exported ``.pt`` + sidecar, training ``.ckpt``.
+"""The one way samtune reads weights: official ``.pt``, exported ``.pt``, training ``.ckpt``.
 
 Opening a file never runs its code:
 
@@ -10,6 +10,11 @@ Opening a file never runs its code:
   by calling that class directly, never through Hydra's ``instantiate``.
 
 ``"none"``, ``"null"``, an empty string and None all mean "no file" (:func:`is_none`).
+
+An exported ``.pt`` is ``{"model": state_dict, "samtune": facts}``: the facts
+(:data:`FACT_KEYS`, plain values) say what the weights are, so that the file loads at the
+resolution it was tuned at and keeps its random-init flag even when its ``.json`` sidecar was
+not copied along. ``sam2.build_sam.build_sam2`` reads only ``["model"]`` and ignores them.
 """
 
 from __future__ import annotations
@@ -35,7 +40,6 @@ from samtune.models.state_dicts import (
     is_none,
     load_strict,
     log_resolution,
-    read_state_dict,
     safe_load,
     size_mismatch,
 )
@@ -43,6 +47,12 @@ from samtune.models.state_dicts import (
 log = logging.getLogger(__name__)
 
 MODEL_PREFIX = "model."
+
+FACTS_KEY = "samtune"
+"""The key of an exported ``.pt`` that holds its facts, next to ``"model"``."""
+
+FACT_KEYS = ("model", "sam2_config", "image_size", "adapter", "random_init")
+"""The facts an exported ``.pt`` and its sidecar both carry, and which must agree."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -68,6 +78,48 @@ def read_sidecar(path: Path) -> dict[str, Any] | None:
             "the file changed after export (re-export it, or delete the stale sidecar)"
         )
     return meta
+
+
+def read_facts(obj: Any, path: Path) -> dict[str, Any] | None:
+    """The facts inside an exported ``.pt`` (``obj[FACTS_KEY]``), or None for a file without.
+
+    Raises:
+        CheckpointError: the key is there but is not a dict with ``model`` and ``image_size``.
+    """
+    if not isinstance(obj, dict) or FACTS_KEY not in obj:
+        return None
+    facts = obj[FACTS_KEY]
+    if not isinstance(facts, dict) or "model" not in facts or "image_size" not in facts:
+        raise CheckpointError(
+            f"{path}: [{FACTS_KEY!r}] is not samtune's export facts (a dict with 'model' and "
+            f"'image_size'), got {type(facts).__name__}"
+        )
+    return facts
+
+
+def merge_facts(
+    facts: dict[str, Any] | None, sidecar: dict[str, Any] | None, path: Path
+) -> dict[str, Any] | None:
+    """What is known about an exported file: its in-file facts, else its sidecar.
+
+    Raises:
+        CheckpointError: both are there and differ in one of :data:`FACT_KEYS` (the sidecar was
+            edited, or belongs to another export), naming the file, the sidecar and each value.
+    """
+    if facts is None or sidecar is None:
+        return facts if facts is not None else sidecar
+    differ = [
+        f"{key}: {facts[key]!r} in the file, {sidecar[key]!r} in the sidecar"
+        for key in FACT_KEYS
+        if key in facts and key in sidecar and facts[key] != sidecar[key]
+    ]
+    if differ:
+        raise CheckpointError(
+            f"{path} and its sidecar {path.with_suffix('.json')} disagree ({'; '.join(differ)}): "
+            "the facts inside the file are those written at export; delete or fix the sidecar "
+            "(or re-export)"
+        )
+    return {**sidecar, **facts}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,6 +230,28 @@ def checkpoint_model_state(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
     }
 
 
+def base_record(meta: dict[str, Any]) -> dict[str, Any] | None:
+    """What a training checkpoint's run record ``ckpt["samtune"]`` says about its base weights.
+
+    A small checkpoint's ``base``; else, for a run from random weights, their seed and digest
+    (``init_seed``, ``init_digest`` of ``model``; a checkpoint written before they were
+    recorded has ``seed`` None and no digest); else the base file's path, or None.
+    """
+    if isinstance(meta.get("base"), dict):
+        return dict(meta["base"])
+    model = meta["model"]
+    if model.get("random_init"):
+        seed = model.get("init_seed")
+        return {
+            "random_init": True,
+            "seed": None if seed is None else int(seed),
+            **({"digest": str(model["init_digest"])} if model.get("init_digest") else {}),
+        }
+    if model.get("checkpoint"):
+        return {"file": Path(str(model["checkpoint"])).name, "path": str(model["checkpoint"])}
+    return None
+
+
 def model_from_training_checkpoint(
     path: str | os.PathLike, *, image_size: int | None = None
 ) -> tuple[nn.Module, dict[str, Any]]:
@@ -195,7 +269,8 @@ def model_from_training_checkpoint(
     Returns:
         The plain model (eval mode, CPU) and an info dict: ``name``, ``sam2_config``,
         ``image_size``, ``adapter``, ``adapter_config``, ``random_init``, ``checkpoint``,
-        ``base_checkpoint``, ``data``, ``metrics``, ``samtune_version``.
+        ``base_checkpoint``, ``base`` (the base-weights record, see :func:`base_record`),
+        ``data``, ``metrics``, ``samtune_version``.
 
     Raises:
         CheckpointError: when the file is not a samtune checkpoint or its weights do not fit.
@@ -262,6 +337,7 @@ def model_from_training_checkpoint(
         "random_init": bool(meta["model"].get("random_init", False)),
         "checkpoint": str(path),
         "base_checkpoint": meta["model"].get("checkpoint"),
+        "base": base_record(meta),
         "data": meta.get("data"),
         "metrics": meta.get("metrics") or {},
         "samtune_version": meta.get("version"),
@@ -284,12 +360,16 @@ def load_model(
 
     Args:
         path: None or ``"none"`` (build ``spec``, i.e. zero-shot SAM 2.1), a samtune training
-            ``.ckpt``, or a ``{"model": state_dict}`` file (exported by samtune, with its
-            ``.json`` sidecar, or an official checkpoint, whose size is recognised from the
-            weights).
+            ``.ckpt``, or a ``{"model": state_dict}`` file: exported by samtune, or an official
+            checkpoint, whose size is recognised from the weights. An export's facts (size,
+            resolution, adapter, random init) come from inside the file (``["samtune"]``),
+            else from its ``.json`` sidecar (exports written before the facts were inside);
+            when both are there they must agree, or a :class:`CheckpointError` names the
+            values that differ. The sidecar's SHA-256 is checked whenever it is there.
         spec: a :class:`~samtune.models.ModelSpec`: the model to build for ``path=None``
             (default ``ModelSpec()``); for a file, its ``name`` must match the file's size, and
-            its ``image_size`` is used when the file has no sidecar.
+            its ``image_size`` is used when the file carries no facts (no ``["samtune"]``, no
+            sidecar).
         image_size: build at this resolution instead of the recorded one.
 
     Returns:
@@ -329,26 +409,37 @@ def load_model(
 def _load_state_dict_file(
     path: Path, spec: Any, image_size: int | None
 ) -> tuple[nn.Module, dict[str, Any]]:
-    sidecar = read_sidecar(path)
-    if sidecar is not None:
-        name, recorded_size = str(sidecar["model"]), int(sidecar["image_size"])
+    obj = safe_load(path)
+    if not isinstance(obj, dict) or not isinstance(obj.get("model"), dict):
+        raise CheckpointError(
+            f"checkpoint {path} is not in the SAM 2 format: expected a dict with a 'model' state dict"
+        )
+    state = obj["model"]
+    facts = merge_facts(read_facts(obj, path), read_sidecar(path), path)
+    found = guess_size_from_state_dict(state)
+    if facts is not None:
+        name, recorded_size = str(facts["model"]), int(facts["image_size"])
+        if found is not None and found != name:
+            raise size_mismatch(path, found, name)
     else:
-        name = guess_size_from_state_dict(read_state_dict(path))
-        if name is None and spec is None:
+        if found is None and spec is None:
             raise CheckpointError(f"cannot tell which SAM 2.1 size {path} holds: pass a model spec")
-        name = name or spec.name
+        name = found or spec.name
         recorded_size = int(spec.image_size) if spec is not None else 1024
     if spec is not None and spec.name != name:
         raise size_mismatch(path, name, spec.name)
     size = int(image_size) if image_size is not None else recorded_size
     log_resolution(path, recorded_size, size)
-    model = build_sam2_model(name, image_size=size, checkpoint=path)
+    model = build_sam2_model(name, image_size=size)
+    load_strict(model, state, what=f"checkpoint {path}", target=name)
+    del obj, state
+    model.eval()
     info = {
         "name": name,
         "sam2_config": get_model_info(name).sam2_config,
         "image_size": size,
-        "adapter": sidecar.get("adapter") if sidecar else None,
-        "random_init": bool(sidecar.get("random_init", False)) if sidecar else False,
+        "adapter": facts.get("adapter") if facts else None,
+        "random_init": bool(facts.get("random_init", False)) if facts else False,
         "checkpoint": str(path),
     }
     return model, info

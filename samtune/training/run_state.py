@@ -5,19 +5,25 @@
 * ``samtune.wandb_id``: the W&B run id, so a resumed run logs into the same W&B run;
 * small checkpoints: with an adapter that leaves the base weights frozen (``frozen``, ``lora``)
   only the weights that train (and the buffers) are stored, with ``samtune.base`` naming the
-  base weights (file name + SHA-256, or "random init" + seed), verified when loading.
+  base weights (file name + SHA-256, or "random init" + seed + digest of the weights drawn from
+  the seed), verified when loading;
+* a run from random weights records their seed and digest in ``samtune.model`` too
+  (``init_seed``, ``init_digest``), whatever the adapter, so that an export can name them.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 from typing import Any
 
 import numpy as np
 import torch
 
-from samtune.models.base_ref import base_reference
+from samtune.models.base_ref import base_reference, check_random_init
 from samtune.models.state_dicts import CheckpointError
+
+log = logging.getLogger(__name__)
 
 SMALL_ADAPTERS = ("frozen", "lora")
 
@@ -64,6 +70,11 @@ def save_run_state(module: Any, checkpoint: dict[str, Any]) -> None:
     """Add samtune's state to a checkpoint being saved; make it small if the adapter allows."""
     meta = checkpoint["samtune"]
     meta["rng"] = rng_state()
+    spec = getattr(module, "spec", None)
+    if spec is not None and spec.random_init and isinstance(meta.get("model"), dict):
+        meta["model"]["init_seed"] = int(spec.init_seed)
+        if spec.init_digest:
+            meta["model"]["init_digest"] = str(spec.init_digest)
     for lg in getattr(module, "loggers", None) or []:
         if type(lg).__name__ == "WandbLogger":
             meta["wandb_id"] = str(lg.version)
@@ -93,6 +104,7 @@ def load_run_state(module: Any, checkpoint: dict[str, Any]) -> None:
     base = meta.get("base")
     if base:
         mine = base_of(module)
+        source = getattr(getattr(module, "_trainer", None), "ckpt_path", None) or "the checkpoint"
         same = (
             base.get("sha256") == mine.get("sha256")
             if "sha256" in base
@@ -100,8 +112,10 @@ def load_run_state(module: Any, checkpoint: dict[str, Any]) -> None:
         )
         if not same:
             raise CheckpointError(
-                f"the checkpoint was trained on base weights {base}, but this run's are {mine}"
+                f"{source} was trained on base weights {base}, but this run's are {mine}"
             )
+        if base.get("random_init") and mine.get("digest"):
+            check_random_init(base, mine["digest"], source, what="this run's random base weights")
         state = checkpoint["state_dict"]
         own = module.state_dict()
         for key in frozen_keys(module):

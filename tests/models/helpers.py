@@ -16,6 +16,39 @@ NAME = "sam2.1_hiera_tiny"
 SAM2_CONFIG = "configs/sam2.1/sam2.1_hiera_t.yaml"
 
 
+def make_module(adapter: Adapter, checkpoint, init_seed: int = 0):
+    """samtune's LightningModule on sam2.1_hiera_tiny at 128 px, with its trainable weights moved
+    (as if trained)."""
+    from samtune.models import ModelSpec
+    from samtune.prompts import PromptSimulator
+    from samtune.training.loss import SAM2Loss
+    from samtune.training.module import SamTuneModule
+    from samtune.training.optim import OptimConfig
+
+    spec = ModelSpec(NAME, image_size=SMALL_SIZE, checkpoint=checkpoint, init_seed=init_seed)
+    module = SamTuneModule(
+        model=spec,
+        adapter=adapter,
+        prompts=PromptSimulator(),
+        loss=SAM2Loss(),
+        optim=OptimConfig(),
+        run_info={"adapter": adapter.hydra_config()},
+    )
+    with torch.no_grad():  # "training": change what trains
+        for p in module.model.parameters():
+            if p.requires_grad:
+                p.add_(0.01)
+    return module
+
+
+def save_module_checkpoint(module, path: Path) -> dict:
+    """Save ``module`` as its LightningModule hooks do (``on_save_checkpoint``); return the dict."""
+    checkpoint = {"state_dict": module.state_dict(), "global_step": 0}
+    module.on_save_checkpoint(checkpoint)
+    torch.save(checkpoint, path)
+    return checkpoint
+
+
 def make_lightning_checkpoint(
     path: Path, adapter: Adapter, *, image_size: int = SMALL_SIZE, seed: int = 0
 ) -> torch.nn.Module:

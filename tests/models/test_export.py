@@ -59,7 +59,8 @@ def test_export_writes_official_checkpoint_and_sidecar(tmp_path):
         "tuned.pt",
     ]  # no temp files
     obj = torch.load(out, map_location="cpu", weights_only=True)
-    assert list(obj) == ["model"]
+    assert list(obj) == ["model", "samtune"]
+    assert obj["samtune"]["image_size"] == SMALL_SIZE and obj["samtune"]["random_init"] is True
     assert list(obj["model"]) == list(build_sam2_model(NAME, image_size=SMALL_SIZE).state_dict())
     path = "image_encoder.trunk.blocks.2.attn.proj"
     ref = adapted.state_dict()
@@ -217,7 +218,9 @@ def test_export_roboflow_package(tmp_path, caplog):
     config = json.loads((folder / "sam_configuration.json").read_text())
     assert config == {"version": "sam2.1_hiera_t"}
     assert sam2_config_path(f"configs/sam2.1/{config['version']}.yaml").is_file()
-    state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)["model"]
+    obj = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
+    assert (obj["samtune"]["image_size"], obj["samtune"]["adapter"]) == (SMALL_SIZE, "full")
+    state = obj["model"]
     expected = FullFineTune().merged_state_dict(adapted)
     assert list(state) == list(expected) and all(torch.equal(state[k], expected[k]) for k in state)
     assert "1024" in caplog.text and "128" in caplog.text
