@@ -3,18 +3,12 @@
 
 from __future__ import annotations
 
-import importlib
-import sys
-import types
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 
-from samtune.models.build import POSTPROCESSING_OVERRIDES, sam2_config_path
-from samtune.models.registry import get_model_info
 from samtune.training.clip_step import (
     ClipPlan,
     VideoRecipe,
@@ -28,39 +22,14 @@ from samtune.training.clip_step import (
 )
 from samtune.training.loss import SAM2Loss
 from tests.helpers import SMALL_SIZE
+from tests.training.sam2_official import SAM2_LOSS_SETTINGS, official_training_modules
+from tests.training.sam2_official import build as build_at
 
 T, S = 4, SMALL_SIZE
 
 
-def official_training_modules(monkeypatch):
-    """``training.model.sam2`` and ``training.loss_fns`` with the two imports they need only
-    for names (``tensordict``'s batch class and the trainer's loss key) stubbed."""
-    data_utils = types.ModuleType("training.utils.data_utils")
-    data_utils.BatchedVideoDatapoint = object
-    trainer = types.ModuleType("training.trainer")
-    trainer.CORE_LOSS_KEY = "core_loss"
-    for name in ("training.utils.data_utils", "training.trainer"):
-        if name not in sys.modules:
-            monkeypatch.setitem(sys.modules, name, data_utils if "data" in name else trainer)
-    return importlib.import_module("training.model.sam2"), importlib.import_module(
-        "training.loss_fns"
-    )
-
-
 def build(target: str, **extra):
-    from hydra.utils import instantiate
-
-    cfg = OmegaConf.load(sam2_config_path(get_model_info("sam2.1_hiera_tiny").sam2_config))
-    cfg.model.image_size = S
-    cfg.model.sam_mask_decoder_extra_args = {
-        **(cfg.model.get("sam_mask_decoder_extra_args") or {}),
-        **POSTPROCESSING_OVERRIDES,
-    }
-    cfg.model._target_ = target
-    for k, v in extra.items():
-        cfg.model[k] = v
-    OmegaConf.resolve(cfg)
-    return instantiate(cfg.model, _recursive_=True)
+    return build_at(target, S, **extra)
 
 
 def moving_clip(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -138,14 +107,9 @@ def test_clip_step_equals_sam2train(monkeypatch, tiny_state_dict, case, rng_seed
     )
     torch.manual_seed(11)  # dropout draws, in the same order on both sides
     want = official(batch)
-    loss_official = loss_fns.MultiStepMultiMasksAndIous(
-        weight_dict={"loss_mask": 20.0, "loss_dice": 1.0, "loss_iou": 1.0, "loss_class": 1.0},
-        supervise_all_iou=True,
-        iou_use_l1_loss=True,
-        pred_obj_scores=True,
-        focal_gamma_obj_score=0.0,
-        focal_alpha_obj_score=-1.0,
-    )(want, masks.transpose(0, 1).float())
+    loss_official = loss_fns.MultiStepMultiMasksAndIous(**SAM2_LOSS_SETTINGS)(
+        want, masks.transpose(0, 1).float()
+    )
 
     plan = ClipPlan(
         use_points=bool(captured["use_pt_input"]),
