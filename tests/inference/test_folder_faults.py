@@ -41,7 +41,12 @@ def test_a_failure_on_the_second_image_leaves_out_as_it_was(tuned, tmp_path):
     # with the image mended the same command writes everything
     write_images(images)
     run_predict(ckpt=str(exported), images=images, out=out, prompts=prompts)
-    assert sorted(p.name for p in out.iterdir()) == ["a_0.png", "b_0.png", "masks.json", "notes.txt"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "a_0.png",
+        "b_0.png",
+        "masks.json",
+        "notes.txt",
+    ]
 
 
 def test_an_out_that_cannot_be_written_is_refused_before_the_model_loads(tuned, tmp_path):

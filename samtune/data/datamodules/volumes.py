@@ -24,6 +24,7 @@ from samtune.data.datamodules.base import (
 from samtune.data.datasets.videos import ClipSampling, VolumeClipDataset
 from samtune.data.datasets.volumes import VolumePair, VolumeSliceDataset, pair_volumes
 from samtune.data.datasets.volumes.pairing import VolumePairing
+from samtune.data.pairing import read_manifest
 from samtune.data.sample import DataError
 from samtune.data.samplers import ShardedSampler, rank_seed, replicas_of
 
@@ -286,6 +287,9 @@ class VolumeDataModule(SamDataModule):
 
     def _manifest_splits(self) -> dict[str | None, list[VolumePair]]:
         if not hasattr(self, "_by_split"):
+            _, _, named = read_manifest(self.pairing.manifest)
+            if named and self.slice_options["classes"] is None:  # MSD's labels table
+                self.slice_options["classes"] = named
             pairs, self._manifest_problems = self._pair(None, None)
             by_split: dict[str | None, list[VolumePair]] = {}
             for pair in pairs:

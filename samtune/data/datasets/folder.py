@@ -179,6 +179,7 @@ class FolderDataset(SampleDataset):
         self.connectivity = int(connectivity)
         self.image_pattern, self.mask_pattern = image_pattern, mask_pattern
         rejected = len(self.skipped)
+        self._ids: dict[Path, str] = {}
         if rows is not None:
             pairs = [_Pair(image=Path(r.image), mask=Path(r.mask)) for r in rows]
             rule = "the pair manifest (data.pairs)"
@@ -190,7 +191,10 @@ class FolderDataset(SampleDataset):
             rule = f"file name (mask suffixes {', '.join(self.suffixes)})"
         self.pairing = Pairing(
             rule=rule,
-            rows=[PairRow(id=_stem_id(p.image), image=p.image, mask=p.mask) for p in pairs],
+            rows=[
+                PairRow(id=self._ids.get(p.image) or _stem_id(p.image), image=p.image, mask=p.mask)
+                for p in pairs
+            ],
             unpaired=len(self.skipped) - rejected,
         )
         self._pairs: list[_Pair] = []
@@ -323,6 +327,7 @@ class FolderDataset(SampleDataset):
         )
         for file, message in problems:
             self.reject(file, message)
+        self._ids = {r.image: r.id for r in rows}
         return [_Pair(image=r.image, mask=r.mask) for r in rows]
 
     def _pair_files(self) -> list[_Pair]:

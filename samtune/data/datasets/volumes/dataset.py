@@ -27,6 +27,7 @@ from samtune.data.datasets.volumes.slicing import (
     slice_view,
     slices_with_objects,
 )
+from samtune.data.datasets.volumes.volume import Volume
 from samtune.data.pairing import Pairing, PairRow
 from samtune.data.sample import DataError, Sample
 
@@ -133,7 +134,15 @@ class VolumeSliceDataset(SampleDataset):
             self.reject(file, message)
         self.pairing = Pairing(
             rule=(pairing or VolumePairing()).rule,
-            rows=[PairRow(id=p.case, image=p.image, mask=p.label, split=p.split) for p in paired],
+            rows=[
+                PairRow(
+                    id=p.case,
+                    image=p.image,
+                    mask=p.structures[0].parent if p.structures else p.label,
+                    split=p.split,
+                )
+                for p in paired
+            ],
             unpaired=len(problems or []),
         )
         names = sorted({structure_name(f) for p in paired for f in p.structures})
@@ -337,8 +346,12 @@ class VolumeSliceDataset(SampleDataset):
         for path in sorted(pair.structures, key=structure_name):
             mask = read_volume(path, label=True)
             if merged is None:
-                merged = mask
-                merged.array = np.zeros(mask.array.shape, np.uint16)
+                merged = Volume(
+                    array=np.zeros(mask.array.shape, np.uint16),
+                    spacing=mask.spacing,
+                    affine=mask.affine,
+                    path=pair.label,
+                )
             elif mask.array.shape != merged.array.shape:
                 raise DataError(
                     f"shape mismatch: structure {path} is {mask.array.shape} but "
