@@ -45,6 +45,8 @@ class SamTransform:
       translate, rotate; new pixels are 0). Each runs with its probability from ``augment``
       (keys and defaults in :data:`AUGMENT_DEFAULTS`); all are off when ``augment`` is None or
       ``train`` is False.
+    - The sample's ignore mask (if any) is resized and augmented with the masks, as one more
+      mask; pixels an affine moves in from outside are not ignored (masks there are empty too).
     - Objects with fewer than ``min_object_area`` pixels after resizing and augmentation are
       dropped and counted in ``meta["dropped_small"]``; so are objects left with no pixel
       (whatever ``min_object_area``): there is nothing to prompt.
@@ -58,7 +60,8 @@ class SamTransform:
 
     Returns (when called on a ``Sample``):
         ``{"image": float32 3 x S x S normalised, "masks": bool N x S x S, "class_ids": int64 N,
-        "meta": dict}``, ``meta`` being the sample's plus ``orig_size`` ``(H, W)`` and
+        "ignore": bool S x S or None, "meta": dict}``, the ignore mask resized and augmented
+        exactly as the masks are (nearest neighbour), ``meta`` being the sample's plus ``orig_size`` ``(H, W)`` and
         ``dropped_small``.
     """
 
@@ -98,10 +101,15 @@ class SamTransform:
         height, width = sample.image.shape[:2]
         image = resize_image(sample.image, self.image_size)
         masks = resize_masks(sample.masks, self.image_size)
+        ignore = None
+        if sample.ignore is not None:  # carried as one more mask: the same nearest resize
+            masks = np.concatenate([masks, resize_masks(sample.ignore[None], self.image_size)])
         if self.pipeline is not None:
             if key is not None:
                 self.pipeline.set_random_seed(augmentation_seed(self.seed or 0, *key))
             image, masks = self._augment(image, masks)
+        if sample.ignore is not None:
+            masks, ignore = masks[:-1], masks[-1] & ~masks[:-1].any(axis=0)
         keep = masks.sum(axis=(1, 2)) >= kept_area(self.min_object_area)
         meta = {
             **sample.meta,
@@ -112,6 +120,7 @@ class SamTransform:
             "image": normalize_images(image[None])[0],
             "masks": torch.from_numpy(np.ascontiguousarray(masks[keep])),
             "class_ids": torch.as_tensor(np.asarray(sample.class_ids)[keep], dtype=torch.int64),
+            "ignore": None if ignore is None else torch.from_numpy(np.ascontiguousarray(ignore)),
             "meta": meta,
         }
 

@@ -205,7 +205,12 @@ class PromptSimulator:
         return bool(uniform((1,), generator=generator, device=device)[0] < self.box_prob)
 
     def correction(
-        self, pred: torch.Tensor, gt: torch.Tensor, *, generator: torch.Generator | None
+        self,
+        pred: torch.Tensor,
+        gt: torch.Tensor,
+        *,
+        generator: torch.Generator | None,
+        ignore: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One correction click per object, drawn uniformly from where ``pred`` is wrong.
 
@@ -214,12 +219,16 @@ class PromptSimulator:
         object the click comes from the ground-truth mask instead (positive). Where the
         prediction is already perfect, the click is a negative one from the background, or a
         positive one from the object if the object fills the frame. An object drawn from the
-        ground truth whose ground truth is empty falls back to its errors.
+        ground truth whose ground truth is empty falls back to its errors. No click is drawn
+        from an ignored pixel (``ignore``, outside the object): an error there is no error, and
+        the background fallback leaves those pixels out too (the object itself when nothing
+        else is left).
 
         Args:
             pred: ``N x H x W`` bool prediction (logits > 0) in the mask frame.
             gt: ``N x H x W`` bool ground truth.
             generator: source of randomness.
+            ignore: ``N x H x W`` bool pixels not labelled in the dataset, or None.
 
         Returns:
             ``N x 1 x 2`` float (x, y) clicks and ``N x 1`` int32 labels.
@@ -233,11 +242,19 @@ class PromptSimulator:
         n, _, w = gt.shape
         from_gt = uniform((n,), generator=generator, device=gt.device) < self.click_from_gt_prob
         has_gt = gt.flatten(1).any(dim=1)
-        errors = pred ^ gt
+        background = ~gt
+        if ignore is not None:
+            if ignore.shape != gt.shape:
+                raise ValueError(
+                    f"correction: ignore has shape {tuple(ignore.shape)} but gt has "
+                    f"{tuple(gt.shape)}"
+                )
+            background = background & ~ignore.bool()
+        errors = (pred ^ gt) & (gt | background)
         region = torch.where((from_gt & has_gt)[:, None, None], gt, errors)
         nothing = ~region.flatten(1).any(dim=1)
-        has_background = ~gt.flatten(1).all(dim=1)
-        fallback = torch.where(has_background[:, None, None], ~gt, gt)
+        has_background = background.flatten(1).any(dim=1)
+        fallback = torch.where(has_background[:, None, None], background, gt)
         region = torch.where(nothing[:, None, None], fallback, region)
         flat = sample_pixels(region, generator=generator)
         # Inside the error region a ground-truth pixel is a miss (positive click), a background

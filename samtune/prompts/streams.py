@@ -89,12 +89,19 @@ class PromptStreams:
         pred: torch.Tensor,
         gt: torch.Tensor,
         img_idx: torch.Tensor,
+        ignore: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One correction click per object (see :meth:`PromptSimulator.correction`)."""
+        """One correction click per object (see :meth:`PromptSimulator.correction`), never
+        from an ``ignore`` pixel (``N x H x W`` bool, or None)."""
         if self.images is None:
-            return simulator.correction(pred, gt, generator=self.batch)
+            return simulator.correction(pred, gt, generator=self.batch, ignore=ignore)
         parts = [
-            simulator.correction(pred[rows], gt[rows], generator=self.images[i])
+            simulator.correction(
+                pred[rows],
+                gt[rows],
+                generator=self.images[i],
+                ignore=None if ignore is None else ignore[rows],
+            )
             for i, rows in _rows_by_image(img_idx)
         ]
         return torch.cat([c for c, _ in parts]), torch.cat([lab for _, lab in parts])

@@ -308,6 +308,18 @@ class EmbeddingCache:
         Raises:
             ValueError: when the image encoder has parameters that require gradients.
         """
+        return features_from_levels(model, self.levels(model, images))
+
+    def levels(self, model: torch.nn.Module, images: torch.Tensor) -> list[torch.Tensor]:
+        """The FPN levels of ``forward_image`` (``conv_s0``/``conv_s1`` applied, with their
+        gradients) for the normalised ``images``, from the cache where it has them.
+
+        Runs the image encoder only on the images that miss. Gradients flow into ``conv_s0``,
+        ``conv_s1`` and ``no_mem_embed`` as usual, never into the image encoder.
+
+        Raises:
+            ValueError: when the image encoder has parameters that require gradients.
+        """
         trainable = [n for n, p in model.image_encoder.named_parameters() if p.requires_grad]
         if trainable:
             raise ValueError(
@@ -334,4 +346,4 @@ class EmbeddingCache:
         ]
         if stage == "neck":
             levels = apply_decoder_convs(model, levels)
-        return features_from_levels(model, levels)
+        return levels

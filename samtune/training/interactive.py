@@ -16,6 +16,20 @@ from samtune.prompts.streams import PromptStreams
 from samtune.segmenter.base import Decoded, Features, Segmenter
 from samtune.segmenter.checkpointing import run_checkpointed
 
+#: The logit SAM 2 writes where the object score says "no object" (``sam2.modeling.sam2_base``).
+NO_OBJECT_LOGIT = -1024.0
+
+
+def gate_by_object_score(out: Decoded) -> Decoded:
+    """``out`` with its mask logits set to :data:`NO_OBJECT_LOGIT` where the object score is <= 0.
+
+    The training forward of SAM 2 (``SAM2Base._forward_sam_heads``) does this before the
+    logits reach the loss, the mask prompt of the next step and the correction clicks.
+    """
+    present = (out.object_score_logits > 0).reshape(-1, 1, 1, 1)
+    low = torch.where(present, out.low_res_logits, out.low_res_logits.new_tensor(NO_OBJECT_LOGIT))
+    return Decoded(low, out.iou_pred, out.object_score_logits)
+
 
 def as_streams(generator: torch.Generator | PromptStreams) -> PromptStreams:
     """``generator`` as prompt streams (one generator shared by every image)."""
@@ -50,6 +64,14 @@ def gather_objects(
     return torch.cat(gts), torch.cat(idx)
 
 
+def object_ignore(ignore: torch.Tensor | None, img_idx: torch.Tensor | None) -> torch.Tensor | None:
+    """Each object's ignore mask (``N x S x S``) from a batch's ``B x S x S`` one and the image
+    of each object; None when the batch has none."""
+    if ignore is None or img_idx is None:
+        return None
+    return ignore.to(img_idx.device)[img_idx]
+
+
 def prompt_step(
     segmenter: Segmenter,
     loss_fn: torch.nn.Module,
@@ -61,8 +83,10 @@ def prompt_step(
     mask_input: torch.Tensor | None,
     multimask: bool,
     gt: torch.Tensor,
+    ignore: torch.Tensor | None = None,
 ) -> tuple[Decoded, dict[str, torch.Tensor]]:
-    """One decoder pass and its loss terms (the unit of prompt-step checkpointing)."""
+    """One decoder pass and its loss terms (the unit of prompt-step checkpointing); ``ignore``
+    (``N x S x S`` bool or None) reaches the loss as its ``ignore``."""
     out = segmenter.decode(
         features,
         img_idx,
@@ -72,8 +96,12 @@ def prompt_step(
         mask_input=mask_input,
         multimask_output=multimask,
     )
+    if getattr(loss_fn, "gate_masks_by_object_score", False):
+        out = gate_by_object_score(out)
     logits = segmenter.upsample(out.low_res_logits, tuple(gt.shape[-2:]))
-    return out, loss_fn(logits, out.iou_pred, out.object_score_logits, gt)
+    if ignore is None:
+        return out, loss_fn(logits, out.iou_pred, out.object_score_logits, gt)
+    return out, loss_fn(logits, out.iou_pred, out.object_score_logits, gt, ignore=ignore)
 
 
 def interactive_loss(
@@ -86,6 +114,7 @@ def interactive_loss(
     prompts: Any,
     loss_fn: torch.nn.Module,
     checkpoint_steps: bool = False,
+    ignore: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """SAM 2's interactive training loss for the objects ``gt`` (``N x S x S`` bool).
 
@@ -100,6 +129,9 @@ def interactive_loss(
         loss_fn: ``loss_fn(logits, iou_pred, object_score_logits, gt)`` -> dict of terms.
         checkpoint_steps: recompute each prompt step in the backward pass instead of keeping
             its activations.
+        ignore: ``N x S x S`` bool, the pixels of each object's image not labelled in the
+            dataset (see :func:`object_ignore`), or None: the loss leaves them out and no
+            correction click is drawn from them.
 
     Returns:
         Each loss term summed over the prompt steps (``"loss"`` among them).
@@ -107,6 +139,7 @@ def interactive_loss(
     device = gt.device
     size = tuple(gt.shape[-2:])
     gt_cpu = gt.cpu()
+    ignore_cpu = None if ignore is None else ignore.cpu()
     streams = as_streams(generator)
     first = streams.initial(prompts, gt_cpu, img_idx)
     coords = None if first.point_coords is None else first.point_coords.to(device)
@@ -129,6 +162,7 @@ def interactive_loss(
             mask_input,
             multimask,
             gt,
+            ignore,
             enabled=checkpoint_steps,
         )
         for k, v in terms.items():
@@ -137,7 +171,7 @@ def interactive_loss(
             break
         best_low, _ = out.best()
         pred = segmenter.upsample(best_low.detach(), size)[:, 0] > 0
-        new_c, new_l = streams.correction(prompts, pred.cpu(), gt_cpu, img_idx)
+        new_c, new_l = streams.correction(prompts, pred.cpu(), gt_cpu, img_idx, ignore_cpu)
         new_c, new_l = new_c.to(device), new_l.to(device)
         coords = new_c if coords is None else torch.cat([coords, new_c], 1)
         labels = new_l if labels is None else torch.cat([labels, new_l], 1)

@@ -19,6 +19,10 @@ loss (it only teaches the object score), as in SAM 2. Every term is then summed 
 objects and divided by N, the number of objects including the empty ones (SAM 2 divides by
 the number of objects in the batch the same way).
 
+Pixels marked ignored (``ignore``: not labelled in the dataset) count in no term: focal is
+averaged over the other pixels, dice and the actual IoU sum over the other pixels only, so a
+prediction there changes neither the loss nor its gradient.
+
 For interactive training, call the loss once per prediction step and add the results, as SAM 2
 does; the logits must be at the target's resolution (upsample the decoder's low-res logits
 first).
@@ -33,7 +37,9 @@ from torchvision.ops import sigmoid_focal_loss
 from samtune.validation import check_number
 
 
-def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def dice_loss(
+    logits: torch.Tensor, target: torch.Tensor, counted: torch.Tensor | None = None
+) -> torch.Tensor:
     """Per-mask soft Dice loss on the sigmoid with +1 smoothing.
 
     Hand-written: torchvision has no Dice loss, and torchmetrics' Dice (like
@@ -42,18 +48,24 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     Args:
         logits: ``N x M x H x W`` mask logits.
         target: ``N x M x H x W`` float 0/1 target (broadcastable).
+        counted: ``N x 1 x H x W`` bool, the pixels that count (broadcastable); None: all.
 
     Returns:
         ``N x M`` losses in ``[0, 1)``.
     """
-    prob = torch.sigmoid(logits).flatten(2)
+    prob = torch.sigmoid(logits)
+    if counted is not None:
+        prob = prob * counted
+    prob = prob.flatten(2)
     target = target.expand_as(logits).flatten(2)
     intersection = (prob * target).sum(dim=-1)
     total = prob.sum(dim=-1) + target.sum(dim=-1)
     return 1 - (2 * intersection + 1) / (total + 1)
 
 
-def mask_iou(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def mask_iou(
+    logits: torch.Tensor, target: torch.Tensor, counted: torch.Tensor | None = None
+) -> torch.Tensor:
     """IoU of each thresholded mask (logits > 0) with the target, 0 where both are empty.
 
     Not ``samtune.metrics.functional.mask_iou``: SAM 2's training target counts an empty pair as
@@ -62,11 +74,15 @@ def mask_iou(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     Args:
         logits: ``N x M x H x W`` mask logits.
         target: ``N x M x H x W`` bool target (broadcastable).
+        counted: ``N x 1 x H x W`` bool, the pixels that count (broadcastable); None: all.
 
     Returns:
         ``N x M`` float IoUs, without gradient.
     """
-    pred = (logits > 0).flatten(2)
+    pred = logits > 0
+    if counted is not None:
+        pred = pred & counted
+    pred = pred.flatten(2)
     target = target.expand_as(logits).flatten(2)
     inter = (pred & target).sum(dim=-1).float()
     union = (pred | target).sum(dim=-1).float()
@@ -89,6 +105,8 @@ class SAM2Loss(torch.nn.Module):
         supervise_object_score: train the object score and give empty targets no mask loss.
             If False the object-score term is 0, ``object_score_logits`` may be None, and every
             object gets the mask losses.
+        gate_masks_by_object_score: as SAM 2's training forward, the step sets the mask logits
+            of an object whose object score is <= 0 to -1024 (read by ``interactive_loss``).
     """
 
     def __init__(
@@ -102,6 +120,7 @@ class SAM2Loss(torch.nn.Module):
         focal_gamma: float = 2.0,
         iou_use_l1: bool = True,
         supervise_object_score: bool = True,
+        gate_masks_by_object_score: bool = True,
     ) -> None:
         super().__init__()
         self.focal_weight = check_number("loss.focal_weight", focal_weight, ge=0)
@@ -116,6 +135,7 @@ class SAM2Loss(torch.nn.Module):
         self.focal_gamma = check_number("loss.focal_gamma", focal_gamma, ge=0)
         self.iou_use_l1 = bool(iou_use_l1)
         self.supervise_object_score = bool(supervise_object_score)
+        self.gate_masks_by_object_score = bool(gate_masks_by_object_score)
 
     def extra_repr(self) -> str:
         return (
@@ -165,6 +185,7 @@ class SAM2Loss(torch.nn.Module):
         iou_pred: torch.Tensor,
         object_score_logits: torch.Tensor | None,
         target: torch.Tensor,
+        ignore: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Loss of one prediction step.
 
@@ -174,6 +195,8 @@ class SAM2Loss(torch.nn.Module):
             object_score_logits: ``N x 1`` object-present logits (None allowed only without
                 ``supervise_object_score``).
             target: ``N x H x W`` bool ground truth.
+            ignore: ``N x H x W`` bool, the pixels of each object that count in no term (not
+                labelled in the dataset), or None.
 
         Returns:
             ``loss``: the weighted total to back-propagate; ``focal``, ``dice``, ``iou``,
@@ -183,21 +206,33 @@ class SAM2Loss(torch.nn.Module):
         n = mask_logits.shape[0]
         logits = mask_logits.float()
         target_bool = target.bool()[:, None]
+        counted = None
+        if ignore is not None:
+            if ignore.shape != target.shape:
+                raise ValueError(
+                    f"SAM2Loss: ignore must be N x H x W = {tuple(target.shape)} like the "
+                    f"target, got {tuple(ignore.shape)}"
+                )
+            counted = ~ignore.bool()[:, None] | target_bool  # an object's pixels always count
+            target_bool = target_bool & counted
         target_float = target_bool.float()
 
-        focal_all = (
-            sigmoid_focal_loss(
-                logits,
-                target_float.expand_as(logits),
-                alpha=self.focal_alpha if self.focal_alpha >= 0 else -1.0,  # torchvision's "off"
-                gamma=self.focal_gamma,
-                reduction="none",
-            )
-            .flatten(2)
-            .mean(dim=-1)
+        focal_pixels = sigmoid_focal_loss(
+            logits,
+            target_float.expand_as(logits),
+            alpha=self.focal_alpha if self.focal_alpha >= 0 else -1.0,  # torchvision's "off"
+            gamma=self.focal_gamma,
+            reduction="none",
         )
-        dice_all = dice_loss(logits, target_float)
-        actual_iou = mask_iou(logits.detach(), target_bool)
+        if counted is None:
+            focal_all = focal_pixels.flatten(2).mean(dim=-1)
+        else:
+            weights = counted.expand_as(logits).flatten(2).float()
+            focal_all = (focal_pixels.flatten(2) * weights).sum(dim=-1) / weights.sum(dim=-1).clamp(
+                min=1.0
+            )
+        dice_all = dice_loss(logits, target_float, counted)
+        actual_iou = mask_iou(logits.detach(), target_bool, counted)
         if self.iou_use_l1:
             iou_all = F.l1_loss(iou_pred.float(), actual_iou, reduction="none")
         else:

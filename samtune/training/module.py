@@ -30,7 +30,7 @@ from samtune.segmenter.base import Features
 from samtune.segmenter.cache import EmbeddingCache
 from samtune.segmenter.sam2 import Sam2Segmenter
 from samtune.training.distributed import mean_over_objects
-from samtune.training.interactive import gather_objects, interactive_loss
+from samtune.training.interactive import gather_objects, interactive_loss, object_ignore
 from samtune.training.optim import OptimConfig, param_groups, warmup_cosine_scheduler
 from samtune.training.run_state import load_run_state, save_run_state
 
@@ -165,8 +165,10 @@ class SamTuneModule(L.LightningModule):
         gt: torch.Tensor,
         img_idx: torch.Tensor,
         generator: torch.Generator | PromptStreams,
+        ignore: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """:func:`samtune.training.interactive.interactive_loss` with this run's parts."""
+        """:func:`samtune.training.interactive.interactive_loss` with this run's parts
+        (``ignore``: each object's ``N x S x S`` not-labelled pixels, or None)."""
         return interactive_loss(
             self.segmenter,
             features,
@@ -176,6 +178,7 @@ class SamTuneModule(L.LightningModule):
             prompts=self.prompts,
             loss_fn=self.loss_fn,
             checkpoint_steps=self.checkpoint_prompt_steps,
+            ignore=ignore,
         )
 
     # ----------------------------------------------------------------- Lightning hooks
@@ -240,7 +243,10 @@ class SamTuneModule(L.LightningModule):
             return None
         terms: dict[str, torch.Tensor] = {}
         if gt is not None:
-            terms = self.interactive_loss(self.encode_images(batch["images"]), gt, img_idx, streams)
+            ignore = object_ignore(batch.get("ignore"), img_idx)
+            terms = self.interactive_loss(
+                self.encode_images(batch["images"]), gt, img_idx, streams, ignore
+            )
         # every rank takes part in the reduction, also one whose batch has no object
         loss, means, total = mean_over_objects(
             terms,

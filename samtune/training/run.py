@@ -62,7 +62,19 @@ def build_module(cfg: DictConfig) -> SamTuneModule:
     speed = cfg.get("speed") or {}
     cache_cfg = speed.get("embedding_cache")
     use_cache = cache_cfg is not None and not adapter.encoder_trainable
-    return SamTuneModule(
+    video = training_kind(cfg) == "video"
+    if getattr(adapter, "memory", False) and not video:
+        raise ValueError(
+            "adapter.memory=true trains the memory path, which only clip steps reach: add "
+            "training=video (and clip data: data=vos, frames, ctc or volume_clips)"
+        )
+    if video:
+        from samtune.training.video_module import VideoModule, video_module_kwargs
+
+        module_class, extra = VideoModule, video_module_kwargs(cfg)
+    else:
+        module_class, extra = SamTuneModule, {"val_evaluator": validation_evaluator(cfg)}
+    return module_class(
         model=instantiate(cfg.model),
         adapter=adapter,
         prompts=instantiate(cfg.prompts),
@@ -78,8 +90,16 @@ def build_module(cfg: DictConfig) -> SamTuneModule:
         activation_checkpointing=bool(speed.get("activation_checkpointing", False)),
         checkpoint_prompt_steps=bool(speed.get("checkpoint_prompt_steps", False)),
         compile_encoder=bool(speed.get("compile_encoder", False)),
-        val_evaluator=validation_evaluator(cfg),
+        **extra,
     )
+
+
+def training_kind(cfg: DictConfig) -> str:
+    """``image`` (image steps) or ``video`` (clip steps of SAM 2.1's memory path)."""
+    kind = str((cfg.get("training") or {}).get("kind", "image"))
+    if kind not in ("image", "video"):
+        raise ValueError(f"training.kind must be image or video, got {kind!r}")
+    return kind
 
 
 def validation_evaluator(cfg: DictConfig) -> Any:

@@ -28,7 +28,8 @@ def collate(items: list[dict[str, Any] | None]) -> dict[str, Any] | None:
 
     Returns:
         ``{"images": B x 3 x S x S, "masks": [N_i x S x S bool], "class_ids": [N_i int64],
-        "meta": [dict]}``, plus ``"indices"`` (B int64, each item's index in its dataset) when
+        "meta": [dict]}``, plus ``"ignore"`` (B x S x S bool, True where a pixel is not
+        labelled) when any item has an ignore mask, plus ``"indices"`` (B int64, each item's index in its dataset) when
         the items carry an ``"index"``; or None when no item is left.
     """
     kept = [item for item in items if item is not None]
@@ -40,6 +41,16 @@ def collate(items: list[dict[str, Any] | None]) -> dict[str, Any] | None:
         "class_ids": [item["class_ids"] for item in kept],
         "meta": [item["meta"] for item in kept],
     }
+    if any(item.get("ignore") is not None for item in kept):
+        size = kept[0]["image"].shape[-2:]
+        batch["ignore"] = torch.stack(
+            [
+                item["ignore"]
+                if item.get("ignore") is not None
+                else torch.zeros(size, dtype=torch.bool)
+                for item in kept
+            ]
+        )
     if all("index" in item for item in kept):
         batch["indices"] = torch.tensor([int(item["index"]) for item in kept], dtype=torch.int64)
     return batch

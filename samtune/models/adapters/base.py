@@ -1,8 +1,9 @@
 """``Adapter``: which parameters of a SAM 2 model train, and how to get plain SAM 2 weights back.
 
-Only the single-image path (image encoder, prompt encoder, mask decoder) can ever train; the
-video-only modules (memory attention, memory encoder, object pointers, mask downsampling and the
-``no_mem`` / ``no_obj`` / ``maskmem`` embeddings) stay frozen with every adapter.
+The single-image path (image encoder, prompt encoder, mask decoder) trains as each adapter says;
+the video-only modules (memory attention, memory encoder, object pointers, mask downsampling and
+the ``no_mem`` / ``no_obj`` / ``maskmem`` embeddings) stay frozen unless ``memory=True`` (the
+memory path, trained on clips with ``training=video``).
 """
 
 from __future__ import annotations
@@ -72,6 +73,8 @@ class Adapter:
         train_mask_decoder: train the mask decoder.
         encoder_lr_scale: the image encoder's learning rate is ``lr * encoder_lr_scale``
             (see :func:`samtune.training.optim.param_groups`).
+        memory: also train the video-only modules (the memory path); it learns only from clips
+            (``training=video``), an image step never reaches it.
     """
 
     name: str = "adapter"
@@ -82,7 +85,9 @@ class Adapter:
         train_prompt_encoder: bool = True,
         train_mask_decoder: bool = True,
         encoder_lr_scale: float = 1.0,
+        memory: bool = False,
     ) -> None:
+        self.memory = bool(memory)
         self.train_prompt_encoder = bool(train_prompt_encoder)
         self.train_mask_decoder = bool(train_mask_decoder)
         self.encoder_lr_scale = check_number("adapter.encoder_lr_scale", encoder_lr_scale, ge=0)
@@ -97,11 +102,14 @@ class Adapter:
         raise NotImplementedError
 
     def _init_kwargs(self) -> dict[str, Any]:
-        return {
+        kwargs: dict[str, Any] = {
             "train_prompt_encoder": self.train_prompt_encoder,
             "train_mask_decoder": self.train_mask_decoder,
             "encoder_lr_scale": self.encoder_lr_scale,
         }
+        if self.memory:  # recorded when on: the records of image-only adapters stay as they were
+            kwargs["memory"] = True
+        return kwargs
 
     def hydra_config(self) -> dict[str, Any]:
         """The Hydra config (with ``_target_``) that instantiates an equal adapter."""
@@ -130,7 +138,7 @@ class Adapter:
             return self.train_prompt_encoder
         if part == "mask_decoder":
             return self.train_mask_decoder
-        return False
+        return self.memory
 
     def apply(self, model: nn.Module) -> nn.Module:
         """Adapt ``model`` in place and set ``requires_grad`` on every parameter.

@@ -22,11 +22,13 @@ class FullFineTune(Adapter):
         train_prompt_encoder: bool = True,
         train_mask_decoder: bool = True,
         encoder_lr_scale: float = 0.1,
+        memory: bool = False,
     ) -> None:
         super().__init__(
             train_prompt_encoder=train_prompt_encoder,
             train_mask_decoder=train_mask_decoder,
             encoder_lr_scale=encoder_lr_scale,
+            memory=memory,
         )
 
     @property

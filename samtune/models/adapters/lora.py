@@ -54,11 +54,13 @@ class LoRAAdapter(Adapter):
         train_prompt_encoder: bool = True,
         train_mask_decoder: bool = True,
         encoder_lr_scale: float = 1.0,
+        memory: bool = False,
     ) -> None:
         super().__init__(
             train_prompt_encoder=train_prompt_encoder,
             train_mask_decoder=train_mask_decoder,
             encoder_lr_scale=encoder_lr_scale,
+            memory=memory,
         )
         self.rank = check_number("adapter.rank", rank, ge=1, integer=True)
         self.alpha = check_number("adapter.alpha", alpha, gt=0)
