@@ -145,6 +145,8 @@ def pair_by_pattern(
 
     Raises:
         ValueError: a bad pattern (see :func:`compile_pattern`).
+        DataError: no file matches the image pattern, or none of the others matches the mask
+            pattern (naming the folders and the pattern).
     """
     image_re = compile_pattern(image_pattern, "data.image_pattern")
     mask_re = compile_pattern(mask_pattern, f"data.{mask_word}_pattern")
@@ -177,6 +179,14 @@ def pair_by_pattern(
             f"{', '.join(folders) or 'the image folder'}: no file name matches "
             f"data.image_pattern={image_pattern!r}"
             + (f" (names there: {', '.join(p.name for p in list(images)[:3])})" if images else "")
+        )
+    if not by_mask:
+        others = [p for p in masks if p not in set(by_image.values())]
+        folders = sorted({str(p.parent) for p in others or masks})
+        raise DataError(
+            f"{', '.join(folders) or f'the {mask_word} folder'}: no file name matches "
+            f"data.{mask_word}_pattern={mask_pattern!r}"
+            + (f" (names there: {', '.join(p.name for p in others[:3])})" if others else "")
         )
     for key, path in sorted(by_image.items()):
         if key not in by_mask:

@@ -180,8 +180,10 @@ class FolderDataset(SampleDataset):
         self.image_pattern, self.mask_pattern = image_pattern, mask_pattern
         rejected = len(self.skipped)
         self._ids: dict[Path, str] = {}
+        splits: dict[Path, str | None] = {}
         if rows is not None:
             pairs = [_Pair(image=Path(r.image), mask=Path(r.mask)) for r in rows]
+            splits = {Path(r.image): r.split for r in rows}
             rule = "the pair manifest (data.pairs)"
         elif pair_by == "pattern":
             pairs = self._pair_by_pattern()
@@ -192,7 +194,12 @@ class FolderDataset(SampleDataset):
         self.pairing = Pairing(
             rule=rule,
             rows=[
-                PairRow(id=self._ids.get(p.image) or _stem_id(p.image), image=p.image, mask=p.mask)
+                PairRow(
+                    id=self._ids.get(p.image) or _stem_id(p.image),
+                    image=p.image,
+                    mask=p.mask,
+                    split=splits.get(p.image),
+                )
                 for p in pairs
             ],
             unpaired=len(self.skipped) - rejected,
