@@ -17,6 +17,7 @@ from samtune.cli.check_data import check_data
 from samtune.data.datamodules.folder import FolderDataModule
 from samtune.data.datamodules.volumes import VolumeDataModule
 from samtune.data.datasets.base import DataSkipWarning
+from samtune.data.datasets.volumes.readers import read_volume
 from samtune.data.sample import DataError
 from tests.data.layouts import _save_nifti, tiny_case, write_pairing_layouts
 from tests.docs.test_documented_commands import read_steps, strip_comment
@@ -205,3 +206,26 @@ def test_a_float_label_volume_with_fractions_is_refused_naming_file_and_value(tm
             module.raw_dataset(split)
             list(module.raw_dataset(split))
     assert str(bad) in str(err.value) and "1.5" in str(err.value)
+
+
+@pytest.mark.parametrize("channels", [["flair", "t1c", "t2"], ["t1c"]])
+def test_case_folder_channels_are_the_named_sequences_in_order(channels, layouts):
+    work, _ = layouts
+    module = VolumeDataModule(
+        images=str(work / "brats"), image_glob="*.nii.gz", label_glob="*-seg.nii.gz",
+        channels=channels, window="abdomen", image_size=128,
+    )  # fmt: skip
+    dataset = module.raw_dataset("train")
+    (case,) = dataset.cases
+    volume = dataset.image_volume(case)
+    files = [work / "brats" / case / f"{case}-{seq}.nii.gz" for seq in channels]
+    expected = [dataset.intensity(read_volume(f).array) for f in files]
+    if len(channels) == 1:  # one sequence is a grey image, not a red one
+        np.testing.assert_array_equal(volume, expected[0])
+    else:
+        assert volume.shape == (*expected[0].shape, 3)
+        for c, channel in enumerate(expected):
+            np.testing.assert_array_equal(volume[..., c], channel)
+        assert not np.array_equal(volume[..., 1], volume[..., 2])  # the sequences do differ
+    sample = dataset[0]
+    assert sample.image.ndim == 3 and sample.image.shape[-1] == 3

@@ -75,8 +75,9 @@ class VolumeSliceDataset(SampleDataset):
         pairs: the pairs themselves (already paired and checked); ``images`` and ``labels``
             are then unused.
 
-    A case with several image files (``VolumePair.channels``) reads each through the
-    intensity map and stacks them as R, G, B (missing channels black); a case with one mask
+    A case with two or three image files (``VolumePair.channels``) reads each through the
+    intensity map and stacks them as R, G, B (a missing third channel black; one chosen file
+    is read as a grey image); a case with one mask
     file per structure (``VolumePair.structures``) reads them as one label map whose classes
     are the structures, numbered 1, 2, ... in name order over the dataset (a voxel in two
     structures goes to the later name).
@@ -323,8 +324,9 @@ class VolumeSliceDataset(SampleDataset):
         return entry
 
     def _read_image(self, pair: VolumePair) -> np.ndarray:
-        """The uint8 image volume, ``[i, j, k]`` or ``[i, j, k, 3]`` for several channels."""
-        if not pair.channels:
+        """The uint8 image volume, ``[i, j, k]`` (one sequence, grey) or ``[i, j, k, 3]`` for
+        two or three channels."""
+        if len(pair.channels) <= 1:  # one chosen sequence is the image itself
             return self.intensity(read_volume(pair.image).array)
         channels = [self.intensity(read_volume(path).array) for path in pair.channels]
         shape = channels[0].shape
