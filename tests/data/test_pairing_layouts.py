@@ -97,6 +97,8 @@ def test_readme_command_counts_equal_the_hand_counts(name, layouts, tmp_path, ca
     first_count = next(i for i, line in enumerate(printed) if line.startswith("train: ") and
                        ": pairing: " not in line)  # fmt: skip
     assert table[0] == 1 and table[-1] < first_count, printed[:12]
+    manifest = next((a.split("=", 1)[1] for a in shlex.split(command) if "data.pairs=" in a), "")
+    assert all(manifest in p["rule"] for p in pairings.values())  # the rule names the manifest
     for split, pairing in pairings.items():
         assert f"{split}: pairing: {pairing['rule']}: {pairing['pairs']} pairs" in printed
         for row in pairing["first"]:

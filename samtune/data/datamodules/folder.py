@@ -138,6 +138,7 @@ class FolderDataModule(SamDataModule):
             images=images,
             masks=masks,
             rows=rows,
+            manifest=self.pairs if rows is not None else None,
             **self.pairing_options,
             mask_type=self.mask_type,
             mask_suffix=self.mask_suffix,

@@ -137,6 +137,7 @@ class FolderDataset(SampleDataset):
         image_pattern: with ``pair_by="pattern"``: e.g. ``"{id}_training"``.
         mask_pattern: with ``pair_by="pattern"``: e.g. ``"{id}_manual1"``.
         rows: the pairs themselves (from a manifest); ``images`` and ``masks`` are then unused.
+        manifest: the manifest ``rows`` come from, named in the pairing rule.
 
     Raises:
         DataError: a folder is missing or holds no image; an image has no mask (one error per
@@ -159,6 +160,7 @@ class FolderDataset(SampleDataset):
         image_pattern: str | None = None,
         mask_pattern: str | None = None,
         rows: Sequence[PairRow] | None = None,
+        manifest: str | Path | None = None,
     ) -> None:
         super().__init__(on_error=on_error, min_area=min_area)
         self.counts["empty_mask_files"] = 0
@@ -184,7 +186,7 @@ class FolderDataset(SampleDataset):
         if rows is not None:
             pairs = [_Pair(image=Path(r.image), mask=Path(r.mask)) for r in rows]
             splits = {Path(r.image): r.split for r in rows}
-            rule = "the pair manifest (data.pairs)"
+            rule = f"the pair manifest {manifest or '(data.pairs)'}"
         elif pair_by == "pattern":
             pairs = self._pair_by_pattern()
             rule = f"pattern {image_pattern!r} <-> {mask_pattern!r}"
