@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 import samtune
 from samtune.cli._hydra import command_line_keys, run_hydra_app
+from samtune.devices import resolve_device
 from samtune.evaluation.evaluator import evaluate_dataset
 from samtune.evaluation.follow_run import (
     FROM_COMMAND_LINE,
@@ -91,6 +92,7 @@ def evaluate(
     from hydra.utils import instantiate
 
     keys = command_line_keys() if command_line is None else set(command_line)
+    device = resolve_device(cfg.get("device"))
     lightning.seed_everything(int(cfg.seed), workers=True)
     spec = instantiate(cfg.model)
     ckpt = None if is_none(cfg.ckpt) else run_checkpoint(cfg.ckpt)
@@ -123,7 +125,7 @@ def evaluate(
         evaluator,
         model,
         dataset,
-        device=cfg.device,
+        device=device,
         max_images=cfg.max_images,
         min_object_area=getattr(datamodule, "min_object_area", None),
     )
