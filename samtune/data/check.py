@@ -17,6 +17,7 @@ from samtune.data.check_clips import check_clip_split, format_clip_split
 from samtune.data.datasets.videos import ClipDataset
 from samtune.data.datasets.volumes import VolumeSliceDataset
 from samtune.data.drops import DROP_LABELS, drop_counts, empty_split_reason
+from samtune.data.pairing import format_pairing
 from samtune.data.sample import DataError
 from samtune.data.transforms import areas_at_size, kept_area
 
@@ -244,6 +245,9 @@ def _check_split(
         "empty_note": getattr(dataset, "empty_note", None),
         "_problems": problems,
     }
+    pairing = getattr(dataset, "pairing", None)
+    if pairing is not None:
+        entry["pairing"] = pairing.as_dict()
     if volume_info is not None:
         entry["volumes"] = volume_info
     return entry
@@ -353,6 +357,8 @@ def format_check(report: dict[str, Any], *, max_listed: int = 20) -> str:
         f"samtune data check: {report.get('data') or report['datamodule']} "
         f"at {report['image_size']} px (tiny: < {kept:g} px at that size)"
     ]
+    for split, entry in report["splits"].items():  # the pairing used, before anything else
+        lines += format_pairing(entry.get("pairing"), split=split)
     for split, entry in report["splits"].items():
         if entry["status"] != "checked":
             lines.append(f"{split}: {entry['status']}: {entry['message']}")

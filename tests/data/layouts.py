@@ -221,6 +221,7 @@ def write_documented_layouts(work: Path) -> None:
         _png(mask.with_name(f"{stem}_segmentation.png"), binary)
         mask.unlink()
     write_per_object_nested(work / "stage1_train")
+    write_pairing_layouts(work)
     write_yolo(work / "yolo_export", {"train": 4, "val": 2})
     write_roboflow_coco(work / "roboflow_coco")
     write_labelme(work / "labelme")
@@ -243,3 +244,129 @@ def write_documented_layouts(work: Path) -> None:
             image.SetSpacing((0.8, 0.8, 2.5))
             (work / "nrrd" / folder).mkdir(parents=True, exist_ok=True)
             sitk.WriteImage(image, str(work / "nrrd" / folder / name))
+
+
+# --- pairing beyond a suffix, case folders and channels (volumes are tiny: 8 x 24 x 24) -------
+
+PAIRING_FOLDERS = ("retina", "manifest", "ctmr", "Task02_Heart", "brats", "totalseg")
+
+
+def _save_nifti(path: Path, array: np.ndarray) -> Path:
+    import nibabel as nib
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(array, np.diag([1.0, 1.0, 2.0, 1.0])), str(path))
+    return path
+
+
+def _save_nrrd(path: Path, array: np.ndarray) -> Path:
+    import SimpleITK as sitk
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing((1.0, 1.0, 2.0))
+    sitk.WriteImage(image, str(path))
+    return path
+
+
+def tiny_case(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(image, label)`` of shape 24 x 24 x 8: label 1 (one box over slices 1-4) and label 2
+    (one box over slices 3-6); the image is brighter inside them."""
+    rng = np.random.default_rng(seed)
+    label = np.zeros((24, 24, 8), np.uint8)
+    label[3:10, 4:12, 1:5] = 1
+    label[14:21, 13:20, 3:7] = 2
+    image = rng.normal(0, 10, size=label.shape).astype(np.float32)
+    image[label == 1], image[label == 2] = 60, 200
+    return image, label
+
+
+def _volume_counts(labels: list[np.ndarray], axis: int = 2) -> dict:
+    """What a user counts in label volumes sliced along ``axis``: volumes, slices holding a
+    label, objects (one per label value in a slice: tiny_case's labels are one box each) and
+    voxels per label value."""
+    slices = objects = 0
+    voxels: dict[int, int] = {}
+    for label in labels:
+        for k in range(label.shape[axis]):
+            values = [int(v) for v in np.unique(np.take(label, k, axis=axis)) if v > 0]
+            slices += bool(values)
+            objects += len(values)
+        for value in np.unique(label[label > 0]):
+            voxels[int(value)] = voxels.get(int(value), 0) + int((label == value).sum())
+    return {"volumes": len(labels), "slices": slices, "objects": objects, "voxels": voxels}
+
+
+def write_pairing_layouts(work: Path) -> dict[str, dict]:
+    """The layouts of README's "Pairing beyond a suffix" commands, with what a user would
+    count by hand (``{folder: {...}}``)."""
+    truth: dict[str, dict] = {}
+    # retina (DRIVE): images/<id>_training.tif, masks/<id>_manual1.png, binary vessel maps
+    for i, key in enumerate((21, 22, 23)):
+        scene = make_scene(40 + i, n=3)
+        _png(work / "retina" / "images" / f"{key}_training.tif", scene.image)
+        _png(
+            work / "retina" / "masks" / f"{key}_manual1.png",
+            scene.masks.any(0).astype(np.uint8) * 255,
+        )
+    truth["retina"] = {"pairs": 3, "objects": 9, "classes": ["1"]}
+    # a manifest: pairs.csv naming files anywhere, relative to it, with a split column
+    rows = ["image,mask,split"]
+    for i in range(4):
+        scene = make_scene(50 + i, n=2)
+        _png(work / "manifest" / "raw" / f"scan {i}.png", scene.image)
+        _png(work / "manifest" / "annotations" / f"gt-{i}.png", scene.masks.any(0).astype(np.uint8))
+        rows.append(f"raw/scan {i}.png,annotations/gt-{i}.png,{'val' if i == 3 else 'train'}")
+    (work / "manifest" / "pairs.csv").write_text("\n".join(rows) + "\n")
+    truth["manifest"] = {"pairs": 4, "train": 3, "val": 1, "objects": 8, "classes": ["1"]}
+    # CT/MR folder: case_image.nrrd with case_label.nrrd or case-label.nrrd, all in one folder
+    labels = []
+    for case, label_name in (
+        ("case0", "case0_label"),
+        ("case1", "case1-label"),
+        ("case2", "case2_label"),
+    ):
+        image, label = tiny_case(int(case[-1]))
+        _save_nrrd(work / "ctmr" / f"{case}_image.nrrd", image.transpose(2, 1, 0))
+        _save_nrrd(work / "ctmr" / f"{label_name}.nrrd", label.transpose(2, 1, 0))
+        labels.append(label)
+    truth["ctmr"] = {"pairs": 3, **_volume_counts(labels), "classes": ["1", "2"]}
+    # MSD: dataset.json with training [{image, label}], imagesTr/, labelsTr/
+    training, labels = [], []
+    for i in (3, 4, 5):
+        image, label = tiny_case(10 + i)
+        _save_nifti(work / "Task02_Heart" / "imagesTr" / f"la_00{i}.nii.gz", image)
+        _save_nifti(work / "Task02_Heart" / "labelsTr" / f"la_00{i}.nii.gz", label)
+        labels.append(label)
+        training.append(
+            {"image": f"./imagesTr/la_00{i}.nii.gz", "label": f"./labelsTr/la_00{i}.nii.gz"}
+        )
+    msd = {"name": "Heart", "labels": {"0": "background", "1": "left atrium", "2": "aorta"},
+           "numTraining": 3, "training": training, "test": []}  # fmt: skip
+    (work / "Task02_Heart" / "dataset.json").write_text(json.dumps(msd, indent=1))
+    truth["Task02_Heart"] = {
+        "pairs": 3,
+        **_volume_counts(labels),
+        "classes": ["left atrium", "aorta"],
+    }
+    # BraTS: one folder per case, four sequences and a float label holding 0, 1, 2
+    labels = []
+    for c in range(2):
+        name = f"BraTS-GLI-0000{c}-000"
+        image, label = tiny_case(20 + c)
+        for k, seq in enumerate(("flair", "t1", "t1c", "t2")):
+            _save_nifti(work / "brats" / name / f"{name}-{seq}.nii.gz", image * (k + 1))
+        _save_nifti(work / "brats" / name / f"{name}-seg.nii.gz", label.astype(np.float32))
+        labels.append(label)
+    truth["brats"] = {"pairs": 2, **_volume_counts(labels), "classes": ["1", "2"]}
+    # TotalSegmentator: <case>/ct.nii.gz and <case>/segmentations/<structure>.nii.gz (binary)
+    labels = []
+    for c in range(2):
+        image, label = tiny_case(30 + c)
+        case = work / "totalseg" / f"s000{c + 1}"
+        _save_nifti(case / "ct.nii.gz", image)
+        _save_nifti(case / "segmentations" / "liver.nii.gz", (label == 1).astype(np.uint8))
+        _save_nifti(case / "segmentations" / "spleen.nii.gz", (label == 2).astype(np.uint8))
+        labels.append(label)  # liver is 1, spleen 2: the structures' names in sorted order
+    truth["totalseg"] = {"pairs": 2, **_volume_counts(labels), "classes": ["liver", "spleen"]}
+    return truth

@@ -63,7 +63,8 @@ PLACEHOLDERS: list[tuple[str, str]] = [
 # that tests.data.layouts.write_documented_layouts generates in the working folder.
 LAYOUT_FOLDERS = (
     "isic", "stage1_train", "yolo_export", "roboflow_coco", "labelme", "tiles_rgb", "tiles",
-    "nrrd", "my cells", "Zellkerne é", "DAVIS", "youtube_vos", "Fluo-N2DH-GOWT1", "movies",
+    "nrrd", "my cells", "Zellkerne é", "retina", "manifest", "ctmr", "Task02_Heart", "brats",
+    "totalseg", "DAVIS", "youtube_vos", "Fluo-N2DH-GOWT1", "movies",
 )  # fmt: skip
 PLACEHOLDERS += [(f"/data/{name}", name) for name in LAYOUT_FOLDERS]
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from samtune.data.datamodules.base import SamDataModule, seeded_split
 from samtune.data.datasets.folder import DEFAULT_CONNECTIVITY, FolderDataset
+from samtune.data.pairing import PairRow, check_pair_by, read_manifest
 from samtune.validation import check_number
 
 
@@ -28,6 +29,13 @@ class FolderDataModule(SamDataModule):
         mask_suffix: suffix (or list of suffixes) of mask names after the image stem, e.g.
             ``"_segmentation"``; None tries the built-in list (see :class:`FolderDataset`).
         connectivity: 8 (default) or 4, for splitting binary masks into objects.
+        pair_by: ``"name"`` (by stem and mask suffix) or ``"pattern"`` (``image_pattern`` and
+            ``mask_pattern``, e.g. ``{id}_training`` / ``{id}_manual1``).
+        image_pattern: the image name pattern for ``pair_by="pattern"``.
+        mask_pattern: the mask name pattern for ``pair_by="pattern"``.
+        pairs: a manifest (csv or json of ``image, mask[, split]`` rows, paths relative to
+            it) instead of folders; rows marked ``val`` are the val split, else
+            ``val_fraction`` of the rows is split off.
         **kwargs: the :class:`SamDataModule` arguments (``image_size`` is required).
     """
 
@@ -42,9 +50,20 @@ class FolderDataModule(SamDataModule):
         mask_type: str = "auto",
         mask_suffix: str | Sequence[str] | None = None,
         connectivity: int = DEFAULT_CONNECTIVITY,
+        pair_by: str = "name",
+        image_pattern: str | None = None,
+        mask_pattern: str | None = None,
+        pairs: str | Path | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.pairing_options = {
+            "pair_by": check_pair_by(pair_by),
+            "image_pattern": image_pattern,
+            "mask_pattern": mask_pattern,
+        }
+        self.pairs = None if pairs is None else Path(pairs)
+        self._rows: dict[str, list[PairRow]] | None = None
         if (val_images is None) != (val_masks is None):
             raise ValueError(
                 "give both val_images and val_masks, or neither (to split the train folders)"
@@ -63,6 +82,8 @@ class FolderDataModule(SamDataModule):
             raise ValueError(
                 f"{type(self).__name__} has the splits 'train' and 'val', not {split!r}"
             )
+        if self.pairs is not None:
+            return self._from_manifest(split)
         if self.val_images is not None and split == "val":
             return self._folder(self.val_images, self.val_masks)
         if self.train_images is None or self.train_masks is None:
@@ -85,10 +106,40 @@ class FolderDataModule(SamDataModule):
         )
         return val
 
-    def _folder(self, images: str | Path, masks: str | Path) -> FolderDataset:
+    def _from_manifest(self, split: str) -> FolderDataset:
+        """The split's rows of the manifest (its ``val`` rows, or a seeded share of it)."""
+        if self._rows is None:
+            rows, problems, _ = read_manifest(self.pairs)
+            by_split: dict[str, list[PairRow]] = {"train": [], "val": [], "test": []}
+            for row in rows:
+                by_split[row.split or "train"].append(row)
+            self._rows = by_split
+            self._manifest_problems = problems
+            if not by_split["val"] and by_split["train"]:
+                train_idx, val_idx = seeded_split(
+                    len(by_split["train"]), self.val_fraction, self.seed
+                )
+                train = by_split["train"]
+                by_split["train"] = [train[i] for i in train_idx]
+                by_split["val"] = [train[i] for i in val_idx]
+        rows = self._rows[split]
+        if not rows:
+            raise ValueError(f"{self.pairs}: the pair manifest holds no {split!r} rows")
+        dataset = self._folder(None, None, rows=rows)
+        if split == "train":
+            for file, message in self._manifest_problems:
+                dataset.reject(file, message)
+        return dataset
+
+    def _folder(
+        self, images: str | Path | None, masks: str | Path | None, rows: list[PairRow] | None = None
+    ) -> FolderDataset:
         return FolderDataset(
             images=images,
             masks=masks,
+            rows=rows,
+            manifest=self.pairs if rows is not None else None,
+            **self.pairing_options,
             mask_type=self.mask_type,
             mask_suffix=self.mask_suffix,
             connectivity=self.connectivity,

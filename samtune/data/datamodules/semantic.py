@@ -29,10 +29,14 @@ class SemanticDataModule(FolderDataModule):
         parse_class_table(classes)  # fail early
         self.classes = dict(classes)
 
-    def _folder(self, images: str | Path, masks: str | Path) -> SemanticFolderDataset:
+    def _folder(
+        self, images: str | Path | None, masks: str | Path | None, rows: list | None = None
+    ) -> SemanticFolderDataset:
         return SemanticFolderDataset(
             images=images,
             masks=masks,
+            rows=rows,
+            **self.pairing_options,
             classes=self.classes,
             mask_suffix=self.mask_suffix,
             connectivity=self.connectivity,

@@ -23,11 +23,14 @@ from samtune.data.datamodules.base import (
 )
 from samtune.data.datasets.videos import ClipSampling, VolumeClipDataset
 from samtune.data.datasets.volumes import VolumePair, VolumeSliceDataset, pair_volumes
+from samtune.data.datasets.volumes.pairing import VolumePairing
+from samtune.data.pairing import read_manifest
 from samtune.data.sample import DataError
 from samtune.data.samplers import ShardedSampler, rank_seed, replicas_of
 
 PathList = str | Path | Sequence[str | Path]
 CaseSplit = tuple[list[VolumePair], list[VolumePair], list[tuple[str, str]]]
+Problems = list[tuple[str, str]]
 
 
 class VolumeGroupSampler(ShardedSampler):
@@ -133,14 +136,27 @@ class VolumeDataModule(SamDataModule):
         connectivity: 8 or 4, for instance components.
         cache_volumes: volumes kept in memory per process; also the volumes mixed per group
             of training batches.
+        pair_by: ``"name"`` (case name) or ``"pattern"`` (``image_pattern`` and
+            ``label_pattern``, e.g. ``{id}_image`` / ``{id}-label``, or regexes with ``(?P<id>)``).
+        image_pattern: image name pattern for ``pair_by="pattern"``.
+        label_pattern: label name pattern for ``pair_by="pattern"``.
+        pairs: a manifest instead of folders: csv / json rows ``image, label[, split]`` (paths
+            relative to it) or MSD's ``dataset.json``; rows marked ``val`` / ``test`` make
+            those splits, else ``val_fraction`` of the cases is split off.
+        image_glob: case folders: ``images`` holds one folder per case, whose image file(s)
+            match this glob (``labels`` may be left out).
+        label_glob: case folders: the label file(s) of each case; several files are one mask
+            per structure, read as classes named after the files.
+        channels: case folders with several sequences: one, or up to three mapped to R, G, B,
+            by the last word of their file names (``[flair, t1c, t2]``).
         **kwargs: the :class:`SamDataModule` arguments (``image_size`` is required).
     """
 
     def __init__(
         self,
         *,
-        images: PathList,
-        labels: PathList,
+        images: PathList | None = None,
+        labels: PathList | None = None,
         val_images: PathList | None = None,
         val_labels: PathList | None = None,
         test_images: PathList | None = None,
@@ -156,9 +172,33 @@ class VolumeDataModule(SamDataModule):
         min_area: int = 1,
         connectivity: int = 8,
         cache_volumes: int = 2,
+        pair_by: str = "name",
+        image_pattern: str | None = None,
+        label_pattern: str | None = None,
+        pairs: str | Path | None = None,
+        image_glob: str | None = None,
+        label_glob: str | None = None,
+        channels: Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.pairing = VolumePairing(
+            pair_by=pair_by,
+            image_pattern=image_pattern,
+            label_pattern=label_pattern,
+            manifest=None if pairs is None else Path(pairs),
+            image_glob=image_glob,
+            label_glob=label_glob,
+            channels=tuple(str(c) for c in (channels or ())),
+        )
+        if labels is None and image_glob is not None:
+            labels = images  # case folders hold both
+        if pairs is None and (images is None or labels is None):
+            raise ValueError(
+                "give data.images and data.labels (folders or lists of volumes), data.images "
+                "with data.image_glob and data.label_glob (case folders), or data.pairs (a "
+                "manifest)"
+            )
         for name, (a, b) in {
             "val": (val_images, val_labels),
             "test": (test_images, test_labels),
@@ -171,7 +211,7 @@ class VolumeDataModule(SamDataModule):
         if not 0.0 <= float(val_fraction) < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
         self.sources: dict[str, tuple[PathList, PathList] | None] = {
-            "train": (_paths(images), _paths(labels)),
+            "train": None if pairs is not None else (_paths(images), _paths(labels)),
             "val": None if val_images is None else (_paths(val_images), _paths(val_labels)),
             "test": None if test_images is None else (_paths(test_images), _paths(test_labels)),
         }
@@ -198,8 +238,8 @@ class VolumeDataModule(SamDataModule):
 
     def make_dataset(self, split: str) -> VolumeSliceDataset:
         """The slices of ``split`` (``"train"``, ``"val"`` or ``"test"``)."""
-        images, labels, problems = self.split_sources(split)
-        dataset = self._slices(images, labels, split=split)
+        pairs, problems = self.split_pairs(split)
+        dataset = self._slices(pairs, split=split)
         for file, message in problems:
             dataset.reject(file, message)
         return dataset
@@ -210,10 +250,10 @@ class VolumeDataModule(SamDataModule):
         """The volumes of ``split`` as clips of their slices along ``axis`` (the same cases,
         windowing, label mode and classes as :meth:`make_dataset`); whole volumes unless a
         ``sampling`` draws clips from them."""
-        images, labels, problems = self.split_sources(split)
+        pairs, problems = self.split_pairs(split)
         dataset = VolumeClipDataset(
-            images=images,
-            labels=labels,
+            pairs=pairs,
+            pairing=self.pairing,
             sampling=sampling,
             seed=self.seed,
             on_error=self.on_error,
@@ -223,41 +263,62 @@ class VolumeDataModule(SamDataModule):
             dataset.reject(file, message)
         return dataset
 
-    def split_sources(self, split: str) -> tuple[PathList, PathList, list[tuple[str, str]]]:
-        """``(images, labels, problems)`` of ``split``: its own folders, or the cases of the
-        seeded split by case (with the cases left out while pairing as train's problems)."""
+    def split_pairs(self, split: str) -> tuple[list[VolumePair], Problems]:
+        """``(pairs, problems)`` of ``split``: its own folders, the manifest's rows of that
+        split, or the cases of the seeded split by case (with the cases left out while pairing
+        as train's problems)."""
         if split not in self.sources:
             raise ValueError(
                 f"{type(self).__name__} has the splits 'train', 'val' and 'test', not {split!r}"
             )
         if split == "test" and self.sources["test"] is None:
+            if self.pairing.manifest is not None and self._manifest_splits().get("test"):
+                return self._manifest_splits()["test"], []
             raise ValueError(f"{type(self).__name__}: no test_images/test_labels given")
         if split != "test" and self.sources["val"] is None:
             train_pairs, val_pairs, problems = self.split_cases()
-            pairs = train_pairs if split == "train" else val_pairs
-            return (
-                [p.image for p in pairs],
-                [p.label for p in pairs],
-                problems if split == "train" else [],
-            )
-        images, labels = self.sources[split]
-        return images, labels, []
+            return (train_pairs, problems) if split == "train" else (val_pairs, [])
+        return self._pair(*self.sources[split])
+
+    def _pair(self, images: PathList, labels: PathList) -> tuple[list[VolumePair], Problems]:
+        problems: Problems | None = [] if self.on_error == "skip" else None
+        pairs = pair_volumes(images, labels, problems=problems, pairing=self.pairing)
+        return pairs, list(problems or [])
+
+    def _manifest_splits(self) -> dict[str | None, list[VolumePair]]:
+        if not hasattr(self, "_by_split"):
+            _, _, named = read_manifest(self.pairing.manifest)
+            if named and self.slice_options["classes"] is None:  # MSD's labels table
+                self.slice_options["classes"] = named
+            pairs, self._manifest_problems = self._pair(None, None)
+            by_split: dict[str | None, list[VolumePair]] = {}
+            for pair in pairs:
+                by_split.setdefault(pair.split or "train", []).append(pair)
+            self._by_split = by_split
+        return self._by_split
 
     def split_cases(self) -> CaseSplit:
         """``(train pairs, val pairs, problems)`` of the split by case (pairing done once).
 
-        ``problems`` lists ``(file, message)`` of cases left out while pairing
-        (``on_error="skip"``; with ``"raise"`` the first one raises ``DataError``).
+        Cases a manifest marks ``val`` are the val split; otherwise ``val_fraction`` of the
+        cases, chosen by ``seed``. ``problems`` lists ``(file, message)`` of cases left out
+        while pairing (``on_error="skip"``; with ``"raise"`` the first one raises
+        ``DataError``).
         """
         if self._case_split is None:
-            problems: list[tuple[str, str]] | None = [] if self.on_error == "skip" else None
-            images, labels = self.sources["train"]
-            pairs = pair_volumes(images, labels, problems=problems)
+            if self.pairing.manifest is not None:
+                by_split = self._manifest_splits()
+                pairs, problems = by_split.get("train", []), self._manifest_problems
+                if by_split.get("val"):
+                    self._case_split = (pairs, by_split["val"], list(problems))
+                    return self._case_split
+            else:
+                pairs, problems = self._pair(*self.sources["train"])
             train_idx, val_idx = seeded_split(len(pairs), self.val_fraction, self.seed)
             self._case_split = (
                 [pairs[i] for i in train_idx],
                 [pairs[i] for i in val_idx],
-                list(problems or []),
+                list(problems),
             )
         return self._case_split
 
@@ -269,7 +330,7 @@ class VolumeDataModule(SamDataModule):
         """
         dataset = self.raw_dataset("train")
         if len(dataset) == 0:
-            images, labels = self.sources["train"]
+            images, labels = self.sources["train"] or (self.pairing.manifest, "listed there")
             raise DataError(
                 f"no training slices: no slice of the volumes in {images} (labels {labels}) holds "
                 f"an object (classes={self.slice_options['classes']}) and empty_slice_rate is "
@@ -300,10 +361,10 @@ class VolumeDataModule(SamDataModule):
         """The share of slices without objects kept in ``split``."""
         return self.empty_slice_rates[split]
 
-    def _slices(self, images: PathList, labels: PathList, *, split: str) -> VolumeSliceDataset:
+    def _slices(self, pairs: list[VolumePair], *, split: str) -> VolumeSliceDataset:
         return VolumeSliceDataset(
-            images=images,
-            labels=labels,
+            pairs=pairs,
+            pairing=self.pairing,
             empty_slice_rate=self.empty_slice_rates[split],
             seed=self.seed,
             on_error=self.on_error,

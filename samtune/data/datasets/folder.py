@@ -12,10 +12,14 @@ from scipy import ndimage
 
 from samtune.data.datasets.base import SampleDataset
 from samtune.data.io import IMAGE_SUFFIXES, LABEL_SUFFIXES, read_image, read_label_map, read_size
+from samtune.data.pairing import Pairing, PairRow, check_pair_by, compile_pattern, pair_by_pattern
 from samtune.data.sample import DataError, Sample
 
 MASK_TYPES = ("auto", "instance", "binary")
-MASK_SUFFIXES = ("_mask", "_masks", "-mask", "_label", "_labels", "_seg", "_gt", "_instances")
+MASK_SUFFIXES = (
+    "_mask", "_masks", "-mask", "_label", "_labels", "-label", "_seg", "-seg", "_gt", "_instances",
+)  # fmt: skip
+IMAGE_NAME_SUFFIXES = ("_image", "-image", "_img")
 CONNECTIVITY = (4, 8)
 DEFAULT_CONNECTIVITY = 8
 
@@ -127,6 +131,13 @@ class FolderDataset(SampleDataset):
         connectivity: 8 (default) or 4, for splitting binary masks into objects.
         on_error: ``"raise"`` or ``"skip"``.
         min_area: smallest object kept, in pixels at the original resolution.
+        pair_by: ``"name"`` (the stem rule above; an image named ``<stem>_image`` also pairs
+            with ``<stem>_label``) or ``"pattern"`` (``image_pattern`` / ``mask_pattern``, see
+            :mod:`samtune.data.pairing`).
+        image_pattern: with ``pair_by="pattern"``: e.g. ``"{id}_training"``.
+        mask_pattern: with ``pair_by="pattern"``: e.g. ``"{id}_manual1"``.
+        rows: the pairs themselves (from a manifest); ``images`` and ``masks`` are then unused.
+        manifest: the manifest ``rows`` come from, named in the pairing rule.
 
     Raises:
         DataError: a folder is missing or holds no image; an image has no mask (one error per
@@ -138,13 +149,18 @@ class FolderDataset(SampleDataset):
     def __init__(
         self,
         *,
-        images: str | Path,
-        masks: str | Path,
+        images: str | Path | None = None,
+        masks: str | Path | None = None,
         mask_type: str = "auto",
         mask_suffix: str | Sequence[str] | None = None,
         connectivity: int = DEFAULT_CONNECTIVITY,
         on_error: str = "raise",
         min_area: int = 1,
+        pair_by: str = "name",
+        image_pattern: str | None = None,
+        mask_pattern: str | None = None,
+        rows: Sequence[PairRow] | None = None,
+        manifest: str | Path | None = None,
     ) -> None:
         super().__init__(on_error=on_error, min_area=min_area)
         self.counts["empty_mask_files"] = 0
@@ -152,10 +168,44 @@ class FolderDataset(SampleDataset):
         if mask_type not in self.mask_types():
             raise ValueError(f"mask_type must be one of {self.mask_types()}, got {mask_type!r}")
         structure_for(connectivity)  # checks the value
-        self.images_dir, self.masks_dir, self.mask_type = Path(images), Path(masks), mask_type
+        self.pair_by = check_pair_by(pair_by)
+        if pair_by == "pattern":
+            compile_pattern(image_pattern, "data.image_pattern")
+            compile_pattern(mask_pattern, "data.mask_pattern")
+        if rows is None and (images is None or masks is None):
+            raise ValueError("give the images and masks folders, or the pairs (data.pairs)")
+        self.images_dir = Path(images) if images is not None else Path(rows[0].image).parent
+        self.masks_dir = Path(masks) if masks is not None else Path(rows[0].mask).parent
+        self.mask_type = mask_type
         self.suffixes = mask_suffixes(mask_suffix)
         self.connectivity = int(connectivity)
-        pairs = self._pair_files()
+        self.image_pattern, self.mask_pattern = image_pattern, mask_pattern
+        rejected = len(self.skipped)
+        self._ids: dict[Path, str] = {}
+        splits: dict[Path, str | None] = {}
+        if rows is not None:
+            pairs = [_Pair(image=Path(r.image), mask=Path(r.mask)) for r in rows]
+            splits = {Path(r.image): r.split for r in rows}
+            rule = f"the pair manifest {manifest or '(data.pairs)'}"
+        elif pair_by == "pattern":
+            pairs = self._pair_by_pattern()
+            rule = f"pattern {image_pattern!r} <-> {mask_pattern!r}"
+        else:
+            pairs = self._pair_files()
+            rule = f"file name (mask suffixes {', '.join(self.suffixes)})"
+        self.pairing = Pairing(
+            rule=rule,
+            rows=[
+                PairRow(
+                    id=self._ids.get(p.image) or _stem_id(p.image),
+                    image=p.image,
+                    mask=p.mask,
+                    split=splits.get(p.image),
+                )
+                for p in pairs
+            ],
+            unpaired=len(self.skipped) - rejected,
+        )
         self._pairs: list[_Pair] = []
         for pair in pairs:
             if self._index_pair(pair):
@@ -194,6 +244,12 @@ class FolderDataset(SampleDataset):
         clone.counts["images"] = len(clone._pairs)
         clone.counts["objects"] = sum(pair.objects for pair in clone._pairs)
         clone.counts["dropped_small"] = sum(pair.dropped_small for pair in clone._pairs)
+        kept = {pair.image for pair in clone._pairs}
+        clone.pairing = Pairing(
+            rule=self.pairing.rule,
+            rows=[row for row in self.pairing.rows if row.image in kept],
+            unpaired=self.pairing.unpaired if keep_rejects else 0,
+        )
         return clone
 
     def load(self, index: int) -> Sample:
@@ -268,6 +324,21 @@ class FolderDataset(SampleDataset):
         names = ", ".join(f"{stem}{suffix}" for suffix in ("", *self.suffixes))
         return f"{names} (with {', '.join(LABEL_SUFFIXES)})"
 
+    def _pair_by_pattern(self) -> list[_Pair]:
+        for folder, what in ((self.images_dir, "images"), (self.masks_dir, "masks")):
+            if not folder.is_dir():
+                raise DataError(f"{folder}: {what} folder not found")
+        rows, problems = pair_by_pattern(
+            _list_files(self.images_dir, IMAGE_SUFFIXES),
+            _list_files(self.masks_dir, LABEL_SUFFIXES),
+            image_pattern=self.image_pattern,
+            mask_pattern=self.mask_pattern,
+        )
+        for file, message in problems:
+            self.reject(file, message)
+        self._ids = {r.image: r.id for r in rows}
+        return [_Pair(image=r.image, mask=r.mask) for r in rows]
+
     def _pair_files(self) -> list[_Pair]:
         for folder, what in ((self.images_dir, "images"), (self.masks_dir, "masks")):
             if not folder.is_dir():
@@ -293,6 +364,12 @@ class FolderDataset(SampleDataset):
                 )
                 continue
             images_by_stem[image.stem] = image
+        alias: dict[str, str] = {}
+        for stem in images_by_stem:
+            for suffix in IMAGE_NAME_SUFFIXES:
+                short = stem[: -len(suffix)]
+                if stem.endswith(suffix) and short and short not in images_by_stem:
+                    alias.setdefault(short, stem)
         if not images_by_stem and not broken:
             nested = any((p / "images").is_dir() for p in self.images_dir.iterdir() if p.is_dir())
             hint = (
@@ -311,9 +388,10 @@ class FolderDataset(SampleDataset):
             if any(key in broken for key in candidates):
                 continue  # its image is a broken link, already reported
             keys = [
-                key
+                key if key in images_by_stem else alias[key]
                 for key in candidates
-                if key in images_by_stem and not (same_folder and key == mask.stem)
+                if (key in images_by_stem or key in alias)
+                and not (same_folder and key == mask.stem)
             ]
             if not keys:
                 orphans.append(mask)
@@ -352,6 +430,14 @@ class FolderDataset(SampleDataset):
             if mask is not None:
                 pairs.append(_Pair(image=image, mask=mask))
         return pairs
+
+
+def _stem_id(path: Path) -> str:
+    stem = path.stem
+    for suffix in IMAGE_NAME_SUFFIXES:
+        if stem.endswith(suffix) and len(stem) > len(suffix):
+            return stem[: -len(suffix)]
+    return stem
 
 
 def _orphans_hint(orphans: list[Path]) -> str:

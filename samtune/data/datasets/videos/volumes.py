@@ -34,6 +34,7 @@ from samtune.data.datasets.videos.sampling import ClipSampling
 from samtune.data.datasets.videos.source import VideoSource
 from samtune.data.datasets.volumes import VolumeSliceDataset, class_names_for, slice_view
 from samtune.data.datasets.volumes.dataset import PathList
+from samtune.data.datasets.volumes.pairing import VolumePair, VolumePairing
 
 
 class VolumeClipDataset(ClipDataset):
@@ -50,14 +51,16 @@ class VolumeClipDataset(ClipDataset):
         min_area: smallest object per slice, in pixels.
         connectivity: 8 (26-connected in 3D) or 4 (6-connected).
         cache_volumes: volumes kept in memory.
+        pairing: how images find their labels (see ``VolumeSliceDataset``).
+        pairs: the pairs themselves, already paired.
         **kwargs: the :class:`ClipDataset` arguments.
     """
 
     def __init__(
         self,
         *,
-        images: PathList,
-        labels: PathList,
+        images: PathList | None = None,
+        labels: PathList | None = None,
         axis: int = 2,
         window: str | Mapping[str, Any] | None = None,
         normalize: str | Mapping[str, Any] | None = None,
@@ -70,11 +73,15 @@ class VolumeClipDataset(ClipDataset):
         seed: int = 0,
         repeats: int = 1,
         on_error: str = "raise",
+        pairing: VolumePairing | None = None,
+        pairs: list[VolumePair] | None = None,
     ) -> None:
         super().__init__(sampling=sampling, seed=seed, repeats=repeats, on_error=on_error)
         self.slices = VolumeSliceDataset(
             images=images,
             labels=labels,
+            pairing=pairing,
+            pairs=pairs,
             axis=axis,
             window=window,
             normalize=normalize,

@@ -13,7 +13,12 @@ import numpy as np
 from samtune.data.datasets.base import SampleDataset
 from samtune.data.datasets.volumes.intensity import IntensityMap, resolve_intensity
 from samtune.data.datasets.volumes.labels import MODES, validate_classes
-from samtune.data.datasets.volumes.pairing import VolumePair, pair_volumes
+from samtune.data.datasets.volumes.pairing import (
+    VolumePair,
+    VolumePairing,
+    pair_volumes,
+    structure_name,
+)
 from samtune.data.datasets.volumes.readers import read_volume
 from samtune.data.datasets.volumes.slicing import (
     check_axis,
@@ -22,6 +27,8 @@ from samtune.data.datasets.volumes.slicing import (
     slice_view,
     slices_with_objects,
 )
+from samtune.data.datasets.volumes.volume import Volume
+from samtune.data.pairing import Pairing, PairRow
 from samtune.data.sample import DataError, Sample
 
 PathList = str | Path | list[str | Path] | tuple[str | Path, ...]
@@ -64,6 +71,16 @@ class VolumeSliceDataset(SampleDataset):
         connectivity: 8 or 4, for instance components.
         cache_volumes: how many volumes to keep in memory (at least 1).
         on_error: ``"raise"`` or ``"skip"``.
+        pairing: how images find their labels (see ``VolumePairing``); None: by case name.
+        pairs: the pairs themselves (already paired and checked); ``images`` and ``labels``
+            are then unused.
+
+    A case with two or three image files (``VolumePair.channels``) reads each through the
+    intensity map and stacks them as R, G, B (a missing third channel black; one chosen file
+    is read as a grey image); a case with one mask
+    file per structure (``VolumePair.structures``) reads them as one label map whose classes
+    are the structures, numbered 1, 2, ... in name order over the dataset (a voxel in two
+    structures goes to the later name).
 
     Raises:
         DataError: (``on_error="raise"``) pairing or header checks fail, or a label volume
@@ -74,8 +91,8 @@ class VolumeSliceDataset(SampleDataset):
     def __init__(
         self,
         *,
-        images: PathList,
-        labels: PathList,
+        images: PathList | None = None,
+        labels: PathList | None = None,
         axis: int = 2,
         window: str | Mapping[str, Any] | None = None,
         normalize: str | Mapping[str, Any] | None = None,
@@ -87,6 +104,8 @@ class VolumeSliceDataset(SampleDataset):
         connectivity: int = 8,
         cache_volumes: int = 2,
         on_error: str = "raise",
+        pairing: VolumePairing | None = None,
+        pairs: list[VolumePair] | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -106,9 +125,36 @@ class VolumeSliceDataset(SampleDataset):
         self.connectivity = connectivity
         self.cache_volumes = int(cache_volumes)
         problems: list[tuple[str, str]] | None = [] if on_error == "skip" else None
-        paired = pair_volumes(images, labels, problems=problems)
+        if pairs is not None:
+            paired = list(pairs)
+        elif images is None or labels is None:
+            paired = []
+        else:
+            paired = pair_volumes(images, labels, problems=problems, pairing=pairing)
         for file, message in problems or []:
             self.reject(file, message)
+        self.pairing = Pairing(
+            rule=(pairing or VolumePairing()).rule,
+            rows=[
+                PairRow(
+                    id=p.case,
+                    image=p.image,
+                    mask=p.structures[0].parent if p.structures else p.label,
+                    split=p.split,
+                )
+                for p in paired
+            ],
+            unpaired=len(problems or []),
+        )
+        names = sorted({structure_name(f) for p in paired for f in p.structures})
+        self.structure_ids = {name: index for index, name in enumerate(names, start=1)}
+        if names:
+            if self.classes is not None:
+                raise ValueError(
+                    "the labels are one mask file per structure, named by structure; the classes "
+                    f"are those names ({', '.join(names)}): leave data.classes out"
+                )
+            self.classes = dict(enumerate(names, start=1))
         self._cache: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._failed: dict[int, str] = {}
         self._index: list[tuple[int, int]] = []
@@ -116,7 +162,7 @@ class VolumeSliceDataset(SampleDataset):
         self._with_objects: list[int] = []
         for pair in paired:
             try:
-                label = read_volume(pair.label, label=True)
+                label = self._read_label(pair)
             except DataError as err:
                 self.reject(str(pair.label), str(err))
                 continue
@@ -261,21 +307,60 @@ class VolumeSliceDataset(SampleDataset):
             raise DataError(self._failed[volume_index])
         pair = self.pairs[volume_index]
         try:
-            image = read_volume(pair.image)
-            label = read_volume(pair.label, label=True)
-            if image.array.shape != label.array.shape:
+            image = self._read_image(pair)
+            label = self._read_label(pair)
+            if image.shape[:3] != label.array.shape:
                 raise DataError(
-                    f"shape mismatch: image {pair.image} is {image.array.shape} but label "
+                    f"shape mismatch: image {pair.image} is {image.shape[:3]} but label "
                     f"{pair.label} is {label.array.shape}"
                 )
         except DataError as err:
             self._failed[volume_index] = str(err)
             raise
-        entry = (self.intensity(image.array), label.array)
+        entry = (image, label.array)
         self._cache[volume_index] = entry
         while len(self._cache) > self.cache_volumes:
             self._cache.popitem(last=False)
         return entry
+
+    def _read_image(self, pair: VolumePair) -> np.ndarray:
+        """The uint8 image volume, ``[i, j, k]`` (one sequence, grey) or ``[i, j, k, 3]`` for
+        two or three channels."""
+        if len(pair.channels) <= 1:  # one chosen sequence is the image itself
+            return self.intensity(read_volume(pair.image).array)
+        channels = [self.intensity(read_volume(path).array) for path in pair.channels]
+        shape = channels[0].shape
+        for path, channel in zip(pair.channels, channels):
+            if channel.shape != shape:
+                raise DataError(
+                    f"shape mismatch: channel {path} is {channel.shape} but {pair.channels[0]} "
+                    f"is {shape}"
+                )
+        while len(channels) < 3:
+            channels.append(np.zeros(shape, np.uint8))
+        return np.stack(channels, axis=-1)
+
+    def _read_label(self, pair: VolumePair):
+        """The label volume; per-structure masks merged into one map of structure ids."""
+        if not pair.structures:
+            return read_volume(pair.label, label=True)
+        merged = None
+        for path in sorted(pair.structures, key=structure_name):
+            mask = read_volume(path, label=True)
+            if merged is None:
+                merged = Volume(
+                    array=np.zeros(mask.array.shape, np.uint16),
+                    spacing=mask.spacing,
+                    affine=mask.affine,
+                    path=pair.label,
+                )
+            elif mask.array.shape != merged.array.shape:
+                raise DataError(
+                    f"shape mismatch: structure {path} is {mask.array.shape} but "
+                    f"{pair.structures[0]} is {merged.array.shape}"
+                )
+            merged.array[mask.array != 0] = self.structure_ids[structure_name(path)]
+        return merged
 
     def __getstate__(self) -> dict[str, Any]:
         """Drop the volume cache when pickled (DataLoader workers start with an empty cache)."""

@@ -32,19 +32,21 @@ def check_axis(axis: int) -> int:
 
 
 def slice_view(volume: np.ndarray, *, axis: int, index: int) -> np.ndarray:
-    """The 2D slice ``index`` of a 3D array along ``axis``, as a writable view.
+    """The 2D slice ``index`` of a 3D array along ``axis``, as a writable view (of a
+    ``[i, j, k, channel]`` array: the ``H x W x channel`` slice).
 
     Raises:
-        ValueError: not a 3D array, a bad axis, or an index out of range.
+        ValueError: not a 3D array (or 3D with channels last), a bad axis, or an index out of
+            range.
     """
     axis = check_axis(axis)
-    if volume.ndim != 3:
+    if volume.ndim not in (3, 4):
         raise ValueError(f"expected a 3D volume, got shape {volume.shape}")
     if not 0 <= index < volume.shape[axis]:
         raise ValueError(
             f"slice {index} is out of range for axis {axis} of a volume of shape {volume.shape}"
         )
-    where: list[Any] = [slice(None)] * 3
+    where: list[Any] = [slice(None)] * volume.ndim
     where[axis] = int(index)
     return volume[tuple(where)]
 
@@ -116,19 +118,20 @@ def slice_to_sample(
 ) -> Sample:
     """One ``Sample`` from a uint8 image slice and its label slice.
 
-    The image is repeated into 3 channels; the objects come from ``objects_from_label_slice``.
+    A 2D image is repeated into 3 channels (an ``H x W x 3`` one is kept); the objects come from ``objects_from_label_slice``.
     ``meta`` is copied and ``class_names`` added (the given classes, or the values present).
 
     Raises:
         DataError: image and label slices of different sizes (raised by ``Sample``).
         ValueError: an image slice that is not 2D uint8.
     """
-    if image2d.ndim != 2 or image2d.dtype != np.uint8:
+    rgb = image2d.ndim == 3 and image2d.shape[2] == 3
+    if not (image2d.ndim == 2 or rgb) or image2d.dtype != np.uint8:
         raise ValueError(f"expected a 2D uint8 image slice, got {image2d.shape} {image2d.dtype}")
     masks, class_ids = objects_from_label_slice(
         label2d, mode=mode, classes=classes, min_area=min_area, connectivity=connectivity
     )
-    image = np.ascontiguousarray(np.repeat(image2d[:, :, None], 3, axis=2))
+    image = np.ascontiguousarray(image2d if rgb else np.repeat(image2d[:, :, None], 3, axis=2))
     info = dict(meta or {})
     info["class_names"] = class_names_for(classes, class_ids)
     return Sample(image=image, masks=masks, class_ids=class_ids, meta=info)
