@@ -20,6 +20,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 import samtune
 from samtune.cli._hydra import command_line_keys, run_hydra_app
+from samtune.data.datamodules.clips import ClipDataModule
+from samtune.evaluation.clips import clip_table, video_predictor_for, write_clip_results
 from samtune.evaluation.evaluator import evaluate_dataset
 from samtune.evaluation.follow_run import (
     FROM_COMMAND_LINE,
@@ -118,6 +120,13 @@ def evaluate(
     if record is not None:
         own = datamodule if data_source == FROM_RUN else None  # the run's split: no second index
         overlap = _check_overlap(cfg, record, dataset, own)
+    weights = evaluated_weights(ckpt, info, record)
+    if isinstance(datamodule, ClipDataModule):
+        clip_config = cfg.get("clip_evaluation")
+        summary = _summary(cfg, spec, ckpt, info, weights, data_name, data_source, clip_config)
+        if overlap is not None:
+            summary["training_overlap"] = overlap
+        return evaluate_clip_data(cfg, model, info, dataset, summary, out_dir)
     evaluator = instantiate(cfg.evaluation)
     result, volumes = evaluate_dataset(
         evaluator,
@@ -131,22 +140,7 @@ def evaluate(
         log.info(
             "%s: mean 3D Dice %.4f over %d volumes", protocol, scores["mean"], scores["n_volumes"]
         )
-    weights = evaluated_weights(ckpt, info, record)
-    summary = {
-        "model": info.get("name", spec.name),
-        "image_size": info.get("image_size", spec.image_size),
-        "adapter": info.get("adapter"),
-        "evaluated": weights.as_dict(),
-        "checkpoint": None if ckpt is None else str(ckpt),
-        "weights": info.get("checkpoint", getattr(spec, "resolved_checkpoint", None)),
-        "random_init": bool(info.get("random_init", False)),
-        "data": data_name,
-        "data_config": data_source,
-        "split": cfg.split,
-        "seed": int(cfg.seed),
-        "samtune_version": samtune.__version__,
-        "config": OmegaConf.to_container(cfg.evaluation, resolve=True),
-    }
+    summary = _summary(cfg, spec, ckpt, info, weights, data_name, data_source, cfg.evaluation)
     if overlap is not None:
         summary["training_overlap"] = overlap
     files = write_results(result, out_dir, summary=summary, volumes=volumes)
@@ -162,6 +156,90 @@ def evaluate(
     log.info("results written to %s", out_dir)
     print(results_text(result.aggregates(), summary, files), flush=True)
     return files
+
+
+def _summary(
+    cfg: DictConfig,
+    spec: Any,
+    ckpt: Path | None,
+    info: dict[str, Any],
+    weights: EvaluatedWeights,
+    data_name: str,
+    data_source: str,
+    evaluation: Any,
+) -> dict[str, Any]:
+    """The ``summary`` of ``results.json``: model, weights evaluated, data, split, settings."""
+    return {
+        "model": info.get("name", spec.name),
+        "image_size": info.get("image_size", spec.image_size),
+        "adapter": info.get("adapter"),
+        "evaluated": weights.as_dict(),
+        "checkpoint": None if ckpt is None else str(ckpt),
+        "weights": info.get("checkpoint", getattr(spec, "resolved_checkpoint", None)),
+        "random_init": bool(info.get("random_init", False)),
+        "data": data_name,
+        "data_config": data_source,
+        "split": cfg.split,
+        "seed": int(cfg.seed),
+        "samtune_version": samtune.__version__,
+        "config": OmegaConf.to_container(evaluation, resolve=True),
+    }
+
+
+def evaluate_clip_data(
+    cfg: DictConfig,
+    model: Any,
+    info: dict[str, Any],
+    dataset: Any,
+    summary: dict[str, Any],
+    out_dir: Path,
+) -> dict[str, Path]:
+    """The clip protocols (``clip_evaluation``) on whole videos through the official
+    ``SAM2VideoPredictor`` holding the evaluated weights; writes ``results.json`` and
+    ``per_object.csv`` and prints J, F and J&F per protocol, per video and their mean."""
+    from hydra.utils import instantiate
+
+    evaluator = instantiate(cfg.clip_evaluation)
+    predictor = video_predictor_for(model, info, str(cfg.device))
+    protocols = evaluator.run(predictor, dataset)
+    files = write_clip_results(protocols, evaluator.protocol_versions(), summary, out_dir)
+    for protocol, scores in protocols.items():
+        log.info(
+            "%s: J %.4f F %.4f J&F %.4f over %d videos",
+            protocol,
+            scores["J"],
+            scores["F"],
+            scores["JF"],
+            scores["n_videos"],
+        )
+    if cfg.get("wandb"):
+        run = _wandb_run(cfg, out_dir)
+        run.config.update({"summary": summary}, allow_val_change=True)
+        for protocol, scores in protocols.items():
+            for key in ("J", "F", "JF"):
+                run.summary[f"eval/{protocol}/{key}"] = scores[key]
+        run.finish()
+    log.info("results written to %s", out_dir)
+    print(clip_results_text(protocols, summary, files), flush=True)
+    return files
+
+
+def clip_results_text(
+    protocols: dict[str, Any], summary: dict[str, Any], files: dict[str, Path]
+) -> str:
+    """What ``samtune-eval`` prints for clip data: the run, the J/F/J&F table, the files."""
+    evaluated = summary.get("evaluated") or {}
+    weights = evaluated.get("label") or summary.get("checkpoint") or "none (zero-shot)"
+    random = ", RANDOM INIT base weights" if summary.get("random_init") else ""
+    lines = [
+        f"samtune-eval: {summary.get('model')} @ {summary.get('image_size')} px, {weights}{random}",
+        f"data {summary.get('data')}, split {summary.get('split')}, seed {summary.get('seed')}",
+        "",
+        clip_table(protocols),
+        "",
+    ]
+    lines += [f"{name:<12} {path}" for name, path in files.items()]
+    return "\n".join(lines)
 
 
 def _check_overlap(

@@ -343,3 +343,60 @@ def clip_table(protocols: dict[str, Any]) -> str:
             f"{scores['JF']:7.4f} {scores['n_objects']}"
         )
     return "\n".join(lines)
+
+
+def video_predictor_for(model: torch.nn.Module, info: dict[str, Any], device: str) -> Any:
+    """The official ``SAM2VideoPredictor`` holding ``model``'s weights (as loaded by
+    :func:`samtune.models.weights.load_model`, adapters merged), at its ``image_size``."""
+    from samtune.inference.predictor import build_video_model
+
+    video = build_video_model(str(info["name"]), image_size=int(info["image_size"]))
+    video.load_state_dict(model.state_dict(), strict=True)
+    return video.to(device).eval()
+
+
+CSV_COLUMNS = ("protocol", "video", "object_id", "prompt_frame", "frames", "J", "F", "JF")
+
+
+def write_clip_results(
+    protocols: dict[str, Any], versions: dict[str, int], summary: dict[str, Any], out_dir: Any
+) -> dict[str, Any]:
+    """Write ``results.json`` (``summary``, ``protocol_version``, ``clips``: the protocols'
+    means and per-video, per-object values) and ``per_object.csv`` into ``out_dir``.
+
+    Returns:
+        ``{"results": path, "per_object": path}``.
+    """
+    import csv
+    from pathlib import Path
+
+    from samtune.evaluation.report.files import _json_safe
+    from samtune.io_atomic import write_json_atomic, write_text_atomic
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = {
+        "summary": dict(summary),
+        "kind": "clips",
+        "protocols": list(protocols),
+        "protocol_version": dict(versions),
+        "clips": protocols,
+    }
+    results = write_json_atomic(out / "results.json", _json_safe(data), indent=1)
+    rows = [",".join(CSV_COLUMNS)]
+    for protocol, scores in protocols.items():
+        for video, entry in scores["per_video"].items():
+            for object_id, obj in entry["objects"].items():
+                values = [protocol, video, object_id, obj["prompt_frame"], len(obj["frames"])]
+                values += [f"{obj[k]:.6f}" for k in ("J", "F", "JF")]
+                rows.append(_csv_row(values, csv))
+    per_object = write_text_atomic(out / "per_object.csv", "\n".join(rows) + "\n")
+    return {"results": results, "per_object": per_object}
+
+
+def _csv_row(values: list[Any], csv: Any) -> str:
+    import io
+
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="").writerow(values)
+    return buffer.getvalue()
