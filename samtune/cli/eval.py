@@ -8,6 +8,12 @@ Writes ``results.json``, ``per_object.csv``, ``report.md``/``.html`` and PNGs in
 run folder, and logs them to W&B when ``wandb=true``. On a volume dataset (``data=volumes``)
 the slice predictions are also stacked into volumes and scored with 3D Dice per class and
 volume (``volumes`` in ``results.json``, ``per_volume.csv``, a report section).
+
+On clip data (``data=vos``, ``frames``, ``ctc``, ``volume_clips``) the ``clip_evaluation``
+protocols run instead (:mod:`samtune.evaluation.clips`): one prompt per object on its first
+annotated frame, propagated by the official ``SAM2VideoPredictor`` holding the evaluated
+weights; J, F and J&F per protocol, per video and their mean are printed and written to
+``results.json`` (``clips``) and ``per_object.csv``.
 """
 
 from __future__ import annotations
@@ -200,6 +206,8 @@ def evaluate_clip_data(
     from hydra.utils import instantiate
 
     evaluator = instantiate(cfg.clip_evaluation)
+    if evaluator.max_videos is None and cfg.get("max_images") is not None:
+        evaluator.max_videos = int(cfg.max_images)  # on clip data, max_images counts videos
     predictor = video_predictor_for(model, info, str(cfg.device))
     protocols = evaluator.run(predictor, dataset)
     files = write_clip_results(protocols, evaluator.protocol_versions(), summary, out_dir)
