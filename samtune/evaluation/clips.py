@@ -361,8 +361,8 @@ CSV_COLUMNS = ("protocol", "video", "object_id", "prompt_frame", "frames", "J", 
 def write_clip_results(
     protocols: dict[str, Any], versions: dict[str, int], summary: dict[str, Any], out_dir: Any
 ) -> dict[str, Any]:
-    """Write ``results.json`` (``summary``, ``protocol_version``, ``clips``: the protocols'
-    means and per-video, per-object values) and ``per_object.csv`` into ``out_dir``.
+    """Write ``results.json`` (``summary``, ``protocol_version``, ``counts``, ``aggregates``:
+    each protocol's means, ``clips``: the means and per-video, per-object, per-frame values) and ``per_object.csv`` into ``out_dir``.
 
     Returns:
         ``{"results": path, "per_object": path}``.
@@ -380,6 +380,15 @@ def write_clip_results(
         "kind": "clips",
         "protocols": list(protocols),
         "protocol_version": dict(versions),
+        "counts": {
+            "videos": max((int(v["n_videos"]) for v in protocols.values()), default=0),
+            "objects": max((int(v["n_objects"]) for v in protocols.values()), default=0),
+        },
+        # the means alone, under the key every results.json has (samtune-report reads it)
+        "aggregates": {
+            p: {k: v[k] for k in ("J", "F", "JF", "n_videos", "n_objects")}
+            for p, v in protocols.items()
+        },
         "clips": protocols,
     }
     results = write_json_atomic(out / "results.json", _json_safe(data), indent=1)

@@ -74,6 +74,8 @@ def test_samtune_eval_prints_j_f_and_writes_results(davis, tmp_path, tiny_checkp
     assert results["protocol_version"] == {"propagate_mask": 1, "propagate_box": 1}
     assert results["summary"]["evaluated"]["kind"] == "base"
     assert results["summary"]["split"] == "val"
+    assert results["counts"] == {"videos": 2, "objects": 6}
+    assert results["aggregates"]["propagate_box"]["JF"] == results["clips"]["propagate_box"]["JF"]
     printed = proc.stdout
     for protocol in ("propagate_mask", "propagate_box"):
         scores = results["clips"][protocol]
