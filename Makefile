@@ -12,7 +12,7 @@ CLIENT_PINS ?= inference-sdk==1.8.3 dataclasses-json==0.6.7 marshmallow==3.26.2 
 	requests-file==3.0.1 supervision==0.30.9 pyDeprecate==0.13.0 defusedxml==0.7.1
 DEMO_ARGS ?=
 
-.PHONY: setup test test-all demo lint format benchmark clean
+.PHONY: setup test test-slow test-all demo lint format benchmark clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,9 @@ $(STAMP): pyproject.toml
 
 test: setup
 	$(PY) -m pytest -q
+
+test-slow: setup
+	$(PY) -m pytest -q -m "slow and not gpu"
 
 test-all: setup
 	$(PY) -m pytest -q -m "slow or not slow"

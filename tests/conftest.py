@@ -12,6 +12,8 @@ from samtune.models import build_sam2_model
 from tests.helpers import SMALL_SIZE, make_blob_sample
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+# data.num_workers=auto loads in the main process in tests (and in the programs they start)
+os.environ.setdefault("SAMTUNE_NUM_WORKERS", "0")
 
 
 @pytest.fixture(autouse=True)

@@ -28,7 +28,6 @@ NOISE_MESSAGES: tuple[str, ...] = (
 NOISE_WARNINGS: tuple[tuple[type[Warning], str], ...] = (
     (Warning, r"`isinstance\(treespec, LeafSpec\)` is deprecated"),  # lightning vs new torch
     (FutureWarning, r"`torch\.jit\.script` is deprecated"),  # sam2's transforms
-    (Warning, r".*does not have many workers which may be a bottleneck"),  # lightning, CPU runs
 )
 _LIGHTNING_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric")
 

@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 import samtune
 from samtune.cli._hydra import command_line_keys, run_hydra_app
 from samtune.data.datamodules.clips import ClipDataModule
+from samtune.devices import resolve_device
 from samtune.evaluation.clips import clip_table, video_predictor_for, write_clip_results
 from samtune.evaluation.evaluator import evaluate_dataset
 from samtune.evaluation.follow_run import (
@@ -99,6 +100,7 @@ def evaluate(
     from hydra.utils import instantiate
 
     keys = command_line_keys() if command_line is None else set(command_line)
+    device = resolve_device(cfg.get("device"))
     lightning.seed_everything(int(cfg.seed), workers=True)
     spec = instantiate(cfg.model)
     ckpt = None if is_none(cfg.ckpt) else run_checkpoint(cfg.ckpt)
@@ -132,13 +134,13 @@ def evaluate(
         summary = _summary(cfg, spec, ckpt, info, weights, data_name, data_source, clip_config)
         if overlap is not None:
             summary["training_overlap"] = overlap
-        return evaluate_clip_data(cfg, model, info, dataset, summary, out_dir)
+        return evaluate_clip_data(cfg, model, info, dataset, summary, out_dir, device)
     evaluator = instantiate(cfg.evaluation)
     result, volumes = evaluate_dataset(
         evaluator,
         model,
         dataset,
-        device=cfg.device,
+        device=device,
         max_images=cfg.max_images,
         min_object_area=getattr(datamodule, "min_object_area", None),
     )
@@ -199,6 +201,7 @@ def evaluate_clip_data(
     dataset: Any,
     summary: dict[str, Any],
     out_dir: Path,
+    device: Any = "cpu",
 ) -> dict[str, Path]:
     """The clip protocols (``clip_evaluation``) on whole videos through the official
     ``SAM2VideoPredictor`` holding the evaluated weights; writes ``results.json`` and
@@ -208,7 +211,7 @@ def evaluate_clip_data(
     evaluator = instantiate(cfg.clip_evaluation)
     if evaluator.max_videos is None and cfg.get("max_images") is not None:
         evaluator.max_videos = int(cfg.max_images)  # on clip data, max_images counts videos
-    predictor = video_predictor_for(model, info, str(cfg.device))
+    predictor = video_predictor_for(model, info, str(device))
     protocols = evaluator.run(predictor, dataset)
     files = write_clip_results(protocols, evaluator.protocol_versions(), summary, out_dir)
     for protocol, scores in protocols.items():

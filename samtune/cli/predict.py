@@ -11,6 +11,7 @@ from __future__ import annotations
 from omegaconf import DictConfig, OmegaConf
 
 from samtune.cli._hydra import run_hydra_app
+from samtune.devices import resolve_device
 from samtune.inference.folder import run_predict
 from samtune.inference.video import run_predict_video
 
@@ -20,6 +21,7 @@ def predict_task(cfg: DictConfig) -> None:
     from hydra.utils import instantiate
 
     spec = instantiate(cfg.model) if cfg.get("model") is not None else None
+    device = resolve_device(cfg.get("device"))
     if (cfg.get("images") is None) == (cfg.get("video") is None):
         raise ValueError(
             "samtune-predict needs one of images=<folder of images> or video=<folder of frames "
@@ -37,7 +39,7 @@ def predict_task(cfg: DictConfig) -> None:
             window=_plain(cfg.get("window")),
             normalize=_plain(cfg.get("normalize")),
             image_size=cfg.get("image_size"),
-            device=cfg.device,
+            device=device,
             spec=spec,
         )
         print(f"wrote {path}")
@@ -50,7 +52,7 @@ def predict_task(cfg: DictConfig) -> None:
         mode=cfg.mode,
         multimask=cfg.multimask,
         image_size=cfg.get("image_size"),
-        device=cfg.device,
+        device=device,
         spec=spec,
         auto=OmegaConf.to_container(cfg.auto, resolve=True) if cfg.get("auto") else None,
     )

@@ -52,10 +52,12 @@ class Evaluator:
             ``mask`` (for per-volume evaluation or export; costs memory on large datasets).
         objects_per_decode: objects per decoder call. None decodes all objects of an image batch
             in one call per protocol and click step; a number splits that call into chunks of at
-            most this many objects; ``"auto"`` (default) is None on an accelerator and, on a
-            CPU, :func:`cpu_decode_chunk`: the decoder's per-object activations at 1024 px
-            (8 MB for the upscaled mask features alone) outgrow the CPU caches, and two
-            objects per call are then twice as fast per object as sixteen.
+            most this many objects; ``"auto"`` (default) is, on a CPU,
+            :func:`cpu_decode_chunk`: the decoder's per-object activations at 1024 px (8 MB for
+            the upscaled mask features alone) outgrow the CPU caches, and two objects per call
+            are then twice as fast per object as sixteen; on an accelerator
+            :func:`accelerator_decode_chunk`, so that an image with hundreds of objects does not
+            hold all their activations and full-resolution masks at once.
         encoder_precision: ``"fp32"`` (default) or ``"bf16"`` (the image encoder under bf16
             autocast, for speed on accelerators). The prompt encoder, mask decoder, IoU head and
             mask choice always run in float32, whatever autocast the caller has on: a result
@@ -133,7 +135,8 @@ class Evaluator:
             image_batch = 1 if on_cpu else 4
         chunk = self.objects_per_decode
         if chunk == "auto":
-            chunk = cpu_decode_chunk(int(model.image_size)) if on_cpu else None
+            size = int(model.image_size)
+            chunk = cpu_decode_chunk(size) if on_cpu else accelerator_decode_chunk(size)
         return image_batch, chunk
 
     # ------------------------------------------------------------------ driving
@@ -327,6 +330,7 @@ class Evaluator:
 
 
 CPU_DECODE_BYTES = 16 * 2**20
+ACCELERATOR_DECODE_BYTES = 512 * 2**20
 
 
 class LogProgress:
@@ -373,6 +377,15 @@ def cpu_decode_chunk(image_size: int) -> int:
     """
     per_object = 32 * (image_size // 4) ** 2 * 4
     return max(1, CPU_DECODE_BYTES // per_object)
+
+
+def accelerator_decode_chunk(image_size: int) -> int:
+    """Objects per decoder call on an accelerator: as many as keep the upscaled mask features
+    (``32 x S/4 x S/4`` float32 per object) within 512 MB, at least 1: 64 objects at 1024 px,
+    256 at 512 px. This bounds memory, not speed: the number was not tuned on a GPU.
+    """
+    per_object = 32 * (image_size // 4) ** 2 * 4
+    return max(1, ACCELERATOR_DECODE_BYTES // per_object)
 
 
 def _class_name(sample: Sample, class_id: int) -> str:

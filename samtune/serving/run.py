@@ -7,6 +7,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from samtune.devices import resolve_device
 from samtune.models import ModelSpec
 from samtune.models.weights import is_none
 from samtune.serving.app import Server, create_app
@@ -96,7 +97,7 @@ def build_server(cfg: Mapping[str, Any]) -> Server:
     """Load the models and make the :class:`Server` that ``samtune-serve`` runs."""
     models = load_models(
         model_entries(cfg),
-        device=str(cfg.get("device", "cpu")),
+        device=resolve_device(cfg.get("device", "auto")),
         cache_dir=(cfg.get("paths") or {}).get("cache_dir"),
     )
     limits_cfg = cfg.get("limits") or {}

@@ -8,6 +8,7 @@ and the overrides that would fit, ``auto`` applies them, ``off`` skips the check
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from samtune.segmenter.checkpointing import enable_activation_checkpointing, hiera_blocks
@@ -26,6 +27,9 @@ log = logging.getLogger(__name__)
 
 FIT_MODES = ("check", "auto", "off")
 ALL_OBJECTS_ASSUMED = 64  # objects per image assumed when prompts.max_objects_per_image is null
+# GPU kinds (substrings of torch.cuda.get_device_name) on which the estimate was held against
+# measured peaks; on others a step that seems not to fit gives a warning, not a stop
+CALIBRATED_GPUS: tuple[str, ...] = ()
 
 
 def module_inputs(
@@ -82,13 +86,41 @@ def step_inputs(cfg: Any, module: Any, precision: str) -> StepMemoryInputs:
 
 
 def training_device(cfg: Any) -> str:
-    """``cuda`` when the trainer will run on a GPU, else ``cpu``."""
+    """``cuda:<local rank>`` when the trainer will run on a GPU, else ``cpu``.
+
+    Each process of a multi-GPU run checks its own GPU: the local rank comes from ``LOCAL_RANK``
+    (torchrun, Lightning's launcher) or ``SLURM_LOCALID``.
+    """
     import torch
 
     accelerator = str(cfg.trainer.get("accelerator", "auto")).lower()
     if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
-        return "cuda"
+        return f"cuda:{local_rank()}"
     return "cpu"
+
+
+def local_rank() -> int:
+    """This process's rank on its node (0 when no launcher says)."""
+    for name in ("LOCAL_RANK", "SLURM_LOCALID"):
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return 0
+
+
+def calibrated(device: str) -> bool:
+    """Whether the step-memory estimate has been checked against measurements on ``device``'s
+    kind. The CPU estimate was (``make benchmark``'s memory section); a GPU kind is when
+    :data:`CALIBRATED_GPUS` names it."""
+    if not device.startswith("cuda"):
+        return True
+    import torch
+
+    try:
+        name = torch.cuda.get_device_name(torch.device(device))
+    except Exception:  # no driver: nothing measured there either
+        return False
+    return any(kind.lower() in name.lower() for kind in CALIBRATED_GPUS)
 
 
 def _settings(changes: list[Change]) -> str:
@@ -156,6 +188,20 @@ def fit_memory(
     )
     changes = changes_to_fit(inputs, budget)
     if changes == []:
+        return []
+    if mode == "check" and not calibrated(device):
+        log.warning(
+            "memory: a training step of %s may need about %s, more than the %s available on "
+            "%s, but the estimate has not been calibrated on this GPU kind, so training goes "
+            "on. If it runs out of memory: %s",
+            what,
+            estimate.describe(),
+            budget_text,
+            device,
+            f"try {_settings(changes)} (speed.fit_memory=auto applies them)"
+            if changes
+            else "lower model.image_size or use a smaller model",
+        )
         return []
     if changes is None:
         raise MemoryBudgetError(

@@ -31,7 +31,13 @@ from samtune.segmenter.cache import EmbeddingCache
 from samtune.segmenter.sam2 import Sam2Segmenter
 from samtune.training.distributed import mean_over_objects
 from samtune.training.interactive import gather_objects, interactive_loss, object_ignore
-from samtune.training.optim import OptimConfig, param_groups, warmup_cosine_scheduler
+from samtune.training.optim import (
+    OptimConfig,
+    ScheduleLength,
+    param_groups,
+    resumed_schedule,
+    warmup_cosine_scheduler,
+)
 from samtune.training.run_state import load_run_state, save_run_state
 
 log = logging.getLogger(__name__)
@@ -125,6 +131,12 @@ class SamTuneModule(L.LightningModule):
         self._best_metrics: dict[str, float] = {}
         self._overlays: list[np.ndarray] = []
         self._seen: dict[str, list[int]] = {"train": [0, 0, 0], "val": [0, 0, 0]}
+        # the learning-rate schedule's length: this run's (set by ``configure_optimizers``), the
+        # one a resumed checkpoint records, and the step it resumes at
+        self._lr_length: ScheduleLength | None = None
+        self._run_length: ScheduleLength | None = None
+        self._resumed: tuple[ScheduleLength | None, int] | None = None
+        self._resumed_lr_pending = False
 
     # ----------------------------------------------------------------- model pieces
     @property
@@ -202,6 +214,21 @@ class SamTuneModule(L.LightningModule):
             self.logger.log_hyperparams(
                 {"params/trainable": r["trainable"], "params/total": r["total"]}
             )
+
+    def on_train_start(self) -> None:
+        """A resumed run: the learning rate of the resumed step from the schedule it follows now
+        (the optimiser's restored one came from the recorded schedule)."""
+        if not self._resumed_lr_pending:
+            return
+        self._resumed_lr_pending = False
+        for config in self.trainer.lr_scheduler_configs:
+            sched = config.scheduler
+            if not isinstance(sched, torch.optim.lr_scheduler.LambdaLR):
+                continue
+            factors = [fn(sched.last_epoch) for fn in sched.lr_lambdas]
+            for group, base, factor in zip(sched.optimizer.param_groups, sched.base_lrs, factors):
+                group["lr"] = base * factor
+            sched._last_lr = [g["lr"] for g in sched.optimizer.param_groups]
 
     def _count(self, split: str, batch: dict) -> None:
         """Tally images, kept objects and objects the transform dropped in this epoch."""
@@ -399,17 +426,37 @@ class SamTuneModule(L.LightningModule):
                 "the warm-up + cosine schedule needs a known number of steps: set "
                 "trainer.max_epochs or trainer.max_steps (the run has neither)"
             )
-        total = int(total)
+        self._run_length = ScheduleLength.of(int(total), cfg.warmup_fraction)
+        self._lr_length = ScheduleLength(**self._run_length.as_record())
+        self._fit_resumed_schedule()
         scheduler = warmup_cosine_scheduler(
-            optimizer,
-            total_steps=total,
-            warmup_fraction=cfg.warmup_fraction,
-            min_lr_ratio=cfg.min_lr_ratio,
+            optimizer, min_lr_ratio=cfg.min_lr_ratio, length=self._lr_length
         )
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+
+    def _fit_resumed_schedule(self) -> None:
+        """Set the schedule's length of a resumed run (``optim.on_resume_length_change``), once
+        both the checkpoint's record and this run's length are known (in either order)."""
+        if self._resumed is None or self._run_length is None or self._lr_length is None:
+            return
+        recorded, step = self._resumed
+        self._resumed = None
+        length, message = resumed_schedule(
+            recorded,
+            self._run_length,
+            policy=self.optim_cfg.on_resume_length_change,
+            step=step,
+            min_lr_ratio=self.optim_cfg.min_lr_ratio,
+        )
+        # in place: the scheduler reads it at every step
+        self._lr_length.total_steps = length.total_steps
+        self._lr_length.warmup_steps = length.warmup_steps
+        self._resumed_lr_pending = True
+        if message and (self.trainer is None or self.trainer.is_global_zero):
+            log.warning(message)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
 
@@ -426,7 +473,14 @@ class SamTuneModule(L.LightningModule):
             "version": __version__,
             "config": self.run_info.get("config", {}),
         }
+        if self._lr_length is not None:
+            checkpoint["samtune"]["schedule"] = self._lr_length.as_record()
         save_run_state(self, checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         load_run_state(self, checkpoint)
+        if "optimizer_states" in checkpoint:  # resuming training, not only reading weights
+            meta = checkpoint.get("samtune") or {}
+            recorded = ScheduleLength.from_record(meta.get("schedule"))
+            self._resumed = (recorded, int(checkpoint.get("global_step", 0)))
+            self._fit_resumed_schedule()

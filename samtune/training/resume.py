@@ -40,6 +40,7 @@ SAFE_OVERRIDES = (
     "trainer.enable_progress_bar",
     "trainer.log_every_n_steps",
     "data.num_workers",
+    "optim.on_resume_length_change",
     "callbacks",
     "logger",
     "evaluation",

@@ -92,7 +92,7 @@ FORCED = {"trainer.max_epochs"}
 
 # Commands that are documented but not run here (every command starting so), and why.
 NOT_RUN: dict[str, str] = {
-    "make test": "the test suite itself (CI runs it); make test-all adds the slow tests",
+    "make test": "the test suites themselves (CI runs make test and make test-slow)",
     "make benchmark": "minutes to hours; tests/scripts/test_benchmark.py runs its sections at small sizes",
     ".venv/bin/python -m scripts.bench": "the same benchmark with its own options",
     "samtune-train -m hydra/launcher=slurm": "needs a SLURM cluster; tests/training/"

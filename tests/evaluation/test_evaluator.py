@@ -8,7 +8,7 @@ import torch
 
 from samtune.data.sample import Sample
 from samtune.evaluation import Evaluator, center_points, error_center_clicks
-from samtune.evaluation.evaluator import cpu_decode_chunk
+from samtune.evaluation.evaluator import accelerator_decode_chunk, cpu_decode_chunk
 from samtune.metrics import mask_iou, number_of_clicks
 from samtune.models import build_sam2_model
 from samtune.prompts import mask_to_box
@@ -202,7 +202,10 @@ def test_auto_settings_follow_the_device_and_image_size():
     auto = Evaluator()
     assert auto.settings_for(Sized(1024), torch.device("cpu")) == (1, 2)
     assert auto.settings_for(Sized(256), torch.device("cpu")) == (1, 32)
-    assert auto.settings_for(Sized(1024), torch.device("cuda")) == (4, None)
+    # on an accelerator too: 500 objects at 1024 px decode 64 at a time, not all at once
+    assert auto.settings_for(Sized(1024), torch.device("cuda")) == (4, 64)
+    assert auto.settings_for(Sized(512), torch.device("cuda")) == (4, 256)
+    assert accelerator_decode_chunk(8192) == 1
     fixed = Evaluator(image_batch=3, objects_per_decode=None)
     assert fixed.settings_for(Sized(1024), torch.device("cpu")) == (3, None)
 

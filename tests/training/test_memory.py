@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+import torch
 
 from samtune.training.memory import (
     MemoryBudgetError,
@@ -177,3 +178,34 @@ def test_over_budget_stops_naming_the_settings_or_applies_them(smoke_run):
     cfg.speed.fit_memory = "sometimes"
     with pytest.raises(ValueError, match="speed.fit_memory must be one of check, auto, off"):
         fit_memory(cfg, module, "32-true", budget=1.0)
+
+
+def test_on_an_uncalibrated_gpu_the_check_warns_and_uses_the_local_rank(
+    smoke_run, monkeypatch, caplog
+):
+    import samtune.training.memory_check as memory_check
+    from samtune.training.memory_check import calibrated, training_device
+
+    cfg, module = smoke_run
+    cfg.trainer.accelerator = "gpu"
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert training_device(cfg) == "cuda:3"
+    monkeypatch.delenv("LOCAL_RANK")
+    monkeypatch.setenv("SLURM_LOCALID", "1")
+    assert training_device(cfg) == "cuda:1"
+    assert calibrated("cpu")
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
+    assert not calibrated("cuda:1")  # nothing has been measured on a GPU yet
+    inputs = step_inputs(cfg, module, "32-true")
+    budget = estimate_step_memory(
+        replace(inputs, checkpoint_prompt_steps=True, activation_checkpointing=True)
+    ).total
+    with caplog.at_level("WARNING", logger="samtune.training.memory_check"):
+        assert fit_memory(cfg, module, "32-true", budget=budget) == []
+    assert "has not been calibrated on this GPU kind, so training goes on" in caplog.text
+    assert "cuda:1" in caplog.text and "speed.checkpoint_prompt_steps=true" in caplog.text
+    # once the kind is calibrated, the same step stops as on the CPU
+    monkeypatch.setattr(memory_check, "CALIBRATED_GPUS", ("H100",))
+    assert calibrated("cuda:1")
+    with pytest.raises(MemoryBudgetError, match="speed.fit_memory=auto"):
+        fit_memory(cfg, module, "32-true", budget=budget)

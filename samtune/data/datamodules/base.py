@@ -18,6 +18,7 @@ from samtune.data.sample import Sample
 from samtune.data.samplers import ShardedSampler, rank_seed, replicas_of
 from samtune.data.skiplog import append_skip, read_skips
 from samtune.data.transforms import SamTransform, augment_settings
+from samtune.devices import resolve_num_workers
 from samtune.validation import check_choice, check_number
 
 SPLITS = ("train", "val", "test")
@@ -151,7 +152,8 @@ class SamDataModule(L.LightningDataModule):
     Args:
         image_size: side of the square model input.
         batch_size: images per batch.
-        num_workers: DataLoader worker processes (0: load in the main process).
+        num_workers: DataLoader worker processes (0: load in the main process), or ``auto``
+            (:func:`samtune.devices.auto_num_workers`).
         augment: training augmentation probabilities (see :class:`SamTransform`), or None.
         min_object_area: smallest object kept after resizing, in pixels at ``image_size``.
         on_error: ``"raise"`` or ``"skip"``, passed to the datasets.
@@ -164,7 +166,7 @@ class SamDataModule(L.LightningDataModule):
         *,
         image_size: int,
         batch_size: int = 2,
-        num_workers: int = 0,
+        num_workers: int | str = 0,
         augment: Mapping[str, Any] | None = None,
         min_object_area: int = 4,
         on_error: str = "raise",
@@ -174,7 +176,7 @@ class SamDataModule(L.LightningDataModule):
         super().__init__()
         self.image_size = check_number("data.image_size", image_size, ge=1, integer=True)
         self.batch_size = check_number("data.batch_size", batch_size, ge=1, integer=True)
-        self.num_workers = check_number("data.num_workers", num_workers, ge=0, integer=True)
+        self.num_workers = resolve_num_workers(num_workers)
         self.augment = augment_settings(augment)
         self.min_object_area = check_number(
             "data.min_object_area", min_object_area, ge=0, integer=True
