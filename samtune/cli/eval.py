@@ -42,6 +42,7 @@ from samtune.evaluation.follow_run import (
     run_checkpoint,
     training_files,
 )
+from samtune.evaluation.keyslice import KEYSLICE_VERSION, keyslice_box_evaluation
 from samtune.evaluation.report.files import console_table, write_results
 from samtune.evaluation.report.wandb_log import log_to_wandb
 from samtune.evaluation.results import EvaluatedWeights
@@ -146,8 +147,16 @@ def evaluate(
     )
     for protocol, scores in (volumes or {}).get("protocols", {}).items():
         log.info(
-            "%s: mean 3D Dice %.4f over %d volumes", protocol, scores["mean"], scores["n_volumes"]
+            "oracle_per_slice %s: mean 3D Dice %.4f over %d volumes",
+            protocol,
+            scores["mean"],
+            scores["n_volumes"],
         )
+    if volumes is not None and hasattr(datamodule, "clip_dataset"):
+        propagated = _propagated_volumes(cfg, model, info, datamodule, device)
+        if propagated:
+            volumes["propagated"] = propagated
+            volumes["protocol_version"] = dict(KEYSLICE_VERSION)
     summary = _summary(cfg, spec, ckpt, info, weights, data_name, data_source, cfg.evaluation)
     if overlap is not None:
         summary["training_overlap"] = overlap
@@ -162,8 +171,72 @@ def evaluate(
     if hasattr(datamodule, "summary"):
         log.info("data: %s", datamodule.summary())
     log.info("results written to %s", out_dir)
-    print(results_text(result.aggregates(), summary, files), flush=True)
+    text = results_text(result.aggregates(), summary, files)
+    if volumes is not None:
+        text += "\n\n" + volume_table(volumes)
+    print(text, flush=True)
     return files
+
+
+def _propagated_volumes(
+    cfg: DictConfig, model: Any, info: dict[str, Any], datamodule: Any, device: Any
+) -> dict[str, Any]:
+    """``{"keyslice_box": ...}`` (see :mod:`samtune.evaluation.keyslice`) on the volumes of the
+    evaluated split, when ``clip_evaluation.volume_protocols`` names it."""
+    settings = cfg.get("clip_evaluation") or {}
+    if "keyslice_box" not in list(settings.get("volume_protocols") or []):
+        return {}
+    predictor = video_predictor_for(model, info, str(device))
+    scores = keyslice_box_evaluation(
+        predictor,
+        datamodule.clip_dataset(cfg.split),
+        tolerance_mm=float(settings.get("nsd_tolerance_mm", 2.0)),
+        max_volumes=settings.get("max_videos"),
+    )
+    log.info(
+        "keyslice_box: mean 3D Dice %.4f, NSD@%gmm %.4f over %d volumes",
+        scores["mean"],
+        scores["nsd_tolerance_mm"],
+        scores["nsd"]["mean"],
+        scores["n_volumes"],
+    )
+    return {"keyslice_box": scores}
+
+
+def volume_table(volumes: dict[str, Any]) -> str:
+    """Per volume: 3D Dice of each per-slice (oracle) protocol beside ``keyslice_box``'s 3D
+    Dice and NSD (mean over classes), and the means."""
+    oracle = volumes.get("protocols", {})
+    propagated = volumes.get("propagated", {}).get("keyslice_box")
+    columns = [f"oracle_per_slice {p} Dice" for p in oracle]
+    if propagated:
+        tol = propagated["nsd_tolerance_mm"]
+        columns += ["keyslice_box Dice", f"keyslice_box NSD@{tol:g}mm"]
+    cases = sorted({c for s in oracle.values() for c in s["volume_mean"]})
+    if propagated:
+        cases = sorted(set(cases) | set(propagated["volume_mean"]))
+    width = max([len("volume"), len("mean")] + [len(c) for c in cases])
+    lines = [f"{'volume':<{width}} " + " ".join(f"{c:>{max(len(c), 7)}}" for c in columns)]
+
+    def cell(value: Any, column: str) -> str:
+        text = "nan" if value is None or value != value else f"{value:.4f}"
+        return f"{text:>{max(len(column), 7)}}"
+
+    for case in [*cases, "mean"]:
+        values = []
+        for p in oracle:
+            s = oracle[p]
+            values.append(s["mean"] if case == "mean" else s["volume_mean"].get(case))
+        if propagated:
+            n = propagated["nsd"]
+            if case == "mean":
+                values += [propagated["mean"], n["mean"]]
+            else:
+                values += [propagated["volume_mean"].get(case), n["volume_mean"].get(case)]
+        lines.append(
+            f"{case:<{width}} " + " ".join(cell(v, c) for v, c in zip(values, columns, strict=True))
+        )
+    return "\n".join(lines)
 
 
 def _summary(

@@ -281,6 +281,9 @@ class ClipEvaluator:
         protocols: which of :data:`CLIP_PROTOCOLS` to run, in order.
         max_videos: evaluate the first ``max_videos`` only (None: all).
         progress: log one line per video.
+        volume_protocols: on ``data=volumes``, the propagated protocols run beside the
+            per-slice ones (``keyslice_box``, see :mod:`samtune.evaluation.keyslice`).
+        nsd_tolerance_mm: the NSD tolerance of ``keyslice_box``.
     """
 
     def __init__(
@@ -289,6 +292,8 @@ class ClipEvaluator:
         protocols: Sequence[str] = CLIP_PROTOCOLS,
         max_videos: int | None = None,
         progress: bool = True,
+        volume_protocols: Sequence[str] = ("keyslice_box",),
+        nsd_tolerance_mm: float = 2.0,
     ) -> None:
         protocols = [str(p) for p in protocols]
         unknown = [p for p in protocols if p not in CLIP_PROTOCOLS]
@@ -299,6 +304,13 @@ class ClipEvaluator:
         self.protocols = tuple(protocols)
         self.max_videos = None if max_videos is None else int(max_videos)
         self.progress = bool(progress)
+        self.volume_protocols = tuple(str(p) for p in volume_protocols)
+        if set(self.volume_protocols) - {"keyslice_box"}:
+            raise ValueError(
+                f"clip_evaluation.volume_protocols: {list(self.volume_protocols)}; known: "
+                "['keyslice_box']"
+            )
+        self.nsd_tolerance_mm = float(nsd_tolerance_mm)
 
     def protocol_versions(self) -> dict[str, int]:
         """``{protocol: version}`` of the protocols run."""
