@@ -8,6 +8,12 @@ Writes ``results.json``, ``per_object.csv``, ``report.md``/``.html`` and PNGs in
 run folder, and logs them to W&B when ``wandb=true``. On a volume dataset (``data=volumes``)
 the slice predictions are also stacked into volumes and scored with 3D Dice per class and
 volume (``volumes`` in ``results.json``, ``per_volume.csv``, a report section).
+
+On clip data (``data=vos``, ``frames``, ``ctc``, ``volume_clips``) the ``clip_evaluation``
+protocols run instead (:mod:`samtune.evaluation.clips`): one prompt per object on its first
+annotated frame, propagated by the official ``SAM2VideoPredictor`` holding the evaluated
+weights; J, F and J&F per protocol, per video and their mean are printed and written to
+``results.json`` (``clips``) and ``per_object.csv``.
 """
 
 from __future__ import annotations
@@ -20,7 +26,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 import samtune
 from samtune.cli._hydra import command_line_keys, run_hydra_app
+from samtune.data.datamodules.clips import ClipDataModule
 from samtune.devices import resolve_device
+from samtune.evaluation.clips import clip_table, video_predictor_for, write_clip_results
 from samtune.evaluation.evaluator import evaluate_dataset
 from samtune.evaluation.follow_run import (
     FROM_COMMAND_LINE,
@@ -34,6 +42,7 @@ from samtune.evaluation.follow_run import (
     run_checkpoint,
     training_files,
 )
+from samtune.evaluation.keyslice import KEYSLICE_VERSION, keyslice_box_evaluation
 from samtune.evaluation.report.files import console_table, write_results
 from samtune.evaluation.report.wandb_log import log_to_wandb
 from samtune.evaluation.results import EvaluatedWeights
@@ -120,6 +129,13 @@ def evaluate(
     if record is not None:
         own = datamodule if data_source == FROM_RUN else None  # the run's split: no second index
         overlap = _check_overlap(cfg, record, dataset, own)
+    weights = evaluated_weights(ckpt, info, record)
+    if isinstance(datamodule, ClipDataModule):
+        clip_config = cfg.get("clip_evaluation")
+        summary = _summary(cfg, spec, ckpt, info, weights, data_name, data_source, clip_config)
+        if overlap is not None:
+            summary["training_overlap"] = overlap
+        return evaluate_clip_data(cfg, model, info, dataset, summary, out_dir, device)
     evaluator = instantiate(cfg.evaluation)
     result, volumes = evaluate_dataset(
         evaluator,
@@ -131,24 +147,17 @@ def evaluate(
     )
     for protocol, scores in (volumes or {}).get("protocols", {}).items():
         log.info(
-            "%s: mean 3D Dice %.4f over %d volumes", protocol, scores["mean"], scores["n_volumes"]
+            "oracle_per_slice %s: mean 3D Dice %.4f over %d volumes",
+            protocol,
+            scores["mean"],
+            scores["n_volumes"],
         )
-    weights = evaluated_weights(ckpt, info, record)
-    summary = {
-        "model": info.get("name", spec.name),
-        "image_size": info.get("image_size", spec.image_size),
-        "adapter": info.get("adapter"),
-        "evaluated": weights.as_dict(),
-        "checkpoint": None if ckpt is None else str(ckpt),
-        "weights": info.get("checkpoint", getattr(spec, "resolved_checkpoint", None)),
-        "random_init": bool(info.get("random_init", False)),
-        "data": data_name,
-        "data_config": data_source,
-        "split": cfg.split,
-        "seed": int(cfg.seed),
-        "samtune_version": samtune.__version__,
-        "config": OmegaConf.to_container(cfg.evaluation, resolve=True),
-    }
+    if volumes is not None and hasattr(datamodule, "clip_dataset"):
+        propagated = _propagated_volumes(cfg, model, info, datamodule, device)
+        if propagated:
+            volumes["propagated"] = propagated
+            volumes["protocol_version"] = dict(KEYSLICE_VERSION)
+    summary = _summary(cfg, spec, ckpt, info, weights, data_name, data_source, cfg.evaluation)
     if overlap is not None:
         summary["training_overlap"] = overlap
     files = write_results(result, out_dir, summary=summary, volumes=volumes)
@@ -162,8 +171,159 @@ def evaluate(
     if hasattr(datamodule, "summary"):
         log.info("data: %s", datamodule.summary())
     log.info("results written to %s", out_dir)
-    print(results_text(result.aggregates(), summary, files), flush=True)
+    text = results_text(result.aggregates(), summary, files)
+    if volumes is not None:
+        text += "\n\n" + volume_table(volumes)
+    print(text, flush=True)
     return files
+
+
+def _propagated_volumes(
+    cfg: DictConfig, model: Any, info: dict[str, Any], datamodule: Any, device: Any
+) -> dict[str, Any]:
+    """``{"keyslice_box": ...}`` (see :mod:`samtune.evaluation.keyslice`) on the volumes of the
+    evaluated split, when ``clip_evaluation.volume_protocols`` names it."""
+    settings = cfg.get("clip_evaluation") or {}
+    if "keyslice_box" not in list(settings.get("volume_protocols") or []):
+        return {}
+    predictor = video_predictor_for(model, info, str(device))
+    scores = keyslice_box_evaluation(
+        predictor,
+        datamodule.clip_dataset(cfg.split),
+        tolerance_mm=float(settings.get("nsd_tolerance_mm", 2.0)),
+        max_volumes=settings.get("max_videos"),
+    )
+    log.info(
+        "keyslice_box: mean 3D Dice %.4f, NSD@%gmm %.4f over %d volumes",
+        scores["mean"],
+        scores["nsd_tolerance_mm"],
+        scores["nsd"]["mean"],
+        scores["n_volumes"],
+    )
+    return {"keyslice_box": scores}
+
+
+def volume_table(volumes: dict[str, Any]) -> str:
+    """Per volume: 3D Dice of each per-slice (oracle) protocol beside ``keyslice_box``'s 3D
+    Dice and NSD (mean over classes), and the means."""
+    oracle = volumes.get("protocols", {})
+    propagated = volumes.get("propagated", {}).get("keyslice_box")
+    columns = [f"oracle_per_slice {p} Dice" for p in oracle]
+    if propagated:
+        tol = propagated["nsd_tolerance_mm"]
+        columns += ["keyslice_box Dice", f"keyslice_box NSD@{tol:g}mm"]
+    cases = sorted({c for s in oracle.values() for c in s["volume_mean"]})
+    if propagated:
+        cases = sorted(set(cases) | set(propagated["volume_mean"]))
+    width = max([len("volume"), len("mean")] + [len(c) for c in cases])
+    lines = [f"{'volume':<{width}} " + " ".join(f"{c:>{max(len(c), 7)}}" for c in columns)]
+
+    def cell(value: Any, column: str) -> str:
+        text = "nan" if value is None or value != value else f"{value:.4f}"
+        return f"{text:>{max(len(column), 7)}}"
+
+    for case in [*cases, "mean"]:
+        values = []
+        for p in oracle:
+            s = oracle[p]
+            values.append(s["mean"] if case == "mean" else s["volume_mean"].get(case))
+        if propagated:
+            n = propagated["nsd"]
+            if case == "mean":
+                values += [propagated["mean"], n["mean"]]
+            else:
+                values += [propagated["volume_mean"].get(case), n["volume_mean"].get(case)]
+        lines.append(
+            f"{case:<{width}} " + " ".join(cell(v, c) for v, c in zip(values, columns, strict=True))
+        )
+    return "\n".join(lines)
+
+
+def _summary(
+    cfg: DictConfig,
+    spec: Any,
+    ckpt: Path | None,
+    info: dict[str, Any],
+    weights: EvaluatedWeights,
+    data_name: str,
+    data_source: str,
+    evaluation: Any,
+) -> dict[str, Any]:
+    """The ``summary`` of ``results.json``: model, weights evaluated, data, split, settings."""
+    return {
+        "model": info.get("name", spec.name),
+        "image_size": info.get("image_size", spec.image_size),
+        "adapter": info.get("adapter"),
+        "evaluated": weights.as_dict(),
+        "checkpoint": None if ckpt is None else str(ckpt),
+        "weights": info.get("checkpoint", getattr(spec, "resolved_checkpoint", None)),
+        "random_init": bool(info.get("random_init", False)),
+        "data": data_name,
+        "data_config": data_source,
+        "split": cfg.split,
+        "seed": int(cfg.seed),
+        "samtune_version": samtune.__version__,
+        "config": OmegaConf.to_container(evaluation, resolve=True),
+    }
+
+
+def evaluate_clip_data(
+    cfg: DictConfig,
+    model: Any,
+    info: dict[str, Any],
+    dataset: Any,
+    summary: dict[str, Any],
+    out_dir: Path,
+    device: Any = "cpu",
+) -> dict[str, Path]:
+    """The clip protocols (``clip_evaluation``) on whole videos through the official
+    ``SAM2VideoPredictor`` holding the evaluated weights; writes ``results.json`` and
+    ``per_object.csv`` and prints J, F and J&F per protocol, per video and their mean."""
+    from hydra.utils import instantiate
+
+    evaluator = instantiate(cfg.clip_evaluation)
+    if evaluator.max_videos is None and cfg.get("max_images") is not None:
+        evaluator.max_videos = int(cfg.max_images)  # on clip data, max_images counts videos
+    predictor = video_predictor_for(model, info, str(device))
+    protocols = evaluator.run(predictor, dataset)
+    files = write_clip_results(protocols, evaluator.protocol_versions(), summary, out_dir)
+    for protocol, scores in protocols.items():
+        log.info(
+            "%s: J %.4f F %.4f J&F %.4f over %d videos",
+            protocol,
+            scores["J"],
+            scores["F"],
+            scores["JF"],
+            scores["n_videos"],
+        )
+    if cfg.get("wandb"):
+        run = _wandb_run(cfg, out_dir)
+        run.config.update({"summary": summary}, allow_val_change=True)
+        for protocol, scores in protocols.items():
+            for key in ("J", "F", "JF"):
+                run.summary[f"eval/{protocol}/{key}"] = scores[key]
+        run.finish()
+    log.info("results written to %s", out_dir)
+    print(clip_results_text(protocols, summary, files), flush=True)
+    return files
+
+
+def clip_results_text(
+    protocols: dict[str, Any], summary: dict[str, Any], files: dict[str, Path]
+) -> str:
+    """What ``samtune-eval`` prints for clip data: the run, the J/F/J&F table, the files."""
+    evaluated = summary.get("evaluated") or {}
+    weights = evaluated.get("label") or summary.get("checkpoint") or "none (zero-shot)"
+    random = ", RANDOM INIT base weights" if summary.get("random_init") else ""
+    lines = [
+        f"samtune-eval: {summary.get('model')} @ {summary.get('image_size')} px, {weights}{random}",
+        f"data {summary.get('data')}, split {summary.get('split')}, seed {summary.get('seed')}",
+        "",
+        clip_table(protocols),
+        "",
+    ]
+    lines += [f"{name:<12} {path}" for name, path in files.items()]
+    return "\n".join(lines)
 
 
 def _check_overlap(
