@@ -8,10 +8,11 @@ and no-object embeddings to what the encoder adapter trains).
 
 Validation propagates masks: for each object, its ground-truth mask on the first annotated
 frame where it is present goes to the official ``SAM2VideoPredictor`` (holding the weights being
-trained), which tracks it to the end of the video. ``val/j_propagate_mask`` is the mean over
-objects of each object's mean region J (IoU of the thresholded mask with the ground truth, 1
-when both are empty) over the annotated frames after its prompt frame, at the video's own
-resolution. It picks ``best.ckpt``.
+trained), which tracks it to the end of the video. ``val/j_propagate_mask`` is the region J of
+``samtune-eval``'s ``propagate_mask`` protocol (:mod:`samtune.evaluation.clips`, the same
+functions): per object the mean J over the annotated frames after its prompt frame, at the
+video's own resolution, averaged over the objects of a video, then over the videos. It picks
+``best.ckpt``.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ import numpy as np
 import torch
 from torchmetrics import MaxMetric, MeanMetric
 
+from samtune.evaluation.clips import propagate_objects, score_clip
 from samtune.inference.predictor import build_video_model
-from samtune.inference.video import video_state
 from samtune.training.clip_step import (
     LOSS_TERMS,
     VideoRecipe,
@@ -50,41 +51,6 @@ def clip_generator(seed: int, epoch: int, indices: list[int]) -> torch.Generator
     for i in indices:
         key = (key * 1_000_033 + int(i) + 1) % (2**62)
     return torch.Generator().manual_seed(key)
-
-
-def region_j(pred: np.ndarray, gt: np.ndarray) -> float:
-    """IoU of two bool masks, 1 when both are empty (DAVIS' region J)."""
-    union = np.logical_or(pred, gt).sum()
-    if union == 0:
-        return 1.0
-    return float(np.logical_and(pred, gt).sum() / union)
-
-
-def propagate_mask_j(predictor: Any, clip: Any) -> list[float]:
-    """Per object of ``clip``: its mean J over the annotated frames after its prompt frame when
-    its first present ground-truth mask is propagated (objects never present are left out)."""
-    annotated = np.ones(clip.frames.shape[0], bool) if clip.annotated is None else clip.annotated
-    first: dict[int, list[int]] = {}
-    for n in range(clip.masks.shape[0]):
-        present = np.flatnonzero(annotated & clip.masks[n].reshape(clip.masks.shape[1], -1).any(1))
-        if present.size:
-            first.setdefault(int(present[0]), []).append(n)
-    scores: list[float] = []
-    state = video_state(predictor, clip.frames)
-    for frame, objects in sorted(first.items()):
-        predictor.reset_state(state)
-        for n in objects:
-            predictor.add_new_mask(state, frame, n + 1, torch.from_numpy(clip.masks[n, frame]))
-        per_object: dict[int, list[float]] = {n: [] for n in objects}
-        for t, obj_ids, logits in predictor.propagate_in_video(state, start_frame_idx=frame):
-            if t == frame or not annotated[t]:
-                continue
-            masks = (logits[:, 0] > 0).cpu().numpy()
-            for row, obj_id in enumerate(obj_ids):
-                n = int(obj_id) - 1
-                per_object[n].append(region_j(masks[row], clip.masks[n, t]))
-        scores += [float(np.mean(v)) for v in per_object.values() if v]
-    return scores
 
 
 class VideoModule(SamTuneModule):
@@ -215,11 +181,13 @@ class VideoModule(SamTuneModule):
             for clip in batch["samples"]:
                 if clip is None:
                     continue
-                scores = propagate_mask_j(predictor, clip)
+                # samtune-eval's propagate_mask protocol: J per object, then the video's mean
+                tracks = score_clip(clip, propagate_objects(predictor, clip, "propagate_mask"))
                 seen[0] += 1
-                seen[1] += len(scores)
-                if scores:
-                    self.val_j.update(torch.tensor(scores, device=self.device))
+                seen[1] += len(tracks)
+                if tracks:
+                    video_j = float(np.mean([np.mean(t.j) for t in tracks]))
+                    self.val_j.update(torch.tensor([video_j], device=self.device))
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:

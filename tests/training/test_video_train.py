@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.data.clip_layouts import write_vos
@@ -16,7 +17,7 @@ from tests.helpers import REPO, SMALL_SIZE
 
 def test_video_training_writes_best_ckpt_and_trains_the_memory_path(tmp_path, tiny_checkpoint):
     root = tmp_path / "DAVIS"
-    write_vos(root, "davis", videos={"train": 2, "val": 1}, n_frames=6, size=(48, 64))
+    write_vos(root, "davis", videos={"train": 2, "val": 2}, n_frames=6, size=(48, 64))
     out = tmp_path / "run"
     env = dict(os.environ, WANDB_MODE="offline", WANDB_SILENT="true", PYTHONPATH=str(REPO))
     proc = subprocess.run(
@@ -67,3 +68,29 @@ def test_video_training_writes_best_ckpt_and_trains_the_memory_path(tmp_path, ti
         and not torch.equal(state[f"model.{k}"], base[k])
     ]
     assert moved
+
+    # samtune-eval of best.ckpt on the same split gives the number that picked it
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "samtune.cli.eval",
+            "data=vos",
+            f"data.root={root}",
+            "data.val_split=val",
+            f"ckpt={best}",
+            "clip_evaluation.protocols=[propagate_mask]",
+            f"hydra.run.dir={tmp_path / 'eval'}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert results["clips"]["propagate_mask"]["n_videos"] == 2
+    assert results["clips"]["propagate_mask"]["J"] == pytest.approx(
+        summary["best_val"]["val/j_propagate_mask"], abs=1e-4
+    )
