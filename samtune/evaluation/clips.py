@@ -42,6 +42,12 @@ import torch
 from scipy import ndimage
 
 from samtune.data.clip import Clip
+from samtune.evaluation.clicks import center_points
+from samtune.evaluation.report.files import _json_safe
+from samtune.inference.predictor import build_video_model
+from samtune.inference.video import video_state
+from samtune.io_atomic import write_json_atomic, write_text_atomic
+from samtune.prompts.sampling import mask_to_box
 
 log = logging.getLogger(__name__)
 
@@ -166,8 +172,6 @@ def add_prompt(
     predictor: Any, state: Any, protocol: str, frame: int, obj_id: int, mask: np.ndarray
 ) -> None:
     """Prompt object ``obj_id`` on ``frame`` from its ground-truth ``mask`` as ``protocol`` says."""
-    from samtune.evaluation.clicks import center_points
-    from samtune.prompts.sampling import mask_to_box
 
     tensor = torch.from_numpy(np.ascontiguousarray(mask, dtype=bool))
     if protocol == "propagate_mask":
@@ -196,7 +200,6 @@ def propagate_objects(
         protocol: one of :data:`CLIP_PROTOCOLS`.
         state: an ``init_state`` of ``clip.frames`` to reuse (made here when None).
     """
-    from samtune.inference.video import video_state
 
     if protocol not in CLIP_PROTOCOLS:
         raise ValueError(f"unknown clip protocol {protocol!r}; known: {list(CLIP_PROTOCOLS)}")
@@ -319,7 +322,6 @@ class ClipEvaluator:
     def run(self, predictor: Any, dataset: Any) -> dict[str, Any]:
         """``{protocol: summarize_clips(...)}`` of every protocol on every video of ``dataset``
         (items are :class:`Clip` or None for a skipped video)."""
-        from samtune.inference.video import video_state
 
         count = len(dataset) if self.max_videos is None else min(len(dataset), self.max_videos)
         per_protocol: dict[str, dict[str, list[ObjectTrack]]] = {p: {} for p in self.protocols}
@@ -360,7 +362,6 @@ def clip_table(protocols: dict[str, Any]) -> str:
 def video_predictor_for(model: torch.nn.Module, info: dict[str, Any], device: str) -> Any:
     """The official ``SAM2VideoPredictor`` holding ``model``'s weights (as loaded by
     :func:`samtune.models.weights.load_model`, adapters merged), at its ``image_size``."""
-    from samtune.inference.predictor import build_video_model
 
     video = build_video_model(str(info["name"]), image_size=int(info["image_size"]))
     video.load_state_dict(model.state_dict(), strict=True)
@@ -381,9 +382,6 @@ def write_clip_results(
     """
     import csv
     from pathlib import Path
-
-    from samtune.evaluation.report.files import _json_safe
-    from samtune.io_atomic import write_json_atomic, write_text_atomic
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,9 @@ import torch
 
 from samtune.data.clip import Clip
 from samtune.evaluation.surface import normalized_surface_distance
+from samtune.evaluation.volumes import summarize_dice
+from samtune.inference.video import video_state
+from samtune.prompts.sampling import mask_to_box
 
 KEYSLICE_VERSION = {"keyslice_box": 1}
 
@@ -40,8 +43,6 @@ def key_slices(clip: Clip) -> dict[int, list[int]]:
 
 def keyslice_box_masks(predictor: Any, clip: Clip) -> np.ndarray:
     """``N x T x H x W`` bool: each object's propagated mask on every slice."""
-    from samtune.inference.video import video_state
-    from samtune.prompts.sampling import mask_to_box
 
     out = np.zeros(clip.masks.shape, dtype=bool)
     state = video_state(predictor, clip.frames)
@@ -88,7 +89,6 @@ def keyslice_box_evaluation(
         ``mean``, ``n_volumes``) with ``nsd`` (the same summary of the NSD) and
         ``nsd_tolerance_mm``.
     """
-    from samtune.evaluation.volumes import summarize_dice
 
     count = len(clips) if max_volumes is None else min(len(clips), int(max_volumes))
     dice: dict[str, dict[int, float]] = {}
