@@ -308,20 +308,25 @@ def evaluate_clip_data(
     return files
 
 
+def _header_lines(summary: dict[str, Any], table: str) -> list[str]:
+    """The start of what ``samtune-eval`` prints: the model, the weights, the data, the table."""
+    evaluated = summary.get("evaluated") or {}
+    weights = evaluated.get("label") or summary.get("checkpoint") or "none (zero-shot)"
+    random = ", RANDOM INIT base weights" if summary.get("random_init") else ""
+    return [
+        f"samtune-eval: {summary.get('model')} @ {summary.get('image_size')} px, {weights}{random}",
+        f"data {summary.get('data')}, split {summary.get('split')}, seed {summary.get('seed')}",
+        "",
+        table,
+        "",
+    ]
+
+
 def clip_results_text(
     protocols: dict[str, Any], summary: dict[str, Any], files: dict[str, Path]
 ) -> str:
     """What ``samtune-eval`` prints for clip data: the run, the J/F/J&F table, the files."""
-    evaluated = summary.get("evaluated") or {}
-    weights = evaluated.get("label") or summary.get("checkpoint") or "none (zero-shot)"
-    random = ", RANDOM INIT base weights" if summary.get("random_init") else ""
-    lines = [
-        f"samtune-eval: {summary.get('model')} @ {summary.get('image_size')} px, {weights}{random}",
-        f"data {summary.get('data')}, split {summary.get('split')}, seed {summary.get('seed')}",
-        "",
-        clip_table(protocols),
-        "",
-    ]
+    lines = _header_lines(summary, clip_table(protocols))
     lines += [f"{name:<12} {path}" for name, path in files.items()]
     return "\n".join(lines)
 
@@ -371,16 +376,7 @@ def results_text(
     aggregates: dict[str, Any], summary: dict[str, Any], files: dict[str, Path]
 ) -> str:
     """What ``samtune-eval`` prints at the end: the run, the protocol table, the report files."""
-    evaluated = summary.get("evaluated") or {}
-    weights = evaluated.get("label") or summary.get("checkpoint") or "none (zero-shot)"
-    random = ", RANDOM INIT base weights" if summary.get("random_init") else ""
-    lines = [
-        f"samtune-eval: {summary.get('model')} @ {summary.get('image_size')} px, {weights}{random}",
-        f"data {summary.get('data')}, split {summary.get('split')}, seed {summary.get('seed')}",
-        "",
-        console_table(aggregates),
-        "",
-    ]
+    lines = _header_lines(summary, console_table(aggregates))
     lines += [
         f"{name:<12} {path}"
         for name, path in files.items()
