@@ -147,6 +147,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=clips.CLIP_CONFIGS,
         help="adapter configurations of the clip-step comparison",
     )
+    p.add_argument(
+        "--clip-image-steps",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="clips section: also time the T image steps (off: the clip step and its memory only)",
+    )
+    p.add_argument(
+        "--clip-eval",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="clips section: also compare clip evaluation with the plain SAM2VideoPredictor loop",
+    )
     p.add_argument("--json", default="benchmark.json", help="where to write the JSON ('-': stdout)")
     p.add_argument("--train-job", help=argparse.SUPPRESS)
     args = p.parse_args(argv)

@@ -51,6 +51,7 @@ from scripts.bench.predictor import sam2_hydra
 from scripts.bench.rig import run_job
 
 CLIP_JOB, IMAGE_JOB = "clip_step", "clip_image_steps"
+ROW_KEYS = ("size", "image_size", "frames", "objects", "precision")
 CLIP_CONFIGS = ("frozen_recomputed", "lora", "lora_checkpointing", "full")
 # the recipe's heaviest plan, the same in every repetition: clicks or a box (never masks), two
 # initial conditioning frames (frame 0 and one drawn), both corrected
@@ -348,6 +349,14 @@ def measure(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     training = []
     for config in args.clip_configs:
         clip = run_job(clip_job(args, device, CLIP_JOB, config), args.isolate, measure_job)
+        if not args.clip_image_steps:
+            training.append({"config": config, **{k: clip[k] for k in ROW_KEYS}, "clip": clip})
+            print(
+                f"  clip train {config}: clip step {clip['sec']:.2f} s, peak "
+                f"{clip['peak_memory_mb']:.0f} MB (estimated {clip['estimated_memory_mb']:.0f} MB)",
+                flush=True,
+            )
+            continue
         image = run_job(clip_job(args, device, IMAGE_JOB, config), args.isolate, measure_job)
         row = {
             "config": config,
@@ -370,7 +379,10 @@ def measure(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
             f"{clip['peak_memory_mb']:.0f} MB (estimated {clip['estimated_memory_mb']:.0f} MB)",
             flush=True,
         )
-    return {"train": training, "eval": measure_eval(args, device)}
+    out: dict[str, Any] = {"train": training}
+    if args.clip_eval:
+        out["eval"] = measure_eval(args, device)
+    return out
 
 
 def tables(result: dict[str, Any]) -> list[str]:
@@ -389,17 +401,19 @@ def tables(result: dict[str, Any]) -> list[str]:
                 str(r["image_size"]),
                 str(r["frames"]),
                 str(r["objects"]),
-                f"{r['clip_step_s']:.2f}",
-                f"{r['image_steps_s']:.2f}",
-                f"{r['ratio']:.2f}",
-                f"{r['flop_ratio']:.2f}",
+                f"{r['clip']['sec']:.2f}",
+                fmt(r.get("image_steps_s")),
+                fmt(r.get("ratio")),
+                fmt(r.get("flop_ratio")),
                 f"{r['clip']['peak_memory_mb']:.0f}",
                 fmt(r["clip"].get("estimated_memory_mb"), ".0f"),
             ]
             for r in result["train"]
         ],
     )
-    ev = result["eval"]
+    ev = result.get("eval")
+    if ev is None:
+        return lines
     lines += table(
         ["clip evaluation (propagate_mask)", "px", "videos x T x N", "plain loop s", "samtune s"]
         + ["ratio", "masks equal"],
