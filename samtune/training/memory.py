@@ -50,10 +50,17 @@ DECODER_BYTES = {
     "per_object_checkpointed": 116.5,
 }
 FIXED_BYTES = 573.5e6
-# Bytes per (object x frame x input pixel) of a clip step's memory path, without and with the
-# memory attention checkpointed (speed.activation_checkpointing with training=video); fitted to
-# clip-step peaks measured by scripts/bench's clips section (docs/benchmarks/cpu-256px-clips*.json).
-MEMORY_BYTES = {"plain": 0.0, "checkpointed": 0.0}
+# A clip step's memory path, bytes per object and input pixel: per frame, and per memory frame
+# attended (frame t attends to min(t, memory bank) earlier frames), without and with the memory
+# attention checkpointed (speed.activation_checkpointing with training=video). Fitted to the
+# clip-step peaks measured by scripts/bench's clips section on this CPU in fp32
+# (docs/benchmarks/cpu-256px-clips-memory.json).
+MEMORY_BYTES = {
+    "per_frame": 389.4,
+    "per_memory": 107.2,
+    "per_frame_checkpointed": 0.0,
+    "per_memory_checkpointed": 110.6,
+}
 # Under bf16 autocast on this CPU (512 px, batch 2) the peaks were 13% lower (LoRA) and equal
 # (LoRA + both checkpointings) to fp32: estimated like fp32.
 BF16_ACTIVATION_FACTOR = 1.0
@@ -83,6 +90,7 @@ class StepMemoryInputs:
             clip (``frames + correction_frames * correction_clicks``).
         correction_frames: frames of a clip that get correction clicks.
         memory_checkpointing: the memory attention recomputed in the backward pass.
+        memory_bank: frames the memory bank holds (``model.num_maskmem``).
         clip: a clip step (also with one frame).
     """
 
@@ -100,7 +108,13 @@ class StepMemoryInputs:
     frames: int = 1
     correction_frames: int = 0
     memory_checkpointing: bool = False
+    memory_bank: int = 7
     clip: bool = False
+
+    @property
+    def memories_attended(self) -> int:
+        """Memory frames the clip's frames attend to, summed over the frames."""
+        return sum(min(t, int(self.memory_bank)) for t in range(int(self.frames)))
 
     @property
     def is_clip(self) -> bool:
@@ -191,8 +205,16 @@ def estimate_step_memory(inputs: StepMemoryInputs) -> MemoryEstimate:
             )
         else:
             per_object = inputs.prompt_steps * DECODER_BYTES["per_step"]
-        ckpt = "checkpointed" if inputs.memory_checkpointing else "plain"
-        memory = objects * inputs.frames * pixels * MEMORY_BYTES[ckpt] * act
+        suffix = "_checkpointed" if inputs.memory_checkpointing else ""
+        memory = (
+            objects
+            * pixels
+            * act
+            * (
+                inputs.frames * MEMORY_BYTES["per_frame" + suffix]
+                + inputs.memories_attended * MEMORY_BYTES["per_memory" + suffix]
+            )
+        )
     else:
         suffix = "_checkpointed" if inputs.checkpoint_prompt_steps else ""
         per_object = (

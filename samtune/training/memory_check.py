@@ -118,6 +118,7 @@ def clip_module_inputs(
         frames=frames,
         correction_frames=correction_frames,
         memory_checkpointing=bool(memory_checkpointing),
+        memory_bank=int(getattr(module.model, "num_maskmem", 7)),
         clip=True,
     )
 
