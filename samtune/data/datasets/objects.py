@@ -128,6 +128,18 @@ class ObjectFilesDataset(SampleDataset):
         item = self._items[index]
         image = self.read_item_image(item)
         masks, class_ids = self.read_objects(item, image.shape[:2])
+        return self.make_sample(item, image, masks, class_ids)
+
+    def make_sample(
+        self,
+        item: Item,
+        image: np.ndarray,
+        masks: np.ndarray,
+        class_ids: np.ndarray,
+        ignore: np.ndarray | None = None,
+    ) -> Sample:
+        """The ``Sample`` of ``item``: its objects of at least ``min_area`` pixels, and its
+        ignore mask (``H x W`` bool "not labelled" pixels, or None)."""
         keep = masks.sum(axis=(1, 2)) >= max(self.min_area, 1)
         meta = {
             "file": str(item.image),
@@ -136,7 +148,9 @@ class ObjectFilesDataset(SampleDataset):
             "class_names": dict(self.class_names),
             **item.meta,
         }
-        return Sample(image=image, masks=masks[keep], class_ids=class_ids[keep], meta=meta)
+        return Sample(
+            image=image, masks=masks[keep], class_ids=class_ids[keep], meta=meta, ignore=ignore
+        )
 
     def subset(self, indices: list[int], *, keep_rejects: bool = False) -> ObjectFilesDataset:
         """A dataset of the items ``indices`` only (same settings, counts recomputed).
