@@ -265,3 +265,11 @@ def test_a_single_coco_json_beside_its_images_is_the_val_split(tmp_path):
     (tmp_path / "coco" / "more.json").write_text("{}")
     with pytest.raises(DataError, match=r"holds 2 json files \(annotations.json, more.json\)"):
         CocoDataModule(root=tmp_path / "coco", image_size=64)
+
+
+def test_split_off_labelme_counts_the_ignore_shapes_of_its_own_images(tmp_path):
+    layouts.write_labelme_ignore(tmp_path / "lm", n=3)
+    module = LabelMeDataModule(root=tmp_path / "lm", image_size=64, num_workers=0)
+    counts = {split: module.raw_dataset(split).stats["ignore_shapes"] for split in ("train", "val")}
+    sizes = {split: len(module.raw_dataset(split)) for split in ("train", "val")}
+    assert counts == sizes and sum(counts.values()) == 3  # one __ignore__ polygon per image

@@ -130,6 +130,8 @@ class LabelMeDataset(ObjectFilesDataset):
         min_area: smallest object kept, in pixels at the original resolution.
     """
 
+    item_counts = ("ignore_shapes",)
+
     def __init__(
         self,
         *,

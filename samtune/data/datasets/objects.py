@@ -58,6 +58,8 @@ class ObjectFilesDataset(SampleDataset):
         min_area: smallest object kept, in pixels at the original resolution.
     """
 
+    item_counts: tuple[str, ...] = ()  # format counts a subset recounts over its own items
+
     def __init__(
         self, *, class_names: dict[int, str], on_error: str = "raise", min_area: int = 1
     ) -> None:
@@ -157,7 +159,8 @@ class ObjectFilesDataset(SampleDataset):
 
         The ``skipped`` list, the ``dropped_images``/``dropped_empty`` counts and the
         format-specific counts of indexing are carried over only with ``keep_rejects=True``
-        (give it to exactly one subset of a split so they count once).
+        (give it to exactly one subset of a split so they count once); those named in
+        ``item_counts`` are recounted over the subset's own items instead.
         """
         clone = object.__new__(type(self))
         clone.__dict__.update(self.__dict__)
@@ -168,6 +171,8 @@ class ObjectFilesDataset(SampleDataset):
             for key, value in self.counts.items()
         }
         clone.counts["dropped_small"] = sum(item.dropped_small for item in clone._items)
+        for key in self.item_counts:  # counts that belong to the images kept
+            clone.counts[key] = sum(item.counts.get(key, 0) for item in clone._items)
         clone._recount()
         return clone
 
