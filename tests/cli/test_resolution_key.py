@@ -7,7 +7,12 @@ from samtune.cli._hydra import model_size_arguments
 
 def test_without_a_model_group_the_key_is_handed_to_the_app():
     argv = ["samtune-serve", "ckpt=a.pt", "model.image_size=512", "port=9001"]
-    assert model_size_arguments(argv) == ["samtune-serve", "ckpt=a.pt", "image_size=512", "port=9001"]
+    assert model_size_arguments(argv) == [
+        "samtune-serve",
+        "ckpt=a.pt",
+        "image_size=512",
+        "port=9001",
+    ]
 
 
 def test_with_a_model_group_hydra_reads_it_itself():

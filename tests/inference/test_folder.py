@@ -169,7 +169,9 @@ def test_model_image_size_is_the_resolution_key_of_predict(tuned, tmp_path):
     }.items():
         proc = run_cli(*common, f"out={tmp_path / name}", *extra, tmp_path=tmp_path / f"run_{name}")
         assert proc.returncode == 0, proc.stderr[-3000:]
-        assert f"recorded image_size {SMALL_SIZE}, using {asked} as asked" in proc.stdout + proc.stderr, name
+        assert (
+            f"recorded image_size {SMALL_SIZE}, using {asked} as asked" in proc.stdout + proc.stderr
+        ), name
         outputs[name] = np.asarray(Image.open(tmp_path / name / "a_0.png"))
     assert np.array_equal(outputs["model_key"], outputs["plain_key"])
     assert np.array_equal(outputs["model_key"], outputs["model_key_with_model"])
@@ -183,5 +185,8 @@ def test_model_image_size_is_the_resolution_key_of_predict(tuned, tmp_path):
         tmp_path=tmp_path / "run_both",
     )
     assert proc.returncode != 0
-    assert f"image_size={SMALL_SIZE} and model.image_size={asked} disagree" in proc.stdout + proc.stderr
+    assert (
+        f"image_size={SMALL_SIZE} and model.image_size={asked} disagree"
+        in proc.stdout + proc.stderr
+    )
     assert not (tmp_path / "both").exists()
