@@ -273,3 +273,27 @@ def test_split_off_labelme_counts_the_ignore_shapes_of_its_own_images(tmp_path):
     counts = {split: module.raw_dataset(split).stats["ignore_shapes"] for split in ("train", "val")}
     sizes = {split: len(module.raw_dataset(split)) for split in ("train", "val")}
     assert counts == sizes and sum(counts.values()) == 3  # one __ignore__ polygon per image
+
+
+def test_to_coco_writes_ignore_regions_as_crowds_that_read_back(tmp_path):
+    from samtune.data.coco_export import write_coco
+
+    layouts.write_voc(tmp_path / "voc")
+    images = tmp_path / "voc" / "JPEGImages"
+    module = FolderDataModule(
+        train_images=images,
+        train_masks=tmp_path / "voc" / "SegmentationObject",
+        val_fraction=0.5,
+        image_size=64,
+        num_workers=0,
+    )
+    summary = write_coco(module, tmp_path / "voc.json", splits=["train", "val"])
+    assert summary["ignore_regions"] == 2 and summary["annotations"] == 2 * 3 + 2
+    back = CocoDataset(root=tmp_path, ann_file=tmp_path / "voc.json")
+    assert back.stats["crowd_ignored"] == 2
+    originals = {
+        s.meta["file"]: s for split in ("train", "val") for s in [module.raw_dataset(split)[0]]
+    }
+    for i in range(len(back)):
+        sample = back[i]
+        np.testing.assert_array_equal(sample.ignore, originals[sample.meta["file"]].ignore)
