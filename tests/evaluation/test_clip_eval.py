@@ -186,3 +186,109 @@ def test_clip_evaluator_checks_its_protocols():
         ClipEvaluator(protocols=[])
     assert ClipEvaluator(protocols=["propagate_mask"]).protocol_versions() == {"propagate_mask": 1}
     assert set(CLIP_PROTOCOL_VERSIONS) >= {"propagate_mask", "propagate_box", "propagate_point1"}
+
+
+def hand_click_loop(official, folder, clip, rounds):
+    """``propagate_clicks`` written out on the official predictor (built with corrected frames as
+    conditioning frames): point1, then per round one correction click per object on its frame of
+    lowest IoU, all of that frame's clicks given again, and tracking again from the prompt frame.
+    Returns the masks after each round, ``{(object index, frame): mask}``."""
+    from samtune.evaluation.clicks import center_points, error_center_clicks
+
+    def iou(a, b):
+        union = np.logical_or(a, b).sum()
+        return 1.0 if union == 0 else np.logical_and(a, b).sum() / union
+
+    def track(state, frame):
+        out = {}
+        for t, obj_ids, logits in official.propagate_in_video(state, start_frame_idx=frame):
+            for row, obj_id in enumerate(obj_ids):
+                if t > frame:
+                    out[(obj_id - 1, t)] = (logits[row, 0] > 0).numpy()
+        return out
+
+    state = official.init_state(video_path=str(folder))
+    first = {}
+    for n in range(clip.masks.shape[0]):
+        first.setdefault(int(np.flatnonzero(clip.present[n])[0]), []).append(n)
+    after = [{} for _ in range(rounds + 1)]
+    for frame, objects in sorted(first.items()):
+        official.reset_state(state)
+        given = {}
+        for n in objects:
+            given[(n, frame)] = [center_points(torch.from_numpy(clip.masks[n, frame])[None])[0]]
+            official.add_new_points_or_box(
+                state, frame, n + 1, points=torch.stack(given[(n, frame)]).numpy(),
+                labels=np.ones(1, np.int32),
+            )  # fmt: skip
+        labels = {key: [1] for key in given}
+        masks = track(state, frame)
+        after[0].update(masks)
+        for r in range(1, rounds + 1):
+            any_click = False
+            for n in objects:
+                scored = [t for t in range(frame + 1, clip.num_frames) if clip.annotated[t]]
+                ious = [iou(masks[(n, t)], clip.masks[n, t]) for t in scored]
+                if not ious or min(ious) == 1.0:
+                    continue
+                t = scored[int(np.argmin(ious))]
+                pts, lab = error_center_clicks(
+                    torch.from_numpy(masks[(n, t)])[None], torch.from_numpy(clip.masks[n, t])[None]
+                )
+                given.setdefault((n, t), []).append(pts[0, 0])
+                labels.setdefault((n, t), []).append(int(lab[0, 0]))
+                official.add_new_points_or_box(
+                    state, t, n + 1, points=torch.stack(given[(n, t)]).numpy(),
+                    labels=np.array(labels[(n, t)], np.int32),
+                )  # fmt: skip
+                any_click = True
+            if any_click:
+                masks = track(state, frame)
+            after[r].update(masks)
+    return after
+
+
+@pytest.mark.slow
+def test_propagate_clicks_equals_a_hand_loop_over_the_official_predictor(davis, tiny_checkpoint):
+    from sam2.build_sam import build_sam2_video_predictor
+
+    from samtune.evaluation.clips import propagate_clicks
+
+    root, _ = davis
+    clip = val_clips(root)[0]
+    model, info = load_model(tiny_checkpoint, ModelSpec(), image_size=SMALL_SIZE)
+    ours_predictor = video_predictor_for(model, info, "cpu")
+    with torch.inference_mode():
+        ours, clicks = propagate_clicks(ours_predictor, clip, 2)
+        point1 = propagate_objects(ours_predictor, clip, "propagate_point1")
+    assert ours_predictor.add_all_frames_to_correct_as_cond is False  # restored
+    init_sam2_hydra()
+    official = build_sam2_video_predictor(
+        SAM2_CONFIG, str(tiny_checkpoint), device="cpu",
+        hydra_overrides_extra=[
+            f"++model.image_size={SMALL_SIZE}", "++model.add_all_frames_to_correct_as_cond=true"
+        ],
+    )  # fmt: skip
+    folder = root / "JPEGImages" / "480p" / clip.meta["video"]
+    with torch.inference_mode():
+        ref = hand_click_loop(official, folder, clip, 2)
+    assert len(ours) == len(ref) == 3
+    for r, (predictions, expected) in enumerate(zip(ours, ref, strict=True)):
+        flat = {(n, t): m for n, (_, frames) in predictions.items() for t, m in frames.items()}
+        assert set(flat) == set(expected)
+        for key, mask in flat.items():
+            assert np.array_equal(mask, expected[key]), (r, key)
+    # round 0 is propagate_point1; the random-init model is wrong, so every object got clicks
+    for n, (_, frames) in point1.items():
+        for t, mask in frames.items():
+            assert np.array_equal(mask, ours[0][n][1][t])
+    assert sorted(clicks) == [0, 1, 2]
+    for record in clicks.values():
+        assert [c[0] for c in record] == [0, 1, 2], record
+        assert all(c[1] > record[0][1] for c in record[1:])  # corrections after the prompt frame
+    changed = any(
+        not np.array_equal(ours[0][n][1][t], ours[2][n][1][t])
+        for n in ours[0]
+        for t in ours[0][n][1]
+    )
+    assert changed  # the corrections reached the masks
