@@ -16,6 +16,7 @@ import torch
 from samtune.data.datamodules.vos import VosDataModule
 from samtune.evaluation.clips import (
     CLIP_PROTOCOL_VERSIONS,
+    ROUND_KEYS,
     ClipEvaluator,
     propagate_objects,
     video_predictor_for,
@@ -292,3 +293,82 @@ def test_propagate_clicks_equals_a_hand_loop_over_the_official_predictor(davis, 
         for t in ours[0][n][1]
     )
     assert changed  # the corrections reached the masks
+
+
+@pytest.mark.slow
+def test_samtune_eval_reports_j_and_f_per_round_of_clicks_without_sam2s_bars(
+    davis, tmp_path, tiny_checkpoint
+):
+    root, _ = davis
+    out = tmp_path / "eval"
+    env = dict(os.environ, WANDB_MODE="offline", WANDB_SILENT="true", PYTHONPATH=str(REPO))
+    proc = subprocess.run(
+        [
+            sys.executable, "-m", "samtune.cli.eval", "data=vos", f"data.root={root}",
+            "data.val_split=val", "ckpt=none", f"model.image_size={SMALL_SIZE}",
+            f"model.checkpoint={tiny_checkpoint}", "max_images=1",
+            "clip_evaluation.protocols=[propagate_point1,propagate_clicks]",
+            "clip_evaluation.click_rounds=2", f"hydra.run.dir={out}",
+        ],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    assert "propagate in video" not in proc.stdout + proc.stderr
+    assert "frame loading" not in proc.stdout + proc.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert results["kind"] == "clips"
+    assert results["protocol_version"] == {"propagate_point1": 1, "propagate_clicks": 1}
+    clicks, point1 = results["clips"]["propagate_clicks"], results["clips"]["propagate_point1"]
+    assert len(clicks["JF_at_round"]) == 3
+    assert results["aggregates"]["propagate_clicks"]["JF_at_round"] == clicks["JF_at_round"]
+    # round 0 is propagate_point1; the protocol's numbers are the last round's
+    assert clicks["J_at_round"][0] == pytest.approx(point1["J"])
+    assert clicks["JF"] == pytest.approx(clicks["JF_at_round"][-1])
+    for video in clicks["per_video"].values():
+        for obj in video["objects"].values():
+            assert obj["J_at_round"][-1] == pytest.approx(obj["J"])
+            assert [c[0] for c in obj["clicks"]][0] == 0 and len(obj["clicks"]) <= 3
+    for r, (j, f, jf) in enumerate(zip(*(clicks[k] for k in ROUND_KEYS), strict=True)):
+        line = re.search(
+            rf"^propagate_clicks\s+{r}\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}$", proc.stdout, re.M
+        )
+        assert line, proc.stdout
+        assert [float(v) for v in line.groups()] == pytest.approx([j, f, jf], abs=6e-5)
+    rows = (out / "per_round.csv").read_text().splitlines()
+    assert rows[0] == "protocol,video,object_id,round,clicks,J,F,JF"
+    assert len(rows) == 1 + 3 * 3  # three objects, rounds 0-2
+
+
+def test_clip_evaluator_checks_click_rounds():
+    assert ClipEvaluator(protocols=["propagate_clicks"]).click_rounds == 3
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="click_rounds"):
+            ClipEvaluator(protocols=["propagate_clicks"], click_rounds=bad)
+    with pytest.raises(ValueError, match="propagate_clicks"):
+        propagate_objects(None, None, "propagate_clicks")
+
+
+def test_propagation_silences_only_sam2s_bar_and_only_while_it_runs(capsys):
+    import sam2.sam2_video_predictor as module
+
+    from samtune.inference.video import propagate, quiet_tqdm
+
+    original = module.tqdm
+
+    class Fake:
+        """Stands in for a predictor: its generator makes a bar as sam2's does."""
+
+        def propagate_in_video(self, state, **kwargs):
+            for t in module.tqdm(range(3), desc="propagate in video"):
+                yield t, [1], None
+
+    assert [t for t, _, _ in propagate(Fake(), {})] == [0, 1, 2]
+    assert module.tqdm is original
+    with quiet_tqdm(module):
+        with quiet_tqdm(module):
+            pass
+        assert module.tqdm is not original  # the outer block still holds it
+    assert module.tqdm is original
+    assert "propagate in video" not in capsys.readouterr().err
+    list(module.tqdm(range(2), desc="propagate in video"))  # outside: the bar is shown again
+    assert "propagate in video" in capsys.readouterr().err
