@@ -278,7 +278,8 @@ def evaluate_clip_data(
 ) -> dict[str, Path]:
     """The clip protocols (``clip_evaluation``) on whole videos through the official
     ``SAM2VideoPredictor`` holding the evaluated weights; writes ``results.json`` and
-    ``per_object.csv`` and prints J, F and J&F per protocol, per video and their mean."""
+    ``per_object.csv`` (``per_round.csv`` for ``propagate_clicks``) and prints J, F and J&F per
+    protocol, per video and their mean (and per round)."""
     from hydra.utils import instantiate
 
     evaluator = instantiate(cfg.clip_evaluation)
@@ -302,6 +303,8 @@ def evaluate_clip_data(
         for protocol, scores in protocols.items():
             for key in ("J", "F", "JF"):
                 run.summary[f"eval/{protocol}/{key}"] = scores[key]
+            for r, value in enumerate(scores.get("JF_at_round", [])):
+                run.summary[f"eval/{protocol}/JF@{r}"] = value
         run.finish()
     log.info("results written to %s", out_dir)
     print(clip_results_text(protocols, summary, files), flush=True)

@@ -7,7 +7,8 @@
   the largest error region (the RITM rule that SAM 2 also uses).
 
 "Deepest" means the largest exact Euclidean distance to the nearest pixel outside the region,
-where the image border counts as outside (the region is padded by one background pixel).
+where the image border counts as outside (the region is padded by one background pixel),
+compared as whole squared distances (so equal distances are ties, whatever OpenCV's rounding).
 Ties go to the first pixel in row-major order. All coordinates are ``(x, y)`` pixel indices of
 the masks' own resolution.
 """
@@ -33,9 +34,13 @@ def _deepest(region: np.ndarray) -> tuple[float, int, int]:
     r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
     crop = np.pad(region[r0:r1, c0:c1].astype(np.uint8), 1)
     dist = cv2.distanceTransform(crop, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
-    flat = int(np.argmax(dist))  # the first maximum in row-major order
-    r, c = divmod(flat, dist.shape[1])
-    return float(dist[r, c]), int(r0 + r), int(c0 + c)
+    # OpenCV's float32 result of the exact transform differs in the last bit from call to call
+    # (its vectorised paths depend on buffer alignment), which would break ties at random; the
+    # squared distance is a whole number, so rounding it gives the exact value to compare.
+    squared = np.rint(dist.astype(np.float64) ** 2).astype(np.int64)
+    flat = int(np.argmax(squared))  # the first maximum in row-major order
+    r, c = divmod(flat, squared.shape[1])
+    return float(np.sqrt(squared[r, c])), int(r0 + r), int(c0 + c)
 
 
 def _as_numpy_masks(masks: torch.Tensor, what: str) -> np.ndarray:

@@ -25,7 +25,7 @@ import torch
 from samtune.data.clip import Clip
 from samtune.evaluation.surface import normalized_surface_distance
 from samtune.evaluation.volumes import summarize_dice
-from samtune.inference.video import video_state
+from samtune.inference.video import propagate, video_state
 from samtune.prompts.sampling import mask_to_box
 
 KEYSLICE_VERSION = {"keyslice_box": 1}
@@ -54,8 +54,8 @@ def keyslice_box_masks(predictor: Any, clip: Clip) -> np.ndarray:
         for reverse in (False, True):
             if reverse and key == 0:
                 break
-            for t, obj_ids, logits in predictor.propagate_in_video(
-                state, start_frame_idx=key, reverse=reverse
+            for t, obj_ids, logits in propagate(
+                predictor, state, start_frame_idx=key, reverse=reverse
             ):
                 binary = (logits[:, 0] > 0).cpu().numpy()
                 for row, obj_id in enumerate(obj_ids):
