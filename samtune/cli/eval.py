@@ -153,7 +153,9 @@ def evaluate(
             scores["n_volumes"],
         )
     if volumes is not None and hasattr(datamodule, "clip_dataset"):
-        propagated = _propagated_volumes(cfg, model, info, datamodule, device)
+        propagated = _propagated_volumes(
+            cfg, model, info, datamodule, device, class_names=volumes.get("classes")
+        )
         if propagated:
             volumes["propagated"] = propagated
             volumes["protocol_version"] = dict(KEYSLICE_VERSION)
@@ -179,7 +181,12 @@ def evaluate(
 
 
 def _propagated_volumes(
-    cfg: DictConfig, model: Any, info: dict[str, Any], datamodule: Any, device: Any
+    cfg: DictConfig,
+    model: Any,
+    info: dict[str, Any],
+    datamodule: Any,
+    device: Any,
+    class_names: dict[int, str] | None = None,
 ) -> dict[str, Any]:
     """``{"keyslice_box": ...}`` (see :mod:`samtune.evaluation.keyslice`) on the volumes of the
     evaluated split, when ``clip_evaluation.volume_protocols`` names it."""
@@ -192,6 +199,7 @@ def _propagated_volumes(
         datamodule.clip_dataset(cfg.split),
         tolerance_mm=float(settings.get("nsd_tolerance_mm", 2.0)),
         max_volumes=settings.get("max_videos"),
+        class_names=class_names,
     )
     log.info(
         "keyslice_box: mean 3D Dice %.4f, NSD@%gmm %.4f over %d volumes",
