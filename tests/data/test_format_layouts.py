@@ -247,3 +247,51 @@ def test_an_unreadable_gif_mask_is_named_and_the_rest_counted(layouts, tmp_path,
     assert problem["file"] == str(tmp_path / "mixed" / "images" / "c.tif")
     assert f"{bad}: cannot read" in problem["reason"]
     assert sum(e["images"] for e in _checked(report).values()) == truth["mixed"]["images"] - 1
+
+
+def test_evaluation_of_val_needs_only_val(layouts, tmp_path, tiny_checkpoint):
+    """A yaml whose train and test folders are not shipped still evaluates its val split."""
+    import json
+
+    from samtune.cli import eval as eval_cli
+    from tests.cli.test_data_layouts_train_eval import _run as run_task
+
+    work, truth = layouts
+    shutil.copytree(work / "yolo_file", tmp_path / "export")
+    shutil.rmtree(tmp_path / "export" / "coco8-seg" / "images" / "train")
+    run_task(
+        eval_cli.task,
+        "eval",
+        ["data=yolo", f"data.root={tmp_path / 'export' / 'coco8-seg.yaml'}",
+         "model.image_size=128", f"ckpt={tiny_checkpoint}", "evaluation.max_clicks=2",
+         "evaluation.progress=false", "max_images=1"],
+        tmp_path / "eval",
+    )  # fmt: skip
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert results["summary"]["split"] == "val"
+    assert set(results["aggregates"]) == {"point1", "box", "clicks"}
+
+
+@pytest.mark.parametrize("path_key", ["absent", "empty", "elsewhere", "here", "gone"])
+def test_the_path_key_set_empty_or_absent(path_key, layouts, tmp_path):
+    """``path:`` absent or empty: the yaml's folder; a folder that exists: that one; a folder of
+    the exporter's machine that does not exist here: the yaml's folder again."""
+    work, truth = layouts
+    export = tmp_path / "export"
+    shutil.copytree(work / "yolo_named", export)
+    yaml_file = export / "cells.v2i.yolov8.yaml"
+    body = yaml_file.read_text().replace("path:\n", "")
+    line = {
+        "absent": "",
+        "empty": "path: ''\n",
+        "elsewhere": f"path: {export}\n",
+        "here": "path: .\n",
+        "gone": "path: /content/datasets/cells\n",
+    }[path_key]
+    if path_key == "elsewhere":  # the yaml kept apart from its dataset, path: naming it
+        yaml_file.unlink()
+        yaml_file = tmp_path / "cells.yaml"
+    yaml_file.write_text(line + body)
+    module = YoloDataModule(root=yaml_file, image_size=128)
+    for split, counted in truth["yolo_named"].items():
+        assert len(module.raw_dataset(split)) == counted["images"]
