@@ -295,3 +295,23 @@ def test_the_path_key_set_empty_or_absent(path_key, layouts, tmp_path):
     module = YoloDataModule(root=yaml_file, image_size=128)
     for split, counted in truth["yolo_named"].items():
         assert len(module.raw_dataset(split)) == counted["images"]
+
+
+def test_one_folder_of_mixed_extensions_pairs_images_and_masks_by_stem(tmp_path):
+    from samtune.data.datasets.folder import FolderDataset
+    from tests.data.layouts import make_scene
+
+    names = {"x": (".jpg", "_mask.png"), "y": (".tif", "_mask.gif"), "z": (".png", "_label.tif")}
+    objects = 0
+    for i, (stem, (image_ext, mask_name)) in enumerate(names.items()):
+        scene = make_scene(90 + i, n=2 + i)
+        objects += len(scene.masks)
+        Image.fromarray(scene.image).save(tmp_path / f"{stem}{image_ext}")
+        labels = np.zeros(scene.image.shape[:2], np.uint8)
+        for k, mask in enumerate(scene.masks):
+            labels[mask] = 40 * (k + 1)
+        Image.fromarray(labels).save(tmp_path / f"{stem}{mask_name}")
+    dataset = FolderDataset(images=tmp_path, masks=tmp_path)
+    assert len(dataset) == 3 and dataset.counts["objects"] == objects
+    pairs = {Path(r.image).name: Path(r.mask).name for r in dataset.pairing.rows}
+    assert pairs == {f"{s}{e}": f"{s}{m}" for s, (e, m) in names.items()}
