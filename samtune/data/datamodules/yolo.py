@@ -55,10 +55,11 @@ def find_data_yaml(root: str | Path) -> Path:
 def split_candidates(value: str, yaml_file: Path, path_key: object) -> list[Path]:
     """Where a split entry of a data.yaml may be, in the order tried.
 
-    Relative to the yaml's ``path`` (itself relative to the yaml's folder, as it is often an
-    absolute path of the exporter's machine that does not exist here), then to the yaml's
-    folder; an entry starting with ``../`` (Roboflow writes ``../train/images`` for a yaml
-    beside ``train/``) is also tried without it, as Ultralytics does.
+    Relative to the yaml's ``path`` (a relative ``path`` is taken from the yaml's folder), then
+    to the yaml's folder itself, so a ``path`` naming a folder of the exporter's machine that
+    does not exist here does no harm. An entry starting with ``../`` (Roboflow writes
+    ``../train/images`` for a yaml beside ``train/``) is also tried without it, as Ultralytics
+    does.
     """
     here = yaml_file.parent
     bases = []
