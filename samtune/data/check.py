@@ -272,7 +272,7 @@ def _check_volumes(
             continue
         shapes[pair.case] = tuple(int(n) for n in pair.geometry.shape)
         spacings[pair.case] = tuple(float(s) for s in pair.geometry.spacing)
-        units[pair.case] = getattr(pair.geometry, "spacing_unit", "mm")
+        units[pair.case] = pair.geometry.spacing_unit
         values, voxels = np.unique(label, return_counts=True)
         present = [
             (int(v), int(n))

@@ -142,7 +142,7 @@ def write_label_volume(out_dir: Path, source: Volume, labels: np.ndarray) -> Pat
         suffix = {".nhdr": ".nrrd", ".mhd": ".mha"}.get(suffix, suffix)
         return _write_itk(out_dir / f"{case}_seg{suffix}", labels, path)
     if suffix in TIFF_STACK_SUFFIXES:
-        unit = getattr(source, "spacing_unit", "mm")
+        unit = source.spacing_unit
         return _write_tiff(out_dir / f"{case}_seg{suffix}", labels, source.spacing, unit)
     return _write_nifti(out_dir / f"{case}_seg.nii.gz", labels, None, affine=source.affine)
 

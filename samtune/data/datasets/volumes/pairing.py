@@ -425,8 +425,7 @@ def check_same_grid(image: VolumeGeometry, label: VolumeGeometry) -> None:
             f"shape mismatch: image {image.path} is {image.shape} but label {label.path} is {label.shape}"
         )
     a, b = np.asarray(image.spacing), np.asarray(label.spacing)
-    image_unit = getattr(image, "spacing_unit", "mm")
-    label_unit = getattr(label, "spacing_unit", "mm")
+    image_unit, label_unit = image.spacing_unit, label.spacing_unit
     uncalibrated = label_unit == "pixel"
     different = image_unit != label_unit or np.any(
         np.abs(a - b) > SPACING_RTOL * np.maximum(np.abs(a), np.abs(b))
