@@ -293,7 +293,7 @@ def _check_volumes(
     items: dict[str, list[int]] = defaultdict(list)
     for index in range(len(dataset)):
         items[dataset.slice_at(index)[0]].append(index)
-    shapes, spacings = {}, {}
+    shapes, spacings, units = {}, {}, {}
     classes: dict[int, dict[str, int]] = defaultdict(lambda: {"volumes": 0, "voxels": 0})
     without_objects = []
     for pair in dataset.pairs:
@@ -305,6 +305,7 @@ def _check_volumes(
             continue
         shapes[pair.case] = tuple(int(n) for n in pair.geometry.shape)
         spacings[pair.case] = tuple(float(s) for s in pair.geometry.spacing)
+        units[pair.case] = pair.geometry.spacing_unit
         values, voxels = np.unique(label, return_counts=True)
         present = [
             (int(v), int(n))
@@ -328,20 +329,34 @@ def _check_volumes(
         "read": len(shapes),
         "axis": int(dataset.axis),
         "shapes": _range(list(shapes.values())),
-        "spacing_mm": _range(list(spacings.values())),
+        "spacing": _range(list(spacings.values())),
+        "spacing_unit": _spacing_unit(units),
+        "spacing_units": {
+            u: sum(1 for v in units.values() if v == u) for u in sorted(set(units.values()))
+        },
+        "spacing_mm": _range([s for c, s in spacings.items() if units[c] == "mm"]),
         "shape_outliers": [
             {"volume": c, "shape": list(s)}
             for c, s in shapes.items()
             if _is_outlier(s, shape_median, factor)
         ],
         "spacing_outliers": [
-            {"volume": c, "spacing_mm": list(s)}
+            {"volume": c, "spacing": list(s), "unit": units[c]}
             for c, s in spacings.items()
             if _is_outlier(s, spacing_median, factor)
         ],
         "classes": {str(c): {"name": names.get(c, str(c)), **classes[c]} for c in sorted(classes)},
         "volumes_without_objects": without_objects,
     }
+
+
+def _spacing_unit(units: dict[str, str]) -> str:
+    """The unit the volumes' spacings are in: one unit, or each with its count when mixed."""
+    found = sorted(set(units.values()))
+    if len(found) <= 1:
+        return found[0] if found else "mm"
+    counts = {u: sum(1 for v in units.values() if v == u) for u in found}
+    return "mixed: " + ", ".join(f"{u} ({n} volumes)" for u, n in counts.items())
 
 
 def _item_name(sample: Any) -> str:
@@ -407,9 +422,14 @@ def format_check(report: dict[str, Any], *, max_listed: int = 20) -> str:
         elif volumes is not None:
             lines.append(
                 f"  volumes: {volumes['count']} ({volumes['read']} read), sliced along axis "
-                f"{volumes['axis']}; shape {_fmt_range(volumes['shapes'])}; spacing mm "
-                f"{_fmt_range(volumes['spacing_mm'])}"
+                f"{volumes['axis']}; shape {_fmt_range(volumes['shapes'])}; spacing "
+                f"{_fmt_range(volumes['spacing'])} {volumes['spacing_unit']}"
             )
+            if volumes["spacing_unit"] != "mm":
+                lines.append(
+                    "  spacing: a volume in a unit other than mm gives no length (a TIFF stack "
+                    "without calibration): its spacing is as stored, in its own unit"
+                )
             stats = entry["dataset_stats"]
             if "slices_with_objects" in stats:
                 lines.append(
@@ -433,7 +453,10 @@ def format_check(report: dict[str, Any], *, max_listed: int = 20) -> str:
             _listed(
                 lines,
                 "spacing outliers",
-                [f"{o['volume']} {tuple(o['spacing_mm'])} mm" for o in volumes["spacing_outliers"]],
+                [
+                    f"{o['volume']} {tuple(o['spacing'])} {o['unit']}"
+                    for o in volumes["spacing_outliers"]
+                ],
                 max_listed,
             )
         else:

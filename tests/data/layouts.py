@@ -348,6 +348,7 @@ def write_documented_layouts(work: Path) -> None:
     import SimpleITK as sitk
 
     from tests.data import clip_layouts
+    from tests.data.format_layouts import write_format_layouts
 
     clip_layouts.write_vos(
         work / "DAVIS", "davis", {"train": 2, "val": 1}, n_frames=8,
@@ -366,6 +367,7 @@ def write_documented_layouts(work: Path) -> None:
         mask.unlink()
     write_per_object_nested(work / "stage1_train")
     write_pairing_layouts(work)
+    write_format_layouts(work)
     write_yolo(work / "yolo_export", {"train": 4, "val": 2})
     write_roboflow_coco(work / "roboflow_coco")
     write_labelme(work / "labelme")

@@ -65,7 +65,8 @@ LAYOUT_FOLDERS = (
     "isic", "stage1_train", "yolo_export", "roboflow_coco", "labelme", "tiles_rgb", "tiles",
     "nrrd", "my cells", "Zellkerne é", "retina", "manifest", "ctmr", "Task02_Heart", "brats",
     "totalseg", "DAVIS", "youtube_vos", "Fluo-N2DH-GOWT1", "movies", "VOC2012", "coco_single",
-    "labelme_ignore", "fundus",
+    "labelme_ignore", "fundus", "DRIVE", "microscopy", "mixed", "yolo_roboflow", "yolo_named",
+    "yolo_file", "stacks",
 )  # fmt: skip
 PLACEHOLDERS += [(f"/data/{name}", name) for name in LAYOUT_FOLDERS]
 

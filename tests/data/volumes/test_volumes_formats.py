@@ -61,7 +61,8 @@ def test_tiff_stack_spacing_from_imagej_metadata(tmp_path):
                      metadata={"spacing": 1.5, "unit": "um", "axes": "ZYX"})  # fmt: skip
     volume = read_volume(path, label=True)
     np.testing.assert_array_equal(volume.array, label)
-    assert volume.spacing == pytest.approx((0.25, 0.25, 1.5))
+    assert volume.spacing == pytest.approx((0.25e-3, 0.25e-3, 1.5e-3))  # um, read as mm
+    assert volume.spacing_unit == "mm"
     flat = tmp_path / "one.tif"
     tifffile.imwrite(flat, stack[0])
     with pytest.raises(DataError, match=r"one\.tif: a single 2-D image, not a stack"):

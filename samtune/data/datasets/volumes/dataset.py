@@ -355,6 +355,7 @@ class VolumeSliceDataset(SampleDataset):
                     spacing=mask.spacing,
                     affine=mask.affine,
                     path=pair.label,
+                    spacing_unit=mask.spacing_unit,
                 )
             elif mask.array.shape != merged.array.shape:
                 raise DataError(
