@@ -322,7 +322,9 @@ def run_step(step: Step, work: Path, env: dict[str, str]) -> None:
         cwd = work
         if argv[0] == "make":
             cwd = REPO
-            argv = ["make", argv[1], f"DEMO_ARGS={shlex.join(SMALL_ARGS_DEMO)}"]
+            # make runs in the checkout; the demo's run folder goes to the reader's folder
+            demo_args = [*SMALL_ARGS_DEMO, f"hydra.run.dir={work / 'outputs' / 'demo'}"]
+            argv = ["make", argv[1], f"DEMO_ARGS={shlex.join(demo_args)}"]
         elif argv[0].startswith(".venv/bin/python") or argv[0] == "python":
             cwd = REPO
             argv[0] = sys.executable
