@@ -73,6 +73,18 @@ def test_tiff_stack_spacing_from_imagej_metadata(tmp_path):
         read_volume(broken)
 
 
+def test_tiff_stack_with_pages_of_different_sizes_is_named_as_such(tmp_path):
+    path = tmp_path / "ragged.tif"
+    with tifffile.TiffWriter(path) as tif:
+        for shape in [(12, 10), (12, 10), (9, 10)]:
+            tif.write(np.zeros(shape, np.uint8), contiguous=False)
+    with pytest.raises(DataError, match=r"ragged\.tif: the pages .* differ in size: page 0 is "
+                       r"12 x 10, page 2 is 9 x 10 \(3 pages\)"):  # fmt: skip
+        read_volume(path)
+    with pytest.raises(DataError, match=r"ragged\.tif: the pages"):
+        read_geometry(path)
+
+
 def test_mixed_formats_pair_and_slice_like_nifti(tmp_path):
     for i in range(2):
         hu, label = make_tiny_case(i)

@@ -105,10 +105,20 @@ def _tiff_stack(path: Path) -> tuple[np.ndarray, tuple[float, float, float], str
 
     try:
         with tifffile.TiffFile(path) as tif:
+            shapes = [tuple(page.shape) for page in tif.pages]
+            differing = next((n for n, shape in enumerate(shapes) if shape != shapes[0]), None)
+            if differing is not None:
+                raise DataError(
+                    f"{path}: the pages of this TIFF stack differ in size: page 0 is "
+                    f"{_page_size(shapes[0])}, page {differing} is {_page_size(shapes[differing])} "
+                    f"({len(shapes)} pages); every slice of a stack must have the same size"
+                )
             series = tif.series[0]
             array = series.asarray()
             axes = series.axes
             spacing, unit = tiff_spacing(tif)
+    except DataError:
+        raise
     except Exception as err:  # tifffile raises many types for corrupt files
         raise DataError(f"{path}: cannot read TIFF stack: {err}") from err
     keep = [i for i, ax in enumerate(axes) if ax in "YX" or array.shape[i] > 1]
@@ -124,6 +134,11 @@ def _tiff_stack(path: Path) -> tuple[np.ndarray, tuple[float, float, float], str
             f"and shape {array.shape}"
         )
     return array, spacing, unit
+
+
+def _page_size(shape: tuple[int, ...]) -> str:
+    """A TIFF page's shape as ``H x W`` (``x C`` for several samples per pixel)."""
+    return " x ".join(str(v) for v in shape)
 
 
 def _tiff_header(
