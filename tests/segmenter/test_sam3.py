@@ -235,3 +235,29 @@ def test_image_size_rule_and_device_shim_is_scoped():
     with pytest.raises(RuntimeError), sam3_device("cpu"):
         raise RuntimeError("boom")
     assert pe.torch is torch
+
+
+@pytest.mark.slow
+def test_official_size_has_the_official_keys_and_shapes():
+    """``sam3`` built here has exactly the state dict of sam3's own factories (the vision
+    backbone of ``build_sam3_image_model(enable_inst_interactivity=True)`` and ``build_tracker``),
+    under the official checkpoint's prefixes. About 60 s and 3 GB on a 2-core CPU."""
+    import gc
+
+    from sam3 import model_builder
+
+    ours = build_sam3_interactive("sam3", seed=0)
+    shapes = {k: tuple(v.shape) for k, v in ours.state_dict().items()}
+    assert ours.image_size == 1008
+    del ours
+    gc.collect()
+    with sam3_device("cpu"):
+        vision = model_builder._create_vision_backbone(enable_inst_interactivity=True)
+        tracker = model_builder.build_tracker(apply_temporal_disambiguation=False)
+    tracker.bf16_context.__exit__(None, None, None)
+    official = {
+        f"detector.backbone.vision_backbone.{k}": tuple(v.shape)
+        for k, v in vision.state_dict().items()
+    }
+    official.update({f"tracker.{k}": tuple(v.shape) for k, v in tracker.state_dict().items()})
+    assert shapes == official
