@@ -416,11 +416,7 @@ def build_sam3_interactive(
         if seed is not None:
             torch.manual_seed(seed)
         model = Sam3Interactive(_vision_backbone(spec), _tracker(spec), spec)
-    model.eval()
-    run_in_float32(model.tracker.sam_mask_decoder.iou_prediction_head)
-    if getattr(model.tracker.sam_mask_decoder, "pred_obj_score_head", None) is not None:
-        run_in_float32(model.tracker.sam_mask_decoder.pred_obj_score_head)
-    return model
+    return model.eval()
 
 
 # --------------------------------------------------------------------------------------------
@@ -559,7 +555,9 @@ class Sam3Segmenter(Segmenter):
     The image encoder counts as frozen while none of the vision backbone's parameters requires a
     gradient; it then runs without a graph (``conv_s0``/``conv_s1`` and ``no_mem_embed``, which
     belong to the tracker, run under the current grad mode). Low-resolution logits are
-    ``4 S / 14`` on a side, and a ``mask_input`` must have that size.
+    ``4 S / 14`` on a side, and a ``mask_input`` must have that size. The IoU and object-score
+    heads run in float32 also under autocast (forward hooks; weights and keys unchanged), as in
+    :class:`~samtune.segmenter.sam2.Sam2Segmenter`.
 
     Args:
         model: a :class:`Sam3Interactive` (weights loaded).
@@ -569,6 +567,10 @@ class Sam3Segmenter(Segmenter):
         super().__init__()
         self.model = model
         self.image_size = check_image_size(model.image_size)
+        decoder = model.tracker.sam_mask_decoder
+        run_in_float32(decoder.iou_prediction_head)
+        if getattr(decoder, "pred_obj_score_head", None) is not None:
+            run_in_float32(decoder.pred_obj_score_head)
 
     @property
     def encoder_frozen(self) -> bool:

@@ -261,3 +261,30 @@ def test_official_size_has_the_official_keys_and_shapes():
     }
     official.update({f"tracker.{k}": tuple(v.shape) for k, v in tracker.state_dict().items()})
     assert shapes == official
+
+
+def test_other_image_size_and_mask_input_size_check(image):
+    seg = Sam3Segmenter(build_sam3_interactive("sam3_test", image_size=140, seed=0))
+    assert seg.image_size == 140
+    x = seg.preprocess([image])
+    assert x.shape == (1, 3, 140, 140)
+    feats = seg.encode(x)
+    assert feats.image_embed.shape == (1, 32, 10, 10)
+    assert [tuple(f.shape[-2:]) for f in feats.high_res] == [(40, 40), (20, 20)]
+    point = (torch.tensor([[[70.0, 70.0]]]), torch.tensor([[1]]))
+    out = seg.decode(feats, torch.tensor([0]), *point, multimask_output=True)
+    assert out.low_res_logits.shape == (1, 3, 40, 40)
+    with pytest.raises(ValueError, match="mask_input must be N x 1 x 40 x 40"):
+        seg.decode(
+            feats,
+            torch.tensor([0]),
+            *point,
+            mask_input=torch.zeros(1, 1, 32, 32),
+            multimask_output=False,
+        )
+    with pytest.raises(ValueError, match="expected B x 3 x 140 x 140"):
+        seg.encode(torch.zeros(1, 3, 112, 112))
+    with pytest.raises(ValueError, match="multiple of 14"):
+        build_sam3_interactive("sam3_test", image_size=128)
+    with pytest.raises(KeyError, match="known: sam3, sam3_test"):
+        build_sam3_interactive("sam3_tiny")
