@@ -26,6 +26,23 @@ from samtune.segmenter.sam3 import (  # noqa: E402
 ORIG_H, ORIG_W = 90, 130
 
 
+def _model_builder():
+    """``sam3.model_builder``, imported without its process-wide side effects: it turns on TF32
+    matmuls when a CUDA device is present and sets ``TOKENIZERS_PARALLELISM``."""
+    import os
+
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    env = os.environ.get("TOKENIZERS_PARALLELISM")
+    from sam3 import model_builder
+
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+    if env is None:
+        os.environ.pop("TOKENIZERS_PARALLELISM", None)
+    else:
+        os.environ["TOKENIZERS_PARALLELISM"] = env
+    return model_builder
+
+
 @pytest.fixture(scope="module")
 def sam3_checkpoint(tmp_path_factory):
     model = build_sam3_interactive("sam3_test", seed=0)
@@ -55,7 +72,6 @@ class _Sam3ImageParts(torch.nn.Module):
 def reference(sam3_checkpoint):
     """sam3's own predictor path on a separately built model loaded by sam3's own loader."""
     from sam3.model.sam1_task_predictor import SAM3InteractiveImagePredictor
-    from sam3.model_builder import _load_checkpoint
 
     _, path = sam3_checkpoint
     other = build_sam3_interactive("sam3_test", seed=1)
@@ -65,7 +81,7 @@ def reference(sam3_checkpoint):
     parts = _Sam3ImageParts(other.detector.backbone, predictor).eval()
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        _load_checkpoint(parts, str(path))
+        _model_builder()._load_checkpoint(parts, str(path))
     assert "missing" not in printed.getvalue(), printed.getvalue()
     s = other.image_size // 14
     parts.inst_interactive_predictor._bb_feat_sizes = [(4 * s, 4 * s), (2 * s, 2 * s), (s, s)]
@@ -244,7 +260,7 @@ def test_official_size_has_the_official_keys_and_shapes():
     under the official checkpoint's prefixes. About 60 s and 3 GB on a 2-core CPU."""
     import gc
 
-    from sam3 import model_builder
+    model_builder = _model_builder()
 
     ours = build_sam3_interactive("sam3", seed=0)
     shapes = {k: tuple(v.shape) for k, v in ours.state_dict().items()}
