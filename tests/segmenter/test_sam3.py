@@ -304,3 +304,33 @@ def test_other_image_size_and_mask_input_size_check(image):
         build_sam3_interactive("sam3_test", image_size=128)
     with pytest.raises(KeyError, match="known: sam3, sam3_test"):
         build_sam3_interactive("sam3_tiny")
+
+
+def test_batched_objects_over_two_images_equal_one_at_a_time(sam3_checkpoint, image):
+    model, _ = sam3_checkpoint
+    seg = Sam3Segmenter(model)
+    other = np.ascontiguousarray(image[::-1])
+    img_idx = torch.tensor([1, 0, 1])
+    coords = torch.tensor([[[30.0, 40.0]], [[60.0, 60.0]], [[90.0, 20.0]]])
+    labels = torch.tensor([[1], [1], [0]])
+    boxes = torch.tensor([[10.0, 10.0, 80.0, 90.0], [20.0, 30.0, 100.0, 100.0], [0, 0, 111, 111]])
+    with torch.no_grad():
+        feats = seg.encode(seg.preprocess([image, other]))
+        batched = seg.decode(feats, img_idx, coords, labels, boxes=boxes, multimask_output=True)
+        singles = []
+        for i in range(3):
+            one = seg.encode(seg.preprocess([[image, other][int(img_idx[i])]]))
+            singles.append(
+                seg.decode(
+                    one,
+                    torch.tensor([0]),
+                    coords[i : i + 1],
+                    labels[i : i + 1],
+                    boxes=boxes[i : i + 1],
+                    multimask_output=True,
+                )
+            )
+    for field in ("low_res_logits", "iou_pred", "object_score_logits"):
+        want = torch.cat([getattr(s, field) for s in singles])
+        assert torch.allclose(getattr(batched, field), want, atol=1e-5), field
+    assert not torch.allclose(batched.low_res_logits[0], batched.low_res_logits[2])
