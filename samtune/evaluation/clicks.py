@@ -66,7 +66,9 @@ def center_points(masks: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(points).to(masks.device)
 
 
-def error_center_clicks(pred: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def error_center_clicks(
+    pred: torch.Tensor, gt: torch.Tensor, ignore: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The next correction click of each object: the center of its largest error region.
 
     The click goes to the deepest pixel of the false-negative area (``gt & ~pred``, label 1)
@@ -81,6 +83,8 @@ def error_center_clicks(pred: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Ten
     Args:
         pred: ``N x H x W`` bool, the current prediction at the ground truth's resolution.
         gt: ``N x H x W`` bool ground truth.
+        ignore: ``H x W`` bool pixels not labelled in the dataset, or None: neither error
+            region nor the background of a perfect prediction includes them.
 
     Returns:
         ``(points, labels)``: ``N x 1 x 2`` float32 ``(x, y)`` and ``N x 1`` int32, on the
@@ -91,13 +95,22 @@ def error_center_clicks(pred: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Ten
             f"prediction {tuple(pred.shape)} and ground truth {tuple(gt.shape)} differ in shape"
         )
     p, g = _as_numpy_masks(pred, "pred"), _as_numpy_masks(gt, "gt")
+    if ignore is not None:
+        counted = ~ignore.detach().bool().cpu().numpy()
+        if counted.shape != g.shape[1:]:
+            raise ValueError(
+                f"ignore {tuple(counted.shape)} is not the masks' size {tuple(g.shape[1:])}"
+            )
+        p, g = p & counted, g & counted
+    else:
+        counted = np.ones(g.shape[1:], dtype=bool)
     points = np.zeros((g.shape[0], 1, 2), dtype=np.float32)
     labels = np.zeros((g.shape[0], 1), dtype=np.int32)
     for i in range(g.shape[0]):
         fn_d, fn_r, fn_c = _deepest(g[i] & ~p[i])
         fp_d, fp_r, fp_c = _deepest(p[i] & ~g[i])
         if fn_d == 0.0 and fp_d == 0.0:  # perfect prediction
-            bg_d, r, c = _deepest(~g[i])
+            bg_d, r, c = _deepest(~g[i] & counted)
             label = 0
             if bg_d == 0.0:
                 _, r, c = _deepest(g[i])

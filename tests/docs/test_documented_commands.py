@@ -64,7 +64,8 @@ PLACEHOLDERS: list[tuple[str, str]] = [
 LAYOUT_FOLDERS = (
     "isic", "stage1_train", "yolo_export", "roboflow_coco", "labelme", "tiles_rgb", "tiles",
     "nrrd", "my cells", "Zellkerne é", "retina", "manifest", "ctmr", "Task02_Heart", "brats",
-    "totalseg", "DAVIS", "youtube_vos", "Fluo-N2DH-GOWT1", "movies",
+    "totalseg", "DAVIS", "youtube_vos", "Fluo-N2DH-GOWT1", "movies", "VOC2012", "coco_single",
+    "labelme_ignore", "fundus",
 )  # fmt: skip
 PLACEHOLDERS += [(f"/data/{name}", name) for name in LAYOUT_FOLDERS]
 

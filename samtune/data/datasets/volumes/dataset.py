@@ -88,6 +88,8 @@ class VolumeSliceDataset(SampleDataset):
         ValueError: an invalid option.
     """
 
+    accepts_ignore_masks = False
+
     def __init__(
         self,
         *,
