@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
 	$(PY) -c "import torch, torchvision" 2>/dev/null || $(PY) -m pip install -q $(TORCH_PINS)
 	$(PY) -c "import sam2" 2>/dev/null || SAM2_BUILD_CUDA=0 $(PY) -m pip install -q --no-build-isolation "sam2==1.1.0"
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,sam3]"
 	$(PY) -c "import inference_sdk" 2>/dev/null || $(PY) -m pip install -q --no-deps $(CLIENT_PINS)
 	touch $(STAMP)
 

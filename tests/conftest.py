@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,48 @@ from tests.helpers import SMALL_SIZE, make_blob_sample
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 # data.num_workers=auto loads in the main process in tests (and in the programs they start)
 os.environ.setdefault("SAMTUNE_NUM_WORKERS", "0")
+
+
+REPO = Path(__file__).resolve().parents[1]
+# what the test environment itself keeps in the checkout (the venv, caches, an editable install)
+_OWN_PATHS = (".venv", ".pytest_cache", ".ruff_cache", "samtune.egg-info", "__pycache__")
+
+
+def _untracked_files() -> set[str] | None:
+    """Every file in the checkout that git does not track (ignored ones included), or ``None``
+    outside a git checkout."""
+    excludes = [f":(exclude,glob)**/{name}/**" for name in _OWN_PATHS]
+    try:
+        proc = subprocess.run(
+            ["git", "status", "--porcelain", "-z", "--ignored", "-uall", "--", ".", *excludes],
+            cwd=REPO,
+            capture_output=True,
+            timeout=60,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if proc.returncode != 0:
+        return None
+    entries = (entry.decode(errors="replace") for entry in proc.stdout.split(b"\0"))
+    return {entry[3:] for entry in entries if entry.startswith(("??", "!!"))}
+
+
+def pytest_sessionstart(session):
+    session.config._samtune_untracked = _untracked_files()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Tests write under tmp_path only: a file that appeared in the checkout fails the run."""
+    before = getattr(session.config, "_samtune_untracked", None)
+    after = _untracked_files()
+    if before is None or after is None:
+        return
+    new = sorted(after - before)
+    if new:
+        shown = "\n  ".join(new[:20])
+        more = f"\n  ... and {len(new) - 20} more" if len(new) > 20 else ""
+        print(f"\nthe tests wrote into the checkout {REPO}:\n  {shown}{more}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(autouse=True)

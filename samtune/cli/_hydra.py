@@ -39,6 +39,46 @@ def command_line_keys() -> set[str]:
     return keys
 
 
+def model_size_arguments(argv: list[str]) -> list[str]:
+    """``model.image_size=N`` for the apps whose ``model`` group is optional (predict, serve).
+
+    Without ``model=<size>`` there is no ``model`` node for Hydra to override, so the argument is
+    handed on as the app's own ``image_size=N``; with it, it stays and
+    :func:`resolution_override` reads it.
+    """
+    if any(arg.startswith("model=") for arg in argv):
+        return list(argv)
+    return [
+        "image_size=" + arg.split("=", 1)[1] if arg.startswith("model.image_size=") else arg
+        for arg in argv
+    ]
+
+
+def resolution_override(cfg: DictConfig) -> int | None:
+    """The resolution asked for on the command line (``model.image_size=N``, or its older
+    spelling ``image_size=N``), or ``None`` for the one recorded with the weights.
+
+    Raises:
+        ValueError: both spellings are given with different values.
+    """
+    keys = command_line_keys()
+    plain = cfg.get("image_size")
+    model = cfg.get("model")
+    from_model = (
+        int(model.image_size)
+        if model is not None and "model.image_size" in keys and model.get("image_size") is not None
+        else None
+    )
+    if plain is not None and from_model is not None and int(plain) != from_model:
+        raise ValueError(
+            f"image_size={plain} and model.image_size={from_model} disagree: give the "
+            "resolution once, as model.image_size=N"
+        )
+    if from_model is not None:
+        return from_model
+    return None if plain is None else int(plain)
+
+
 def data_error_in(exc: BaseException) -> DataError | None:
     """The :class:`DataError` behind ``exc`` (itself, or a cause of Hydra's wrapping), if any."""
     seen: set[int] = set()

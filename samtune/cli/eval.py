@@ -153,7 +153,9 @@ def evaluate(
             scores["n_volumes"],
         )
     if volumes is not None and hasattr(datamodule, "clip_dataset"):
-        propagated = _propagated_volumes(cfg, model, info, datamodule, device)
+        propagated = _propagated_volumes(
+            cfg, model, info, datamodule, device, class_names=volumes.get("classes")
+        )
         if propagated:
             volumes["propagated"] = propagated
             volumes["protocol_version"] = dict(KEYSLICE_VERSION)
@@ -179,7 +181,12 @@ def evaluate(
 
 
 def _propagated_volumes(
-    cfg: DictConfig, model: Any, info: dict[str, Any], datamodule: Any, device: Any
+    cfg: DictConfig,
+    model: Any,
+    info: dict[str, Any],
+    datamodule: Any,
+    device: Any,
+    class_names: dict[int, str] | None = None,
 ) -> dict[str, Any]:
     """``{"keyslice_box": ...}`` (see :mod:`samtune.evaluation.keyslice`) on the volumes of the
     evaluated split, when ``clip_evaluation.volume_protocols`` names it."""
@@ -192,6 +199,7 @@ def _propagated_volumes(
         datamodule.clip_dataset(cfg.split),
         tolerance_mm=float(settings.get("nsd_tolerance_mm", 2.0)),
         max_volumes=settings.get("max_videos"),
+        class_names=class_names,
     )
     log.info(
         "keyslice_box: mean 3D Dice %.4f, NSD@%gmm %.4f over %d volumes",
@@ -278,7 +286,8 @@ def evaluate_clip_data(
 ) -> dict[str, Path]:
     """The clip protocols (``clip_evaluation``) on whole videos through the official
     ``SAM2VideoPredictor`` holding the evaluated weights; writes ``results.json`` and
-    ``per_object.csv`` and prints J, F and J&F per protocol, per video and their mean."""
+    ``per_object.csv`` (``per_round.csv`` for ``propagate_clicks``) and prints J, F and J&F per
+    protocol, per video and their mean (and per round)."""
     from hydra.utils import instantiate
 
     evaluator = instantiate(cfg.clip_evaluation)
@@ -302,6 +311,8 @@ def evaluate_clip_data(
         for protocol, scores in protocols.items():
             for key in ("J", "F", "JF"):
                 run.summary[f"eval/{protocol}/{key}"] = scores[key]
+            for r, value in enumerate(scores.get("JF_at_round", [])):
+                run.summary[f"eval/{protocol}/JF@{r}"] = value
         run.finish()
     log.info("results written to %s", out_dir)
     print(clip_results_text(protocols, summary, files), flush=True)

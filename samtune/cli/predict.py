@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf
 
-from samtune.cli._hydra import run_hydra_app
+from samtune.cli._hydra import model_size_arguments, resolution_override, run_hydra_app
 from samtune.devices import resolve_device
 from samtune.inference.folder import run_predict
 from samtune.inference.video import run_predict_video
@@ -22,6 +22,7 @@ def predict_task(cfg: DictConfig) -> None:
 
     spec = instantiate(cfg.model) if cfg.get("model") is not None else None
     device = resolve_device(cfg.get("device"))
+    image_size = resolution_override(cfg)
     if (cfg.get("images") is None) == (cfg.get("video") is None):
         raise ValueError(
             "samtune-predict needs one of images=<folder of images> or video=<folder of frames "
@@ -38,7 +39,7 @@ def predict_task(cfg: DictConfig) -> None:
             axis=cfg.axis,
             window=_plain(cfg.get("window")),
             normalize=_plain(cfg.get("normalize")),
-            image_size=cfg.get("image_size"),
+            image_size=image_size,
             device=device,
             spec=spec,
         )
@@ -51,7 +52,7 @@ def predict_task(cfg: DictConfig) -> None:
         prompts=cfg.get("prompts_file"),
         mode=cfg.mode,
         multimask=cfg.multimask,
-        image_size=cfg.get("image_size"),
+        image_size=image_size,
         device=device,
         spec=spec,
         auto=OmegaConf.to_container(cfg.auto, resolve=True) if cfg.get("auto") else None,
@@ -69,14 +70,17 @@ def main() -> None:
 
     ``prompts`` is also the name of the training config group that simulates prompts, so Hydra
     would read ``prompts=FILE`` as a choice in that group; the entry point hands it on as
-    ``prompts_file=FILE`` (either spelling works on the command line).
+    ``prompts_file=FILE`` (either spelling works on the command line). ``model.image_size=N``
+    works with or without ``model=<size>`` (see :func:`model_size_arguments`).
     """
     import sys
 
-    sys.argv = [
-        "prompts_file=" + arg.split("=", 1)[1] if arg.startswith("prompts=") else arg
-        for arg in sys.argv
-    ]
+    sys.argv = model_size_arguments(
+        [
+            "prompts_file=" + arg.split("=", 1)[1] if arg.startswith("prompts=") else arg
+            for arg in sys.argv
+        ]
+    )
     run_hydra_app(predict_task, "predict")
 
 

@@ -10,24 +10,26 @@ from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf
 
-from samtune.cli._hydra import command_line_keys, run_hydra_app
+from samtune.cli._hydra import model_size_arguments, resolution_override, run_hydra_app
 from samtune.serving.run import serve
 
 
 def serve_task(cfg: DictConfig) -> None:
     """Load the models and serve them until interrupted.
 
-    ``model.image_size=N`` on the command line serves a file at ``N`` px like ``image_size=N``
-    (a resolution given on the command line beats the one recorded with the weights).
+    ``model.image_size=N`` on the command line serves a file at ``N`` px (a resolution given on
+    the command line beats the one recorded with the weights; ``image_size=N`` is the same key).
     """
     config = OmegaConf.to_container(cfg, resolve=True)
-    if config.get("image_size") is None and "model.image_size" in command_line_keys():
-        config["image_size"] = int(cfg.model.image_size)
+    config["image_size"] = resolution_override(cfg)
     serve(config)
 
 
 def main() -> None:
-    """Console entry point."""
+    """Console entry point; ``model.image_size=N`` works with or without ``model=<size>``."""
+    import sys
+
+    sys.argv = model_size_arguments(sys.argv)
     run_hydra_app(serve_task, "serve")
 
 

@@ -18,11 +18,17 @@ from samtune.data.datasets.videos import ClipDataset
 from samtune.data.datasets.volumes import VolumeSliceDataset
 from samtune.data.drops import DROP_LABELS, drop_counts, empty_split_reason
 from samtune.data.pairing import format_pairing
-from samtune.data.sample import DataError
+from samtune.data.sample import DataError, ignored_pixels
 from samtune.data.transforms import areas_at_size, kept_area
 
 SPLITS = ("train", "val", "test")
 OPTIONAL_SPLITS = ("test",)
+# dataset counts of where ignored pixels come from, with what they count
+IGNORE_STATS = {
+    "crowd_ignored": "iscrowd annotations turned into ignore regions",
+    "ignore_shapes": "__ignore__ shapes",
+    "without_ignore_mask": "images without a data.ignore_masks mask",
+}
 
 
 def check_datamodule(
@@ -38,8 +44,11 @@ def check_datamodule(
     objects, empty masks, tiny masks (fewer than ``tiny_area`` pixels, and at least 1, once
     resized to the datamodule's ``image_size`` exactly as training resizes them: the objects
     training and evaluation drop), usable images (those keeping at least one object), every
-    drop category the dataset counted (``drops``), image sizes and size outliers, and every
-    file the dataset could not use. For volume datasets also: volumes, their shapes and voxel
+    drop category the dataset counted (``drops``), image sizes and size outliers, the pixels
+    marked "not labelled" (``ignore``: images holding any, the pixel count and the fraction of
+    all pixels, and the dataset's counts of where they came from: iscrowd annotations,
+    ``__ignore__`` shapes, images without a ``data.ignore_masks`` mask), and every file the
+    dataset could not use. For volume datasets also: volumes, their shapes and voxel
     spacings with outliers, and per class the volumes and voxels holding it.
 
     A split with no usable image is a problem (``ok`` False) whose reason names the split and
@@ -50,9 +59,10 @@ def check_datamodule(
 
     Args:
         datamodule: the datamodule, built with ``on_error="skip"`` to list all problems.
-        splits: the splits to check. A split in ``OPTIONAL_SPLITS`` (test) that the
-            datamodule does not define is noted and passed over; any other split that cannot
-            be built is an error.
+        splits: the splits to check. A split in ``OPTIONAL_SPLITS`` (test), or one missing from
+            the datamodule's ``defined_splits`` where it lists them (a dataset shipped as a
+            single split), that the datamodule does not define is noted and passed over; any
+            other split that cannot be built is an error.
         tiny_area: masks below this many pixels at ``image_size`` are tiny; None uses the
             datamodule's ``min_object_area``.
         size_outlier_factor: the outlier factor (> 1).
@@ -89,7 +99,9 @@ def check_datamodule(
             undefined = isinstance(err, (ValueError, NotImplementedError)) and not isinstance(
                 err, DataError
             )
-            if split in OPTIONAL_SPLITS and undefined:
+            defined = getattr(datamodule, "defined_splits", None)
+            optional = split in OPTIONAL_SPLITS or (defined is not None and split not in defined)
+            if optional and undefined:
                 report["splits"][split] = {"status": "not defined", "message": str(err)}
                 continue
             message = str(err) if isinstance(err, ValueError) else f"{type(err).__name__}: {err}"
@@ -162,6 +174,7 @@ class _SliceTally:
             "usable_images": 0,
             "images_without_objects_at_size": 0,
         }
+        self.ignore = {"images": 0, "pixels": 0, "all_pixels": 0}
         self.classes: dict[int, dict[str, Any]] = defaultdict(
             lambda: {"name": None, "objects": 0, "images": 0}
         )
@@ -174,6 +187,10 @@ class _SliceTally:
         height, width = sample.image.shape[:2]
         name = _item_name(sample)
         self.sizes.append((name, int(height), int(width)))
+        ignored = ignored_pixels(sample)
+        self.ignore["images"] += int(ignored > 0)
+        self.ignore["pixels"] += ignored
+        self.ignore["all_pixels"] += int(height) * int(width)
         n = int(sample.masks.shape[0])
         self.counts["objects"] += n
         if n == 0:
@@ -241,6 +258,7 @@ def _check_split(
             for name, h, w in tally.sizes
             if _is_outlier((h, w), median, factor)
         ],
+        "ignore": _ignore_entry(tally, dict(getattr(dataset, "stats", {}))),
         "dataset_stats": dict(getattr(dataset, "stats", {})),
         "empty_note": getattr(dataset, "empty_note", None),
         "_problems": problems,
@@ -253,6 +271,21 @@ def _check_split(
     return entry
 
 
+def _ignore_entry(tally: _SliceTally, stats: dict[str, Any]) -> dict[str, Any]:
+    """The "not labelled" pixels of the items read: how many items hold any, how many pixels
+    and what fraction of all pixels, and where they came from (dataset counts)."""
+    total = tally.ignore["all_pixels"]
+    entry: dict[str, Any] = {
+        "images": tally.ignore["images"],
+        "pixels": tally.ignore["pixels"],
+        "fraction": tally.ignore["pixels"] / total if total else 0.0,
+    }
+    for key in IGNORE_STATS:
+        if key in stats:
+            entry[key] = int(stats[key])
+    return entry
+
+
 def _check_volumes(
     dataset: Any, tally: _SliceTally, *, factor: float, problems: list[tuple[str, str]]
 ) -> dict[str, Any]:
@@ -260,7 +293,7 @@ def _check_volumes(
     items: dict[str, list[int]] = defaultdict(list)
     for index in range(len(dataset)):
         items[dataset.slice_at(index)[0]].append(index)
-    shapes, spacings = {}, {}
+    shapes, spacings, units = {}, {}, {}
     classes: dict[int, dict[str, int]] = defaultdict(lambda: {"volumes": 0, "voxels": 0})
     without_objects = []
     for pair in dataset.pairs:
@@ -272,6 +305,7 @@ def _check_volumes(
             continue
         shapes[pair.case] = tuple(int(n) for n in pair.geometry.shape)
         spacings[pair.case] = tuple(float(s) for s in pair.geometry.spacing)
+        units[pair.case] = pair.geometry.spacing_unit
         values, voxels = np.unique(label, return_counts=True)
         present = [
             (int(v), int(n))
@@ -295,20 +329,34 @@ def _check_volumes(
         "read": len(shapes),
         "axis": int(dataset.axis),
         "shapes": _range(list(shapes.values())),
-        "spacing_mm": _range(list(spacings.values())),
+        "spacing": _range(list(spacings.values())),
+        "spacing_unit": _spacing_unit(units),
+        "spacing_units": {
+            u: sum(1 for v in units.values() if v == u) for u in sorted(set(units.values()))
+        },
+        "spacing_mm": _range([s for c, s in spacings.items() if units[c] == "mm"]),
         "shape_outliers": [
             {"volume": c, "shape": list(s)}
             for c, s in shapes.items()
             if _is_outlier(s, shape_median, factor)
         ],
         "spacing_outliers": [
-            {"volume": c, "spacing_mm": list(s)}
+            {"volume": c, "spacing": list(s), "unit": units[c]}
             for c, s in spacings.items()
             if _is_outlier(s, spacing_median, factor)
         ],
         "classes": {str(c): {"name": names.get(c, str(c)), **classes[c]} for c in sorted(classes)},
         "volumes_without_objects": without_objects,
     }
+
+
+def _spacing_unit(units: dict[str, str]) -> str:
+    """The unit the volumes' spacings are in: one unit, or each with its count when mixed."""
+    found = sorted(set(units.values()))
+    if len(found) <= 1:
+        return found[0] if found else "mm"
+    counts = {u: sum(1 for v in units.values() if v == u) for u in found}
+    return "mixed: " + ", ".join(f"{u} ({n} volumes)" for u, n in counts.items())
 
 
 def _item_name(sample: Any) -> str:
@@ -374,9 +422,14 @@ def format_check(report: dict[str, Any], *, max_listed: int = 20) -> str:
         elif volumes is not None:
             lines.append(
                 f"  volumes: {volumes['count']} ({volumes['read']} read), sliced along axis "
-                f"{volumes['axis']}; shape {_fmt_range(volumes['shapes'])}; spacing mm "
-                f"{_fmt_range(volumes['spacing_mm'])}"
+                f"{volumes['axis']}; shape {_fmt_range(volumes['shapes'])}; spacing "
+                f"{_fmt_range(volumes['spacing'])} {volumes['spacing_unit']}"
             )
+            if volumes["spacing_unit"] != "mm":
+                lines.append(
+                    "  spacing: a volume in a unit other than mm gives no length (a TIFF stack "
+                    "without calibration): its spacing is as stored, in its own unit"
+                )
             stats = entry["dataset_stats"]
             if "slices_with_objects" in stats:
                 lines.append(
@@ -400,7 +453,10 @@ def format_check(report: dict[str, Any], *, max_listed: int = 20) -> str:
             _listed(
                 lines,
                 "spacing outliers",
-                [f"{o['volume']} {tuple(o['spacing_mm'])} mm" for o in volumes["spacing_outliers"]],
+                [
+                    f"{o['volume']} {tuple(o['spacing'])} {o['unit']}"
+                    for o in volumes["spacing_outliers"]
+                ],
                 max_listed,
             )
         else:
@@ -408,7 +464,7 @@ def format_check(report: dict[str, Any], *, max_listed: int = 20) -> str:
             extra = {
                 k: v
                 for k, v in entry.get("dataset_stats", {}).items()
-                if k not in _COMMON_STATS and isinstance(v, int)
+                if k not in _COMMON_STATS and k not in IGNORE_STATS and isinstance(v, int)
             }
             if extra:
                 lines.append("  also: " + ", ".join(f"{k} {v}" for k, v in extra.items()))
@@ -421,6 +477,15 @@ def format_check(report: dict[str, Any], *, max_listed: int = 20) -> str:
         for c, info in entry["classes"].items() if entry["kind"] != "clips" else ():
             lines.append(
                 f"  class {c} ({info['name']}): {info['objects']} objects in {info['images']} {unit}"
+            )
+        ignore = entry.get("ignore")
+        if ignore is not None and (ignore["pixels"] or len(ignore) > 3):
+            sources = "".join(
+                f"; {label}: {ignore[key]}" for key, label in IGNORE_STATS.items() if key in ignore
+            )
+            lines.append(
+                f"  ignored (not labelled) pixels: {ignore['pixels']} in {ignore['images']} of "
+                f"{entry['read']} {unit} ({100 * ignore['fraction']:.2f}% of all pixels){sources}"
             )
         lines.append(f"  empty masks: {entry['empty_masks']}, tiny masks: {entry['tiny_masks']}")
         lines.append(

@@ -27,6 +27,8 @@ def write_coco(
 
     A split the datamodule does not define, or that cannot be built, is left out and named in
     the returned ``missing``. Images skipped for bad data (``on_error="skip"``) are not written.
+    A sample's ignore mask (pixels not labelled) is written as one ``iscrowd=1`` annotation of
+    the image (category: its first object's), which the COCO reader reads back as ignore.
 
     Args:
         datamodule: any :class:`~samtune.data.datamodules.base.SamDataModule`.
@@ -35,7 +37,8 @@ def write_coco(
 
     Returns:
         ``{"file", "images", "annotations", "categories", "per_split": {split: images},
-        "missing": {split: reason}}``.
+        "missing": {split: reason}, "ignore_regions"}`` (``annotations`` counts the crowd
+        annotations of the ignore regions too).
     """
     from PIL import Image
     from pycocotools import mask as mask_utils
@@ -47,6 +50,7 @@ def write_coco(
     names: dict[int, str] = {}
     per_split: dict[str, int] = {}
     missing: dict[str, str] = {}
+    ignore_regions = 0
     for split in splits:
         try:
             dataset = datamodule.raw_dataset(split)
@@ -81,6 +85,17 @@ def write_coco(
                     "iscrowd": 0,
                 })  # fmt: skip
                 names.setdefault(int(class_id), str(class_id))
+            if sample.ignore is not None:  # not labelled: a crowd region, as COCO marks one
+                category = int(sample.class_ids[0]) if len(sample.class_ids) else 1
+                names.setdefault(category, str(category))
+                rle = mask_utils.encode(np.asfortranarray(sample.ignore.astype(np.uint8)))
+                annotations.append({
+                    "id": len(annotations) + 1, "image_id": image_id, "category_id": category,
+                    "segmentation": {"size": [height, width], "counts": rle["counts"].decode("ascii")},
+                    "area": int(sample.ignore.sum()),
+                    "bbox": [float(v) for v in mask_utils.toBbox(rle)], "iscrowd": 1,
+                })  # fmt: skip
+                ignore_regions += 1
             per_split[split] += 1
     categories = [{"id": k, "name": names[k]} for k in sorted(names)]
     data = {"images": images, "annotations": annotations, "categories": categories}
@@ -88,6 +103,7 @@ def write_coco(
     return {
         "file": str(out), "images": len(images), "annotations": len(annotations),
         "categories": categories, "per_split": per_split, "missing": missing,
+        "ignore_regions": ignore_regions,
     }  # fmt: skip
 
 

@@ -20,7 +20,6 @@ DROP_LABELS: dict[str, str] = {
     "dropped_empty": "annotations dropped for an empty mask",
     "dropped_outside": "annotations dropped for lying outside their image",
     "dropped_small": "objects dropped below the dataset's min_area (original size)",
-    "crowd_ignored": "crowd annotations ignored (iscrowd=1)",
     "too_short": "videos left out for being shorter than one training clip",
     "without_annotations": "videos left out for having no annotated frame",
     "skipped": "images skipped as bad files",
@@ -68,7 +67,9 @@ def empty_split_reason(stats: Mapping[str, Any], note: str | None = None) -> str
     if small:
         causes.append(f"{small} object(s) are below the dataset's min_area")
     if crowd:
-        causes.append(f"{crowd} annotation(s) are crowd regions (ignored)")
+        causes.append(
+            f"{crowd} annotation(s) are crowd regions (iscrowd=1: not labelled, no objects)"
+        )
     if skipped:
         causes.append(f"{skipped} image(s) were skipped as bad files")
     if int(stats.get("too_short", 0)):

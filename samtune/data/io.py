@@ -7,6 +7,7 @@ path, so a bad file is always named.
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,19 +15,24 @@ import numpy as np
 from samtune.data.sample import DataError
 
 TIFF_SUFFIXES = (".tif", ".tiff")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp") + TIFF_SUFFIXES
-LABEL_SUFFIXES = (".png", ".bmp") + TIFF_SUFFIXES
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif") + TIFF_SUFFIXES
+LABEL_SUFFIXES = (".png", ".bmp", ".gif") + TIFF_SUFFIXES
+NEEDS_IMAGECODECS = re.compile(r"<COMPRESSION\.(\w+): \d+> requires the 'imagecodecs' package")
+LOSSY_TIFF_COMPRESSIONS = ("JPEG", "OJPEG", "JPEG2000", "JPEGXL", "WEBP", "JPEGXR")
 ROBUST_PERCENTILES = (0.5, 99.5)
 
 
 def read_image(path: str | Path) -> np.ndarray:
     """Read an image as ``H x W x 3`` uint8 RGB.
 
-    PNG, JPEG and BMP are read with PIL (pixels as stored: no EXIF rotation, so masks stay
-    aligned), TIFF with tifffile. Conversions:
+    PNG, JPEG, BMP and GIF (its first frame) are read with PIL (pixels as stored: no EXIF
+    rotation, so masks stay aligned), TIFF with tifffile, whatever its compression (none, LZW,
+    Deflate, PackBits, JPEG, ...: the ``imagecodecs`` package decodes those tifffile cannot
+    alone). Conversions:
 
     - grayscale (and single-channel TIFF) is replicated to three channels; a grey+alpha image
-      keeps its grey channel; RGBA drops the alpha channel;
+      keeps its grey channel; RGBA drops the alpha channel; a palette image (PNG, GIF, TIFF)
+      becomes the RGB colours of its palette;
     - uint8 data is kept as is; any other type (16-bit, 32-bit, float, also 16-bit RGB PNG) is
       rescaled to 0..255 linearly between its robust minimum and maximum, the 0.5 and 99.5
       percentiles over all pixels and channels together (so colour balance is kept), values
@@ -42,11 +48,13 @@ def read_image(path: str | Path) -> np.ndarray:
 
     Raises:
         DataError: ``"<path>: cannot read image: <reason>"`` when the file is missing, corrupt,
-            or not a 2-D image with 1-4 channels.
+            not a 2-D image with 1-4 channels, or compressed in a way no installed codec
+            decodes (the reason names the compression and the package).
     """
     path = Path(path)
     try:
-        array = _read_tiff(path) if path.suffix.lower() in TIFF_SUFFIXES else _read_pil_image(path)
+        is_tiff = path.suffix.lower() in TIFF_SUFFIXES
+        array = _read_tiff(path, colours=True) if is_tiff else _read_pil_image(path)
         return to_rgb_uint8(array)
     except DataError:
         raise
@@ -55,10 +63,13 @@ def read_image(path: str | Path) -> np.ndarray:
 
 
 def read_label_map(path: str | Path) -> np.ndarray:
-    """Read a label map (PNG, BMP or TIFF) as an ``H x W`` int64 array.
+    """Read a label map (PNG, BMP, GIF or TIFF) as an ``H x W`` int64 array.
 
-    8-bit, 16-bit and 32-bit integer maps are read as they are; palette PNGs give their palette
-    indices; a float TIFF is accepted only if it holds whole numbers. A three-channel map whose
+    8-bit, 16-bit and 32-bit integer maps are read as they are; palette images (PNG, GIF,
+    TIFF) give their palette indices, not their colours (a palette of greys only, as a GIF
+    stores a grayscale mask, gives the grey levels); a float TIFF is accepted only if it
+    holds whole numbers. A TIFF compressed with a lossy codec (JPEG, WebP, ...) is refused: its
+    values are not the labels that were saved. A three-channel map whose
     channels are equal is read from its first channel; a colour map (channels differ) gets one
     label per distinct colour, black being 0, the others numbered 1.. in sorted colour order.
 
@@ -70,12 +81,12 @@ def read_label_map(path: str | Path) -> np.ndarray:
 
     Raises:
         DataError: ``"<path>: cannot read label map: <reason>"`` when the file is missing,
-            corrupt, has negative or fractional values, or is not 2-D.
+            corrupt, lossy-compressed, has negative or fractional values, or is not 2-D.
     """
     path = Path(path)
     try:
         if path.suffix.lower() in TIFF_SUFFIXES:
-            array = _read_tiff(path)
+            array = _read_tiff(path, colours=False)
         else:
             array = _read_pil_labels(path)
         return _labels_from_array(array)
@@ -97,7 +108,8 @@ def decode_image_bytes(data: bytes, name: str) -> np.ndarray:
     source = io.BytesIO(data)
     try:
         is_tiff = data[:4] in (b"II*\x00", b"MM\x00*")
-        return to_rgb_uint8(_read_tiff(source) if is_tiff else _read_pil_image(source))
+        array = _read_tiff(source, colours=True) if is_tiff else _read_pil_image(source)
+        return to_rgb_uint8(array)
     except DataError:
         raise
     except Exception as err:  # any decoder failure is bad data, reported with its name
@@ -215,21 +227,56 @@ def _read_pil_labels(path: Path) -> np.ndarray:
 
     with Image.open(path) as image:
         image.load()
-        if image.mode in ("P", "L", "I", "F", "1", "RGB", "RGBA") or image.mode.startswith("I;16"):
+        if image.mode == "P":
+            return _palette_labels(image)
+        if image.mode in ("L", "I", "F", "1", "RGB", "RGBA") or image.mode.startswith("I;16"):
             return np.array(image)
         if image.mode == "LA":
             return np.array(image)[:, :, 0]
         raise ValueError(f"unsupported PNG mode {image.mode!r} for a label map")
 
 
-def _read_tiff(source: Path | io.BytesIO) -> np.ndarray:
-    """First series of a TIFF with its channel axis (if any) last; volumes are refused."""
+def _palette_labels(image) -> np.ndarray:
+    """A palette image's indices; but its grey levels when every colour it uses is a grey (a
+    grayscale mask stored with a palette, as GIF stores them: its index order is the writer's
+    choice, black need not be index 0)."""
+    indices = np.array(image)
+    palette = image.getpalette() or []
+    table = np.array(palette, dtype=np.int64).reshape(-1, 3) if palette else np.zeros((0, 3))
+    used = np.unique(indices)
+    if used.size and used.max() < len(table):
+        colours = table[used]
+        if (colours == colours[:, :1]).all() and len(np.unique(colours[:, 0])) == used.size:
+            return table[:, 0].astype(np.uint8)[indices]
+    return indices
+
+
+def _read_tiff(source: Path | io.BytesIO, *, colours: bool) -> np.ndarray:
+    """First series of a TIFF with its channel axis (if any) last; volumes are refused.
+
+    ``colours``: an image (a palette TIFF becomes its RGB colours, a white-is-zero one is
+    inverted) rather than a label map (palette indices as stored; lossy codecs refused).
+    """
     import tifffile
 
     with tifffile.TiffFile(source) as tif:
         series = tif.series[0]
+        page = series.pages[0] if series.pages else tif.pages[0]
+        compression = getattr(page.compression, "name", str(page.compression))
+        if not colours and compression in LOSSY_TIFF_COMPRESSIONS:
+            raise ValueError(
+                f"the TIFF is {compression}-compressed, a lossy codec: its values are not the "
+                "labels that were saved (save masks uncompressed, LZW, Deflate or PackBits)"
+            )
         array = series.asarray()
         axes = series.axes
+        photometric = getattr(page.photometric, "name", "")
+        colormap = page.colormap if colours and photometric == "PALETTE" else None
+    if colormap is not None and array.dtype.kind == "u":
+        array = _apply_colormap(array, colormap)
+        axes = axes + "S"
+    elif colours and photometric == "MINISWHITE" and array.dtype.kind in "ub":
+        array = (~array) if array.dtype == bool else np.iinfo(array.dtype).max - array
     keep = [i for i, ax in enumerate(axes) if ax in "YX" or array.shape[i] > 1]
     extra = [axes[i] for i in keep if axes[i] not in "YX"]
     if len(extra) > 1 or (extra and extra[0] not in "SC"):
@@ -241,6 +288,14 @@ def _read_tiff(source: Path | io.BytesIO) -> np.ndarray:
     if extra:
         array = np.moveaxis(array, axes.index(extra[0]), -1)
     return array
+
+
+def _apply_colormap(indices: np.ndarray, colormap: np.ndarray) -> np.ndarray:
+    """A palette TIFF's indices as RGB colours; the TIFF colormap is 16-bit per channel."""
+    table = np.asarray(colormap).T  # (entries, 3)
+    if table.max(initial=0) > 255:
+        table = table // 257
+    return table.astype(np.uint8)[np.minimum(indices, len(table) - 1)]
 
 
 def _labels_from_array(array: np.ndarray) -> np.ndarray:
@@ -280,4 +335,10 @@ def _reason(err: Exception) -> str:
     if isinstance(err, FileNotFoundError):
         return "file not found"
     text = str(err).strip() or type(err).__name__
+    codec = NEEDS_IMAGECODECS.search(text)
+    if codec:
+        return (
+            f"TIFF compression {codec.group(1)} needs the imagecodecs package, which is not "
+            "installed (pip install imagecodecs)"
+        )
     return f"{type(err).__name__}: {text}" if not isinstance(err, ValueError) else text

@@ -24,6 +24,8 @@ class ObjectBatch:
         hw: ``N x 2`` float32, ``(H, W)`` of each object's image.
         input_frame: the images are the model's input already (``H = W = S``): prompts need no
             mapping into the input frame.
+        ignores: per image, its ``H_i x W_i`` bool not-labelled pixels (scored in neither the
+            prediction nor the ground truth), or None; empty when no image has any.
     """
 
     samples: list[Sample]
@@ -32,6 +34,11 @@ class ObjectBatch:
     img_idx: torch.Tensor
     hw: torch.Tensor
     input_frame: bool = False
+    ignores: list[torch.Tensor | None] = field(default_factory=list)
+
+    def ignore_of(self, image: int) -> torch.Tensor | None:
+        """The ignore mask of the batch's ``image``-th image, or None."""
+        return self.ignores[image] if self.ignores else None
 
     def split(self, values: torch.Tensor) -> list[torch.Tensor]:
         """Cut an ``N x ...`` tensor into per-image pieces."""
@@ -49,12 +56,16 @@ class ObjectBatch:
         hw = torch.tensor(
             [s.image.shape[:2] for s, keep in items for _ in keep], dtype=torch.float32
         ).reshape(-1, 2)
+        ignores = [
+            None if s.ignore is None else torch.from_numpy(s.ignore).to(device) for s, _ in items
+        ]
         return cls(
             samples=[s for s, _ in items],
             keep=[k for _, k in items],
             gts=gts,
             img_idx=img_idx.to(device),
             hw=hw.to(device),
+            ignores=ignores if any(i is not None for i in ignores) else [],
         )
 
     @classmethod

@@ -7,7 +7,8 @@
   the largest error region (the RITM rule that SAM 2 also uses).
 
 "Deepest" means the largest exact Euclidean distance to the nearest pixel outside the region,
-where the image border counts as outside (the region is padded by one background pixel).
+where the image border counts as outside (the region is padded by one background pixel),
+compared as whole squared distances (so equal distances are ties, whatever OpenCV's rounding).
 Ties go to the first pixel in row-major order. All coordinates are ``(x, y)`` pixel indices of
 the masks' own resolution.
 """
@@ -33,9 +34,13 @@ def _deepest(region: np.ndarray) -> tuple[float, int, int]:
     r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
     crop = np.pad(region[r0:r1, c0:c1].astype(np.uint8), 1)
     dist = cv2.distanceTransform(crop, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
-    flat = int(np.argmax(dist))  # the first maximum in row-major order
-    r, c = divmod(flat, dist.shape[1])
-    return float(dist[r, c]), int(r0 + r), int(c0 + c)
+    # OpenCV's float32 result of the exact transform differs in the last bit from call to call
+    # (its vectorised paths depend on buffer alignment), which would break ties at random; the
+    # squared distance is a whole number, so rounding it gives the exact value to compare.
+    squared = np.rint(dist.astype(np.float64) ** 2).astype(np.int64)
+    flat = int(np.argmax(squared))  # the first maximum in row-major order
+    r, c = divmod(flat, squared.shape[1])
+    return float(np.sqrt(squared[r, c])), int(r0 + r), int(c0 + c)
 
 
 def _as_numpy_masks(masks: torch.Tensor, what: str) -> np.ndarray:
@@ -66,7 +71,9 @@ def center_points(masks: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(points).to(masks.device)
 
 
-def error_center_clicks(pred: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def error_center_clicks(
+    pred: torch.Tensor, gt: torch.Tensor, ignore: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The next correction click of each object: the center of its largest error region.
 
     The click goes to the deepest pixel of the false-negative area (``gt & ~pred``, label 1)
@@ -81,6 +88,8 @@ def error_center_clicks(pred: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Ten
     Args:
         pred: ``N x H x W`` bool, the current prediction at the ground truth's resolution.
         gt: ``N x H x W`` bool ground truth.
+        ignore: ``H x W`` bool pixels not labelled in the dataset, or None: neither error
+            region nor the background of a perfect prediction includes them.
 
     Returns:
         ``(points, labels)``: ``N x 1 x 2`` float32 ``(x, y)`` and ``N x 1`` int32, on the
@@ -91,13 +100,22 @@ def error_center_clicks(pred: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Ten
             f"prediction {tuple(pred.shape)} and ground truth {tuple(gt.shape)} differ in shape"
         )
     p, g = _as_numpy_masks(pred, "pred"), _as_numpy_masks(gt, "gt")
+    if ignore is not None:
+        counted = ~ignore.detach().bool().cpu().numpy()
+        if counted.shape != g.shape[1:]:
+            raise ValueError(
+                f"ignore {tuple(counted.shape)} is not the masks' size {tuple(g.shape[1:])}"
+            )
+        p, g = p & counted, g & counted
+    else:
+        counted = np.ones(g.shape[1:], dtype=bool)
     points = np.zeros((g.shape[0], 1, 2), dtype=np.float32)
     labels = np.zeros((g.shape[0], 1), dtype=np.int32)
     for i in range(g.shape[0]):
         fn_d, fn_r, fn_c = _deepest(g[i] & ~p[i])
         fp_d, fp_r, fp_c = _deepest(p[i] & ~g[i])
         if fn_d == 0.0 and fp_d == 0.0:  # perfect prediction
-            bg_d, r, c = _deepest(~g[i])
+            bg_d, r, c = _deepest(~g[i] & counted)
             label = 0
             if bg_d == 0.0:
                 _, r, c = _deepest(g[i])

@@ -7,10 +7,27 @@ where it is present; objects that share a prompt frame are tracked together):
 - ``propagate_box``: the object's tight box (:func:`samtune.prompts.sampling.mask_to_box`,
   maxima inclusive, as the image ``box`` protocol);
 - ``propagate_point1``: one positive click at the object's deepest point (distance transform,
-  as the image ``point1`` protocol).
+  as the image ``point1`` protocol);
+- ``propagate_clicks``: SAM 2's interactive video evaluation. Round 0 is ``propagate_point1``.
+  Each of the ``click_rounds`` rounds after it gives every object one correction click on its
+  scored frame of lowest J (the earliest on a tie; an object with J = 1 on all its scored frames
+  gets none): the image ``clicks`` rule (:func:`samtune.evaluation.clicks.error_center_clicks`,
+  the center of the largest error region of that frame's mask) at the video's resolution. The
+  click is added with ``add_new_points_or_box`` on that frame together with the earlier clicks
+  there (on the prompt frame, after the first click); the predictor refines the frame's tracked
+  mask with them (SAM 2 feeds the previous mask logits back), and the frame becomes a
+  conditioning frame, as in SAM 2.1's training recipe and its interactive evaluation
+  (``add_all_frames_to_correct_as_cond``, set for this protocol only). The state is not reset:
+  ``propagate_in_video`` then tracks again forwards from the prompt frame, every frame that is
+  not a conditioning frame re-predicted with the memory of all conditioning frames (the
+  corrected ones included, before or after it). Frames before the prompt frame are never
+  scored, so nothing is tracked backwards. J, F and J&F are recorded after every round
+  (``J_at_round`` ... for rounds ``0..click_rounds``); the protocol's J, F and J&F are those
+  after the last round, and each object lists its clicks (round, frame, x, y, label).
 
 The official ``SAM2VideoPredictor`` holding the evaluated weights tracks them forwards from the
-prompt frame to the end of the video. An object's mask on a frame is its own mask logit > 0 at
+prompt frame to the end of the video (sam2's own progress bar silenced,
+:func:`samtune.inference.video.propagate`). An object's mask on a frame is its own mask logit > 0 at
 the video's original resolution (objects are not merged into one label map, so they may overlap).
 
 Metrics, on every annotated frame after the prompt frame:
@@ -42,19 +59,25 @@ import torch
 from scipy import ndimage
 
 from samtune.data.clip import Clip
-from samtune.evaluation.clicks import center_points
+from samtune.evaluation.clicks import center_points, error_center_clicks
 from samtune.evaluation.report.files import _json_safe
 from samtune.inference.predictor import build_video_model
-from samtune.inference.video import video_state
+from samtune.inference.video import propagate, video_state
 from samtune.io_atomic import write_json_atomic, write_text_atomic
 from samtune.prompts.sampling import mask_to_box
 
 log = logging.getLogger(__name__)
 
-CLIP_PROTOCOLS = ("propagate_mask", "propagate_box", "propagate_point1")
+CLIP_PROTOCOLS = ("propagate_mask", "propagate_box", "propagate_point1", "propagate_clicks")
 # The version of each clip protocol's definition (prompt, frames scored, resolution, metric),
 # written to results.json as ``protocol_version``; a change raises it, with a CHANGELOG entry.
-CLIP_PROTOCOL_VERSIONS = {"propagate_mask": 1, "propagate_box": 1, "propagate_point1": 1}
+CLIP_PROTOCOL_VERSIONS = {
+    "propagate_mask": 1,
+    "propagate_box": 1,
+    "propagate_point1": 1,
+    "propagate_clicks": 1,
+}
+ROUND_KEYS = ("J_at_round", "F_at_round", "JF_at_round")
 BOUNDARY_TOLERANCE = 0.008  # of the image diagonal, as DAVIS
 _CROSS = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=bool)
 
@@ -134,6 +157,8 @@ class ObjectTrack:
         frames: the scored frames (annotated, after the prompt frame).
         j: region J on each scored frame.
         f: boundary F on each scored frame.
+        rounds: ``propagate_clicks`` only: the object's (J, F) after each round, 0 first.
+        clicks: ``propagate_clicks`` only: ``[round, frame, x, y, label]`` of each click.
     """
 
     object_id: int
@@ -141,11 +166,14 @@ class ObjectTrack:
     frames: list[int] = field(default_factory=list)
     j: list[float] = field(default_factory=list)
     f: list[float] = field(default_factory=list)
+    rounds: list[tuple[float, float]] = field(default_factory=list)
+    clicks: list[list[float]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        """The object's means and per-frame values."""
+        """The object's means and per-frame values (with ``J_at_round``, ``F_at_round``,
+        ``JF_at_round`` and ``clicks`` when it was clicked in rounds)."""
         j, f = _mean(self.j), _mean(self.f)
-        return {
+        out = {
             "J": j,
             "F": f,
             "JF": (j + f) / 2,
@@ -154,6 +182,12 @@ class ObjectTrack:
             "J_per_frame": self.j,
             "F_per_frame": self.f,
         }
+        if self.rounds:
+            out["J_at_round"] = [r[0] for r in self.rounds]
+            out["F_at_round"] = [r[1] for r in self.rounds]
+            out["JF_at_round"] = [(r[0] + r[1]) / 2 for r in self.rounds]
+            out["clicks"] = self.clicks
+        return out
 
 
 def prompt_groups(clip: Clip) -> dict[int, list[int]]:
@@ -201,8 +235,11 @@ def propagate_objects(
         state: an ``init_state`` of ``clip.frames`` to reuse (made here when None).
     """
 
-    if protocol not in CLIP_PROTOCOLS:
-        raise ValueError(f"unknown clip protocol {protocol!r}; known: {list(CLIP_PROTOCOLS)}")
+    if protocol not in CLIP_PROTOCOLS or protocol == "propagate_clicks":
+        raise ValueError(
+            f"propagate_objects runs one prompt, not {protocol!r}; known: "
+            f"{list(CLIP_PROTOCOLS[:3])} (propagate_clicks: see propagate_clicks)"
+        )
     if state is None:
         state = video_state(predictor, clip.frames)
     out: dict[int, tuple[int, dict[int, np.ndarray]]] = {}
@@ -210,15 +247,109 @@ def propagate_objects(
         predictor.reset_state(state)
         for n in objects:
             add_prompt(predictor, state, protocol, frame, n + 1, clip.masks[n, frame])
-        masks: dict[int, dict[int, np.ndarray]] = {n: {} for n in objects}
-        for t, obj_ids, logits in predictor.propagate_in_video(state, start_frame_idx=frame):
-            if t == frame:
-                continue
-            binary = (logits[:, 0] > 0).cpu().numpy()
-            for row, obj_id in enumerate(obj_ids):
-                masks[int(obj_id) - 1][int(t)] = binary[row]
+        masks = _track(predictor, state, frame, objects)
         out.update({n: (frame, masks[n]) for n in objects})
     return out
+
+
+def _track(
+    predictor: Any, state: Any, frame: int, objects: Sequence[int]
+) -> dict[int, dict[int, np.ndarray]]:
+    """Per object index, its masks on the frames after ``frame``, tracked forwards from it."""
+    masks: dict[int, dict[int, np.ndarray]] = {n: {} for n in objects}
+    for t, obj_ids, logits in propagate(predictor, state, start_frame_idx=frame):
+        if t == frame:
+            continue
+        binary = (logits[:, 0] > 0).cpu().numpy()
+        for row, obj_id in enumerate(obj_ids):
+            masks[int(obj_id) - 1][int(t)] = binary[row]
+    return masks
+
+
+def worst_frame(clip: Clip, n: int, prompt_frame: int, masks: dict[int, np.ndarray]) -> int | None:
+    """Object ``n``'s scored frame of lowest J (the earliest on a tie), None when it has no
+    scored frame or J = 1 on all of them (nothing to correct)."""
+    worst, lowest = None, 1.0
+    for t in range(prompt_frame + 1, clip.num_frames):
+        if clip.annotated[t]:
+            j = region_j(masks[t], clip.masks[n, t])
+            if j < lowest:
+                worst, lowest = t, j
+    return worst
+
+
+def propagate_clicks(
+    predictor: Any, clip: Clip, rounds: int, state: Any | None = None
+) -> tuple[list[dict[int, tuple[int, dict[int, np.ndarray]]]], dict[int, list[list[float]]]]:
+    """``propagate_clicks`` on ``clip`` (see the module docstring).
+
+    Args:
+        predictor: a ``SAM2VideoPredictor``; its ``add_all_frames_to_correct_as_cond`` is True
+            during the call and restored after it.
+        clip: the whole video.
+        rounds: the number of correction rounds after the first propagation.
+        state: an ``init_state`` of ``clip.frames`` to reuse (made here when None).
+
+    Returns:
+        ``(predictions, clicks)``: ``predictions[r]`` as :func:`propagate_objects` returns, after
+        round ``r`` (``rounds + 1`` entries); ``clicks[n]``, object index ``n``'s clicks as
+        ``[round, frame, x, y, label]``.
+    """
+    if state is None:
+        state = video_state(predictor, clip.frames)
+    per_round: list[dict[int, tuple[int, dict[int, np.ndarray]]]] = [
+        {} for _ in range(int(rounds) + 1)
+    ]
+    clicks: dict[int, list[list[float]]] = {}
+    before = predictor.add_all_frames_to_correct_as_cond
+    predictor.add_all_frames_to_correct_as_cond = True
+    try:
+        for frame, objects in prompt_groups(clip).items():
+            predictor.reset_state(state)
+            on_frame: dict[tuple[int, int], tuple[list[list[float]], list[int]]] = {}
+            for n in objects:
+                point = center_points(torch.from_numpy(clip.masks[n, frame])[None])[0].tolist()
+                on_frame[(n, frame)] = ([point], [1])
+                clicks[n] = [[0, frame, point[0], point[1], 1]]
+                _add_clicks(predictor, state, frame, n, on_frame[(n, frame)])
+            masks = _track(predictor, state, frame, objects)
+            per_round[0].update({n: (frame, masks[n]) for n in objects})
+            for r in range(1, int(rounds) + 1):
+                clicked = False
+                for n in objects:
+                    t = worst_frame(clip, n, frame, masks[n])
+                    if t is None:
+                        continue
+                    pred = torch.from_numpy(masks[n][t])[None]
+                    gt = torch.from_numpy(clip.masks[n, t])[None]
+                    points, labels = error_center_clicks(pred, gt)
+                    point, label = points[0, 0].tolist(), int(labels[0, 0])
+                    entry = on_frame.setdefault((n, t), ([], []))
+                    entry[0].append(point)
+                    entry[1].append(label)
+                    clicks[n].append([r, t, point[0], point[1], label])
+                    _add_clicks(predictor, state, t, n, entry)
+                    clicked = True
+                if clicked:
+                    masks = _track(predictor, state, frame, objects)
+                per_round[r].update({n: (frame, masks[n]) for n in objects})
+    finally:
+        predictor.add_all_frames_to_correct_as_cond = before
+    return per_round, clicks
+
+
+def _add_clicks(
+    predictor: Any, state: Any, frame: int, n: int, entry: tuple[list[list[float]], list[int]]
+) -> None:
+    """All of object ``n``'s clicks on ``frame`` (replacing the ones given before)."""
+    predictor.add_new_points_or_box(
+        state,
+        frame,
+        n + 1,
+        points=np.asarray(entry[0], dtype=np.float32),
+        labels=np.asarray(entry[1], dtype=np.int32),
+        clear_old_points=True,
+    )
 
 
 def score_clip(
@@ -272,6 +403,27 @@ def summarize_clips(per_video: dict[str, list[ObjectTrack]]) -> dict[str, Any]:
     }
 
 
+def summarize_rounds(per_video: dict[str, list[list[ObjectTrack]]]) -> dict[str, Any]:
+    """Means of ``propagate_clicks``: :func:`summarize_clips` of the last round, with
+    ``J_at_round``, ``F_at_round`` and ``JF_at_round`` (rounds 0, 1, ...) overall and per video.
+
+    Args:
+        per_video: per video, its scored objects after each round (round 0 first), the last
+            round's tracks holding ``rounds`` and ``clicks``.
+    """
+    summary = summarize_clips({name: rounds[-1] for name, rounds in per_video.items()})
+    count = max((len(rounds) for rounds in per_video.values()), default=1)
+    each = [
+        summarize_clips({name: rounds[r] for name, rounds in per_video.items()})
+        for r in range(count)
+    ]
+    for key, metric in zip(ROUND_KEYS, ("J", "F", "JF"), strict=True):
+        summary[key] = [s[metric] for s in each]
+        for name, video in summary["per_video"].items():
+            video[key] = [s["per_video"][name][metric] for s in each]
+    return summary
+
+
 def clip_name(clip: Clip, index: int) -> str:
     """The name a video is reported under (``meta["video"]``, else its file, else its index)."""
     return str(clip.meta.get("video") or clip.meta.get("file") or f"video{index}")
@@ -287,6 +439,7 @@ class ClipEvaluator:
         volume_protocols: on ``data=volumes``, the propagated protocols run beside the
             per-slice ones (``keyslice_box``, see :mod:`samtune.evaluation.keyslice`).
         nsd_tolerance_mm: the NSD tolerance of ``keyslice_box``.
+        click_rounds: the correction rounds of ``propagate_clicks`` after its first propagation.
     """
 
     def __init__(
@@ -297,6 +450,7 @@ class ClipEvaluator:
         progress: bool = True,
         volume_protocols: Sequence[str] = ("keyslice_box",),
         nsd_tolerance_mm: float = 2.0,
+        click_rounds: int = 3,
     ) -> None:
         protocols = [str(p) for p in protocols]
         unknown = [p for p in protocols if p not in CLIP_PROTOCOLS]
@@ -314,6 +468,11 @@ class ClipEvaluator:
                 "['keyslice_box']"
             )
         self.nsd_tolerance_mm = float(nsd_tolerance_mm)
+        if isinstance(click_rounds, bool) or int(click_rounds) != click_rounds or click_rounds < 0:
+            raise ValueError(
+                f"clip_evaluation.click_rounds: {click_rounds!r}; expected a whole number >= 0"
+            )
+        self.click_rounds = int(click_rounds)
 
     def protocol_versions(self) -> dict[str, int]:
         """``{protocol: version}`` of the protocols run."""
@@ -325,6 +484,7 @@ class ClipEvaluator:
 
         count = len(dataset) if self.max_videos is None else min(len(dataset), self.max_videos)
         per_protocol: dict[str, dict[str, list[ObjectTrack]]] = {p: {} for p in self.protocols}
+        per_round: dict[str, list[list[ObjectTrack]]] = {}
         with torch.inference_mode():
             for index in range(count):
                 clip = dataset[index]
@@ -333,15 +493,33 @@ class ClipEvaluator:
                 name = clip_name(clip, index)
                 state = video_state(predictor, clip.frames)
                 for protocol in self.protocols:
+                    if protocol == "propagate_clicks":
+                        per_round[name] = self._clicked(predictor, clip, state)
+                        continue
                     predictions = propagate_objects(predictor, clip, protocol, state=state)
                     per_protocol[protocol][name] = score_clip(clip, predictions)
                 if self.progress:
                     log.info("clip %d/%d %s: %d frames", index + 1, count, name, clip.num_frames)
-        return {p: summarize_clips(v) for p, v in per_protocol.items()}
+        return {
+            p: summarize_rounds(per_round) if p == "propagate_clicks" else summarize_clips(v)
+            for p, v in per_protocol.items()
+        }
+
+    def _clicked(self, predictor: Any, clip: Clip, state: Any) -> list[list[ObjectTrack]]:
+        """``propagate_clicks`` on one video: its scored objects after each round, the last
+        round's with their per-round (J, F) and clicks."""
+        predictions, clicks = propagate_clicks(predictor, clip, self.click_rounds, state=state)
+        rounds = [score_clip(clip, p) for p in predictions]
+        by_id = {int(clip.object_ids[n]): n for n in clicks}
+        for k, track in enumerate(rounds[-1]):
+            track.rounds = [(_mean(r[k].j), _mean(r[k].f)) for r in rounds]
+            track.clicks = clicks[by_id[track.object_id]]
+        return rounds
 
 
 def clip_table(protocols: dict[str, Any]) -> str:
-    """The printed table: J, F and J&F per protocol, per video and their mean."""
+    """The printed table: J, F and J&F per protocol, per video and their mean; then, for
+    ``propagate_clicks``, the means after each round."""
     width = max(
         [len("video"), len("mean")] + [len(v) for s in protocols.values() for v in s["per_video"]]
     )
@@ -356,6 +534,11 @@ def clip_table(protocols: dict[str, Any]) -> str:
             f"{protocol:<18} {'mean':<{width}} {scores['J']:7.4f} {scores['F']:7.4f} "
             f"{scores['JF']:7.4f} {scores['n_objects']}"
         )
+    for protocol, scores in protocols.items():
+        if "JF_at_round" in scores:
+            lines += ["", f"{'protocol':<18} {'round':>5} {'J':>7} {'F':>7} {'J&F':>7}"]
+            for r, (j, f, jf) in enumerate(zip(*(scores[k] for k in ROUND_KEYS), strict=True)):
+                lines.append(f"{protocol:<18} {r:>5} {j:7.4f} {f:7.4f} {jf:7.4f}")
     return "\n".join(lines)
 
 
@@ -369,16 +552,20 @@ def video_predictor_for(model: torch.nn.Module, info: dict[str, Any], device: st
 
 
 CSV_COLUMNS = ("protocol", "video", "object_id", "prompt_frame", "frames", "J", "F", "JF")
+ROUND_CSV_COLUMNS = ("protocol", "video", "object_id", "round", "clicks", "J", "F", "JF")
 
 
 def write_clip_results(
     protocols: dict[str, Any], versions: dict[str, int], summary: dict[str, Any], out_dir: Any
 ) -> dict[str, Any]:
     """Write ``results.json`` (``summary``, ``protocol_version``, ``counts``, ``aggregates``:
-    each protocol's means, ``clips``: the means and per-video, per-object, per-frame values) and ``per_object.csv`` into ``out_dir``.
+    each protocol's means, with ``J_at_round``... for ``propagate_clicks``; ``clips``: the means
+    and per-video, per-object, per-frame values), ``per_object.csv`` and, when a protocol ran in
+    rounds, ``per_round.csv`` (each object's J, F, J&F and clicks so far after each round) into
+    ``out_dir``.
 
     Returns:
-        ``{"results": path, "per_object": path}``.
+        ``{"results": path, "per_object": path}`` and ``"per_round": path`` when written.
     """
     import csv
     from pathlib import Path
@@ -396,7 +583,7 @@ def write_clip_results(
         },
         # the means alone, under the key every results.json has (samtune-report reads it)
         "aggregates": {
-            p: {k: v[k] for k in ("J", "F", "JF", "n_videos", "n_objects")}
+            p: {k: v[k] for k in ("J", "F", "JF", "n_videos", "n_objects", *ROUND_KEYS) if k in v}
             for p, v in protocols.items()
         },
         "clips": protocols,
@@ -410,7 +597,18 @@ def write_clip_results(
                 values += [f"{obj[k]:.6f}" for k in ("J", "F", "JF")]
                 rows.append(_csv_row(values, csv))
     per_object = write_text_atomic(out / "per_object.csv", "\n".join(rows) + "\n")
-    return {"results": results, "per_object": per_object}
+    files = {"results": results, "per_object": per_object}
+    rows = [",".join(ROUND_CSV_COLUMNS)]
+    for protocol, scores in protocols.items():
+        for video, entry in scores["per_video"].items():
+            for object_id, obj in entry.get("objects", {}).items():
+                for r, values in enumerate(zip(*(obj.get(k, []) for k in ROUND_KEYS))):
+                    clicks = sum(1 for c in obj["clicks"] if c[0] <= r)
+                    row = [protocol, video, object_id, r, clicks]
+                    rows.append(_csv_row(row + [f"{v:.6f}" for v in values], csv))
+    if len(rows) > 1:
+        files["per_round"] = write_text_atomic(out / "per_round.csv", "\n".join(rows) + "\n")
+    return files
 
 
 def _csv_row(values: list[Any], csv: Any) -> str:

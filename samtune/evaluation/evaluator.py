@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from samtune.data.datasets.volumes import VolumeSliceDataset
-from samtune.data.sample import Sample
+from samtune.data.sample import Sample, ignored_pixels
 from samtune.evaluation.batching import ObjectBatch, SkipCounter, object_batches
 from samtune.evaluation.protocols import PROTOCOLS, Outcome, ProtocolRunner
 from samtune.evaluation.report.gallery import Example, Gallery, make_example
@@ -287,6 +287,11 @@ class Evaluator:
 
         self.run_batch(segmenter, batch, objects_per_decode, record)
         result.images += len(batch.samples)
+        for sample in batch.samples:
+            ignored = ignored_pixels(sample)
+            result.ignored_pixels += ignored
+            result.images_with_ignore += int(ignored > 0)
+            result.scored_pixels += int(sample.image.shape[0] * sample.image.shape[1])
 
     # ------------------------------------------------------------------ bookkeeping
     def _record(
@@ -300,11 +305,12 @@ class Evaluator:
             curves = outcome.iou_per_click.cpu().tolist()
         pred_iou = outcome.pred_iou.float().cpu().tolist()
         j = 0
-        for sample, keep, gt, pred in zip(
-            batch.samples, batch.keep, batch.gts, outcome.preds, strict=True
+        for image, (sample, keep, gt, pred) in enumerate(
+            zip(batch.samples, batch.keep, batch.gts, outcome.preds, strict=True)
         ):
-            ious = mask_iou(pred, gt).tolist()
-            dices = mask_dice(pred, gt).tolist()
+            ignore = batch.ignore_of(image)  # not labelled: in neither mask
+            ious = mask_iou(pred, gt, ignore).tolist()
+            dices = mask_dice(pred, gt, ignore).tolist()
             areas = np.count_nonzero(sample.masks[keep].reshape(len(keep), -1), axis=1).tolist()
             for i, obj in enumerate(keep):
                 class_id = int(sample.class_ids[obj])

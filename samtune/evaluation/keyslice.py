@@ -25,7 +25,7 @@ import torch
 from samtune.data.clip import Clip
 from samtune.evaluation.surface import normalized_surface_distance
 from samtune.evaluation.volumes import summarize_dice
-from samtune.inference.video import video_state
+from samtune.inference.video import propagate, video_state
 from samtune.prompts.sampling import mask_to_box
 
 KEYSLICE_VERSION = {"keyslice_box": 1}
@@ -54,8 +54,8 @@ def keyslice_box_masks(predictor: Any, clip: Clip) -> np.ndarray:
         for reverse in (False, True):
             if reverse and key == 0:
                 break
-            for t, obj_ids, logits in predictor.propagate_in_video(
-                state, start_frame_idx=key, reverse=reverse
+            for t, obj_ids, logits in propagate(
+                predictor, state, start_frame_idx=key, reverse=reverse
             ):
                 binary = (logits[:, 0] > 0).cpu().numpy()
                 for row, obj_id in enumerate(obj_ids):
@@ -80,9 +80,17 @@ def score_volume(
 
 
 def keyslice_box_evaluation(
-    predictor: Any, clips: Any, *, tolerance_mm: float = 2.0, max_volumes: int | None = None
+    predictor: Any,
+    clips: Any,
+    *,
+    tolerance_mm: float = 2.0,
+    max_volumes: int | None = None,
+    class_names: dict[int, str] | None = None,
 ) -> dict[str, Any]:
     """``keyslice_box`` on every volume of ``clips`` (whole-volume clips).
+
+    ``class_names`` (``{label value: name}``, as the per-slice summary holds them) names the
+    classes of the summary; a class without a name is called by its value.
 
     Returns:
         ``summarize_dice`` of the Dice (``per_volume``, ``volume_mean``, ``class_mean``,
@@ -104,7 +112,9 @@ def keyslice_box_evaluation(
             dice[case], nsd[case] = d, s
             classes |= set(d)
     ids = sorted(classes) or [1]
-    summary = summarize_dice(dice, ids)
-    summary["nsd"] = summarize_dice(nsd, ids)
+    names = {int(c): str(n) for c, n in (class_names or {}).items()}
+    named = {c: names.get(c, str(c)) for c in ids}
+    summary = summarize_dice(dice, named)
+    summary["nsd"] = summarize_dice(nsd, named)
     summary["nsd_tolerance_mm"] = float(tolerance_mm)
     return summary

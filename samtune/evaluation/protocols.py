@@ -23,7 +23,7 @@ PROTOCOLS = ("point1", "box", "clicks")
 # The version of each protocol's definition (prompt rule, mask choice, resolution, objects
 # scored), written to results.json as ``protocol_version``. A change of definition raises it,
 # with a CHANGELOG.md entry, so that numbers of two definitions are never compared unawares.
-PROTOCOL_VERSIONS = {"point1": 1, "box": 1, "clicks": 1}
+PROTOCOL_VERSIONS = {"point1": 2, "box": 2, "clicks": 2}
 MASK_INPUT_CLAMP = 32.0  # SAM2ImagePredictor clamps the low-res logits it returns to +-32
 
 
@@ -67,8 +67,14 @@ def to_input_frame(coords: torch.Tensor, hw: torch.Tensor, image_size: int) -> t
 
 def object_ious(batch: ObjectBatch, preds: list[torch.Tensor]) -> torch.Tensor:
     """``N`` IoUs of per-image predictions (``K_i x H_i x W_i`` bool) with ``batch``'s ground
-    truth, objects in batch order (1 when both masks are empty)."""
-    return torch.cat([mask_iou(p, g) for p, g in zip(preds, batch.gts, strict=True)])
+    truth, objects in batch order (1 when both masks are empty); an image's ignored pixels count
+    in neither mask."""
+    return torch.cat(
+        [
+            mask_iou(p, g, batch.ignore_of(i))
+            for i, (p, g) in enumerate(zip(preds, batch.gts, strict=True))
+        ]
+    )
 
 
 class ProtocolRunner:
@@ -184,13 +190,17 @@ class ProtocolRunner:
 
         From the second click on: every click so far, single-mask output, and the previous
         step's low-res logits (clamped to +-32, as the predictor returns them) as mask input.
-        The error region is taken on the original-resolution prediction.
+        The error region is taken on the original-resolution prediction, without the image's
+        ignored pixels (a prediction there is no error).
         """
         points, labels, low_res, pred_iou = self._center_click()
         preds = self.masks(low_res)
         ious = [self.ious(preds)]
         for _ in range(1, max_clicks):
-            new = [error_center_clicks(p, g) for p, g in zip(preds, self.batch.gts, strict=True)]
+            new = [
+                error_center_clicks(p, g, self.batch.ignore_of(i))
+                for i, (p, g) in enumerate(zip(preds, self.batch.gts, strict=True))
+            ]
             points = torch.cat([points, torch.cat([pt for pt, _ in new])], dim=1)
             labels = torch.cat([labels, torch.cat([lb for _, lb in new])], dim=1)
             decoded = self.decode(

@@ -85,6 +85,10 @@ class EvalResult:
         dropped_small: objects left out for being below ``min_object_area`` pixels at the
             model's input size (as training drops them).
         min_object_area: the ``data.min_object_area`` applied, or None.
+        ignored_pixels: pixels of the evaluated images marked "not labelled" by the dataset
+            (scored in neither prediction nor ground truth).
+        images_with_ignore: evaluated images holding any such pixel.
+        scored_pixels: pixels of the evaluated images, ignored ones included.
         seconds: wall time of the evaluation.
         gallery: best and worst objects per protocol, for overlays.
     """
@@ -98,6 +102,9 @@ class EvalResult:
     skipped_objects: int = 0
     dropped_small: int = 0
     min_object_area: int | None = None
+    ignored_pixels: int = 0
+    images_with_ignore: int = 0
+    scored_pixels: int = 0
     seconds: float = 0.0
     gallery: Gallery = field(default_factory=Gallery)
 
@@ -106,7 +113,8 @@ class EvalResult:
         return [r for r in self.rows if r.protocol == protocol]
 
     def counts(self) -> dict[str, Any]:
-        """Images, objects, skips and objects dropped below ``min_object_area``."""
+        """Images, objects, skips, objects dropped below ``min_object_area`` and the ignored
+        (not labelled) pixels of the evaluated images."""
         objects = len({(r.image_id, r.file, r.object) for r in self.rows})
         return {
             "images": self.images,
@@ -115,6 +123,11 @@ class EvalResult:
             "skipped_objects": self.skipped_objects,
             "dropped_small_objects": self.dropped_small,
             "min_object_area": self.min_object_area,
+            "ignored_pixels": self.ignored_pixels,
+            "images_with_ignore": self.images_with_ignore,
+            "ignored_fraction": (
+                round(self.ignored_pixels / self.scored_pixels, 6) if self.scored_pixels else 0.0
+            ),
             "seconds": round(self.seconds, 3),
         }
 

@@ -142,7 +142,8 @@ def write_label_volume(out_dir: Path, source: Volume, labels: np.ndarray) -> Pat
         suffix = {".nhdr": ".nrrd", ".mhd": ".mha"}.get(suffix, suffix)
         return _write_itk(out_dir / f"{case}_seg{suffix}", labels, path)
     if suffix in TIFF_STACK_SUFFIXES:
-        return _write_tiff(out_dir / f"{case}_seg{suffix}", labels, source.spacing)
+        unit = source.spacing_unit
+        return _write_tiff(out_dir / f"{case}_seg{suffix}", labels, source.spacing, unit)
     return _write_nifti(out_dir / f"{case}_seg.nii.gz", labels, None, affine=source.affine)
 
 
@@ -179,16 +180,19 @@ def _write_itk(path: Path, labels: np.ndarray, like: Path) -> Path:
     return _atomic_named(path, lambda tmp: sitk.WriteImage(image, str(tmp), useCompression=True))
 
 
-def _write_tiff(path: Path, labels: np.ndarray, spacing: tuple[float, float, float]) -> Path:
+def _write_tiff(
+    path: Path, labels: np.ndarray, spacing: tuple[float, float, float], unit: str = "mm"
+) -> Path:
+    """An ImageJ stack whose voxel size is ``spacing`` in ``unit`` (written as ImageJ's unit
+    when it is mm, so the stack reads back in mm)."""
     import tifffile
 
     stack = np.ascontiguousarray(labels.transpose(2, 1, 0))  # [k, j, i]: slices of rows
     x, y, z = (float(s) for s in spacing)
+    metadata = {"spacing": z, **({"unit": "mm"} if unit == "mm" else {})}
 
     def write(tmp: Path) -> None:
-        tifffile.imwrite(
-            tmp, stack, imagej=True, resolution=(1 / x, 1 / y), metadata={"spacing": z}
-        )
+        tifffile.imwrite(tmp, stack, imagej=True, resolution=(1 / x, 1 / y), metadata=metadata)
 
     return atomic_write(path, write)
 

@@ -10,10 +10,15 @@ logit there (0 where none is positive). The prompts file format is in
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
 import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -29,6 +34,53 @@ from samtune.models import ModelSpec
 log = logging.getLogger(__name__)
 
 
+_QUIET_LOCK = threading.Lock()
+_QUIET_DEPTH: dict[str, int] = {}
+_QUIET_ORIGINAL: dict[str, Any] = {}
+
+
+@contextlib.contextmanager
+def quiet_tqdm(module: ModuleType) -> Iterator[None]:
+    """Within the block, the bars that ``module`` makes with its own ``tqdm`` are disabled.
+
+    sam2 shows a tqdm bar for every frame loading (``sam2.utils.misc``) and every propagation
+    (``sam2.sam2_video_predictor``), which fills an evaluation's log. The module's ``tqdm`` name
+    is swapped for ``tqdm(..., disable=True)`` and put back when the outermost block ends
+    (nested and concurrent blocks share one swap); tqdm itself, its settings and other modules
+    are left as they are.
+    """
+    name = module.__name__
+    with _QUIET_LOCK:
+        if _QUIET_DEPTH.get(name, 0) == 0:
+            _QUIET_ORIGINAL[name] = module.tqdm
+            module.tqdm = functools.partial(module.tqdm, disable=True)
+        _QUIET_DEPTH[name] = _QUIET_DEPTH.get(name, 0) + 1
+    try:
+        yield
+    finally:
+        with _QUIET_LOCK:
+            _QUIET_DEPTH[name] -= 1
+            if _QUIET_DEPTH[name] == 0:
+                module.tqdm = _QUIET_ORIGINAL.pop(name)
+
+
+def propagate(
+    predictor: Any, state: dict[str, Any], **kwargs: Any
+) -> Iterator[tuple[int, list[int], torch.Tensor]]:
+    """``predictor.propagate_in_video(state, **kwargs)`` without sam2's "propagate in video"
+    progress bar (the bar is made when the generator starts, so only that first step runs
+    inside :func:`quiet_tqdm`)."""
+    import sam2.sam2_video_predictor  # imported only here: importing sam2 sets up Hydra
+
+    frames = predictor.propagate_in_video(state, **kwargs)
+    with quiet_tqdm(sam2.sam2_video_predictor):
+        first = next(frames, None)
+    if first is None:
+        return
+    yield first
+    yield from frames
+
+
 def video_state(predictor: Any, frames: np.ndarray) -> dict[str, Any]:
     """``predictor.init_state`` on frames held in memory (``T x H x W x 3`` uint8).
 
@@ -37,10 +89,13 @@ def video_state(predictor: Any, frames: np.ndarray) -> dict[str, Any]:
     16-bit frames reach the model exactly as read (no JPEG loss) and are resized by the
     official loader itself.
     """
+    import sam2.utils.misc
+
     with tempfile.TemporaryDirectory(prefix="samtune-frames-") as folder:
         for t, frame in enumerate(frames):
             Image.fromarray(frame).save(Path(folder) / f"{t:05d}.jpg", format="PNG")
-        return predictor.init_state(video_path=folder)
+        with quiet_tqdm(sam2.utils.misc):
+            return predictor.init_state(video_path=folder)
 
 
 def predict_clip(predictor: Any, frames: np.ndarray, prompts: list[FramePrompts]) -> np.ndarray:
@@ -69,8 +124,8 @@ def predict_clip(predictor: Any, frames: np.ndarray, prompts: list[FramePrompts]
     for reverse in (False, True):
         if reverse and first == 0:
             break
-        for frame_idx, obj_ids, logits in predictor.propagate_in_video(
-            state, start_frame_idx=first, reverse=reverse
+        for frame_idx, obj_ids, logits in propagate(
+            predictor, state, start_frame_idx=first, reverse=reverse
         ):
             if frame_idx in done:
                 continue  # the prompted frame comes back at the start of the backward pass

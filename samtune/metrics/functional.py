@@ -4,6 +4,9 @@ Conventions, chosen so that every object contributes a finite number:
 
 * ``mask_iou`` and ``mask_dice`` give 1.0 when prediction and ground truth are both empty
   (nothing to find, nothing found), and 0.0 when exactly one of them is empty.
+* Pixels marked ignored (``ignore``: not labelled in the dataset) are left out of both the
+  prediction and the ground truth before counting: a prediction that differs from the ground
+  truth only there scores 1.0.
 * ``number_of_clicks`` counts clicks from 1 and gives ``K`` (the number of clicks simulated)
   for an object that never reaches the threshold, as in the RITM / SAM 2 interactive
   benchmarks. The threshold is reached when ``iou >= threshold``.
@@ -31,10 +34,26 @@ def _flat_pair(pred: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torc
     return pred.reshape(pred.shape[0], -1).bool(), gt.reshape(gt.shape[0], -1).bool()
 
 
+def _flat_ignore(ignore: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """``ignore`` (``H x W`` shared by every mask, or one per mask) as ``N x P`` or ``1 x P``."""
+    size = tuple(shape[-2:])
+    if tuple(ignore.shape[-2:]) != size or ignore.ndim not in (2, len(shape)):
+        raise ValueError(
+            f"ignore must be H x W or N x H x W like the masks {tuple(shape)}, got "
+            f"{tuple(ignore.shape)}"
+        )
+    if ignore.ndim == 2:
+        return ignore.reshape(1, -1).bool()
+    return ignore.reshape(ignore.shape[0], -1).bool()
+
+
 def _intersection_and_sizes(
-    pred: torch.Tensor, gt: torch.Tensor
+    pred: torch.Tensor, gt: torch.Tensor, ignore: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     p, g = _flat_pair(pred, gt)
+    if ignore is not None:
+        counted = ~_flat_ignore(ignore.to(p.device), pred.shape)
+        p, g = p & counted, g & counted
     inter, p_size, g_size = (_count_rows(x) for x in (p & g, p, g))
     return inter, p_size, g_size
 
@@ -50,32 +69,40 @@ def _count_rows(x: torch.Tensor) -> torch.Tensor:
     return counts.to(torch.float64)
 
 
-def mask_iou(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+def mask_iou(
+    pred: torch.Tensor, gt: torch.Tensor, ignore: torch.Tensor | None = None
+) -> torch.Tensor:
     """Intersection over union of each predicted mask with its ground truth.
 
     Args:
         pred: ``N x H x W`` (or ``H x W``) masks; any dtype, non-zero means inside.
         gt: ground-truth masks of the same shape.
+        ignore: pixels counted in neither mask (``H x W`` for all masks, or ``N x H x W``),
+            or None.
 
     Returns:
         ``N`` float64 IoUs; 1.0 where both masks are empty.
     """
-    inter, p, g = _intersection_and_sizes(pred, gt)
+    inter, p, g = _intersection_and_sizes(pred, gt, ignore)
     union = p + g - inter
     return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
 
 
-def mask_dice(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+def mask_dice(
+    pred: torch.Tensor, gt: torch.Tensor, ignore: torch.Tensor | None = None
+) -> torch.Tensor:
     """Dice coefficient ``2|P∩G| / (|P| + |G|)`` of each predicted mask with its ground truth.
 
     Args:
         pred: ``N x H x W`` (or ``H x W``) masks; any dtype, non-zero means inside.
         gt: ground-truth masks of the same shape.
+        ignore: pixels counted in neither mask (``H x W`` for all masks, or ``N x H x W``),
+            or None.
 
     Returns:
         ``N`` float64 Dice values; 1.0 where both masks are empty.
     """
-    inter, p, g = _intersection_and_sizes(pred, gt)
+    inter, p, g = _intersection_and_sizes(pred, gt, ignore)
     total = p + g
     return torch.where(total > 0, 2 * inter / total.clamp(min=1), torch.ones_like(total))
 

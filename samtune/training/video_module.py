@@ -145,7 +145,7 @@ class VideoModule(SamTuneModule):
         for k in LOSS_TERMS:
             self.log(
                 f"train/{k}",
-                float(terms[k]),
+                float(terms[k].detach()),
                 on_step=True,
                 on_epoch=True,
                 prog_bar=k == "loss",

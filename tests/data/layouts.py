@@ -199,11 +199,156 @@ def write_semantic(root: Path, n: int = 4, palette: bool = False) -> dict[str, S
     return scenes
 
 
+# --- regions the data marks "not labelled" ------------------------------------------------------
+
+
+def _voc_palette() -> list[int]:
+    """PASCAL VOC's colour map: index k coloured by the bits of k; 255 is (224, 224, 192)."""
+    palette = []
+    for k in range(256):
+        r = g = b = 0
+        c = k
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        palette += [r, g, b]
+    return palette
+
+
+def write_voc(root: Path, n: int = 2) -> dict[str, tuple[Scene, np.ndarray]]:
+    """PASCAL VOC: ``JPEGImages/<id>.jpg``, ``SegmentationObject/<id>.png`` (palette PNG,
+    instance ids 1.., a 2 px border of 255 around each object) and ``SegmentationClass/``
+    (class ids, the same border). Returns each scene and its border (the 255 pixels)."""
+    out = {}
+    for i in range(n):
+        scene = make_scene(500 + i, n=3, n_classes=2)
+        stem = f"2007_00{i:04d}"
+        (root / "JPEGImages").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(scene.image).save(root / "JPEGImages" / f"{stem}.jpg", quality=95)
+        objects = np.zeros(scene.image.shape[:2], np.uint8)
+        classes = np.zeros(scene.image.shape[:2], np.uint8)
+        for k, (m, cls) in enumerate(zip(scene.masks, scene.classes), start=1):
+            objects[m], classes[m] = k, cls
+        from scipy import ndimage
+
+        grown = ndimage.binary_dilation(objects > 0, iterations=2)
+        border = grown & (objects == 0)
+        for folder, array in (("SegmentationObject", objects), ("SegmentationClass", classes)):
+            array = array.copy()
+            array[border] = 255
+            image = Image.fromarray(array, mode="P")
+            image.putpalette(_voc_palette())
+            (root / folder).mkdir(parents=True, exist_ok=True)
+            image.save(root / folder / f"{stem}.png")
+        out[stem] = (scene, border)
+    return out
+
+
+def _rle(mask: np.ndarray) -> dict:
+    from pycocotools import mask as mask_utils
+
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
+def write_coco_single(root: Path, n: int = 3) -> dict[str, dict]:
+    """A dataset shipped as one split: images and one ``annotations.json`` in one folder, with a
+    crowd region per image (``iscrowd=1``: an RLE on even images, a polygon on odd ones).
+    Returns per file name its scene, the crowd region and the image id."""
+    root.mkdir(parents=True, exist_ok=True)
+    images, annotations, out = [], [], {}
+    for i in range(n):
+        scene = make_scene(600 + i, n=3)
+        name = f"frame{i:03d}.png"
+        _png(root / name, scene.image)
+        h, w = scene.image.shape[:2]
+        images.append({"id": i + 1, "file_name": name, "height": h, "width": w})
+        for poly, mask in zip(scene.polygons, scene.masks):
+            annotations.append({
+                "id": len(annotations) + 1, "image_id": i + 1, "category_id": 1,
+                "segmentation": [poly.reshape(-1).round(2).tolist()],
+                "area": int(mask.sum()), "bbox": [0, 0, 1, 1], "iscrowd": 0,
+            })  # fmt: skip
+        if i % 2 == 0:  # a crowd along the bottom rows, as an RLE
+            crowd = np.zeros((h, w), bool)
+            crowd[h - 8 :, :] = True
+            segmentation = _rle(crowd)
+        else:  # a crowd in the top-left corner, as a polygon
+            corner = [0.0, 0.0, 20.0, 0.0, 20.0, 10.0, 0.0, 10.0]
+            crowd = polygon_mask(np.asarray(corner).reshape(-1, 2), (h, w))
+            segmentation = [corner]
+        annotations.append({
+            "id": len(annotations) + 1, "image_id": i + 1, "category_id": 1,
+            "segmentation": segmentation, "area": int(crowd.sum()), "bbox": [0, 0, 1, 1],
+            "iscrowd": 1,
+        })  # fmt: skip
+        out[name] = {"scene": scene, "crowd": crowd, "id": i + 1}
+    data = {
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": 1, "name": "nucleus"}],
+    }
+    (root / "annotations.json").write_text(json.dumps(data))
+    return out
+
+
+def write_labelme_ignore(root: Path, n: int = 2) -> dict[str, tuple[Scene, np.ndarray]]:
+    """LabelMe jsons with an ``__ignore__`` polygon (a band at the right edge), the image
+    embedded as ``imageData`` (no image file). Returns each scene and its ignore region."""
+    import base64
+    import io
+
+    root.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for i in range(n):
+        scene = make_scene(700 + i, n=2)
+        h, w = scene.image.shape[:2]
+        band = [[w - 10.0, 0.0], [w - 1.0, 0.0], [w - 1.0, h - 1.0], [w - 10.0, h - 1.0]]
+        shapes = [
+            {"label": "nucleus", "points": poly.tolist(), "group_id": None,
+             "shape_type": "polygon", "flags": {}}
+            for poly in scene.polygons
+        ]  # fmt: skip
+        shapes.append({"label": "__ignore__", "points": band, "shape_type": "polygon"})
+        buffer = io.BytesIO()
+        Image.fromarray(scene.image).save(buffer, format="PNG")
+        doc = {"version": "5.4.1", "flags": {}, "shapes": shapes,
+               "imagePath": f"C:\\Users\\me\\scan{i}.png",
+               "imageData": base64.b64encode(buffer.getvalue()).decode("ascii"),
+               "imageHeight": h, "imageWidth": w}  # fmt: skip
+        (root / f"scan{i}.json").write_text(json.dumps(doc))
+        out[f"scan{i}"] = (scene, polygon_mask(np.asarray(band), (h, w)))
+    return out
+
+
+def write_fov(root: Path, n: int = 3) -> dict[str, tuple[Scene, np.ndarray]]:
+    """``images/``, ``masks/`` and ``fov/<stem>_mask.png``: 255 outside a disc (the camera's
+    field of view), 0 inside, as a retina set's masks are once inverted. Returns each scene and
+    the pixels outside the field of view."""
+    out = {}
+    for i in range(n):
+        scene = make_scene(800 + i, n=3)
+        h, w = scene.image.shape[:2]
+        _png(root / "images" / f"eye{i}.png", scene.image)
+        labels = np.zeros((h, w), np.uint8)
+        for k, m in enumerate(scene.masks, start=1):
+            labels[m] = k
+        _png(root / "masks" / f"eye{i}.png", labels)
+        yy, xx = np.mgrid[:h, :w]
+        outside = (yy - h / 2) ** 2 + (xx - w / 2) ** 2 > (0.55 * w) ** 2
+        _png(root / "fov" / f"eye{i}_mask.png", outside.astype(np.uint8) * 255)
+        out[f"eye{i}"] = (scene, outside)
+    return out
+
+
 def write_documented_layouts(work: Path) -> None:
     """The folders README.md's data commands name (``/data/<name>`` read as ``<name>/``)."""
     import SimpleITK as sitk
 
     from tests.data import clip_layouts
+    from tests.data.format_layouts import write_format_layouts
 
     clip_layouts.write_vos(
         work / "DAVIS", "davis", {"train": 2, "val": 1}, n_frames=8,
@@ -222,11 +367,16 @@ def write_documented_layouts(work: Path) -> None:
         mask.unlink()
     write_per_object_nested(work / "stage1_train")
     write_pairing_layouts(work)
+    write_format_layouts(work)
     write_yolo(work / "yolo_export", {"train": 4, "val": 2})
     write_roboflow_coco(work / "roboflow_coco")
     write_labelme(work / "labelme")
     write_semantic(work / "tiles")
     write_semantic(work / "tiles_rgb", palette=True)
+    write_voc(work / "VOC2012")
+    write_coco_single(work / "coco_single")
+    write_labelme_ignore(work / "labelme_ignore")
+    write_fov(work / "fundus")
     write_per_object_flat(work / "my cells")
     write_per_object_flat(work / "Zellkerne é")
     rng = np.random.default_rng(0)

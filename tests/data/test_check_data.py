@@ -231,7 +231,7 @@ def test_a_split_that_cannot_be_built_is_an_error(tmp_path):
 def test_bad_data_at_construction_is_one_line_and_exit_1(tmp_path):
     write_yolo(tmp_path / "export", {"train": 1})
     (tmp_path / "export" / "labels" / "train" / "train_0.txt").write_text("0 0.1 0.1 0.2\n")
-    (tmp_path / "export" / "data.yaml").write_text("train: gone/\nnames: [cell]\n")
+    (tmp_path / "export" / "data.yaml").write_text("train: gone/\nclasses: [cell]\n")
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.run(
         [sys.executable, "-m", "samtune.cli.check_data", "data=yolo", "data.root=export"],
@@ -239,5 +239,5 @@ def test_bad_data_at_construction_is_one_line_and_exit_1(tmp_path):
     )  # fmt: skip
     output = proc.stdout + proc.stderr
     assert proc.returncode == 1, output[-3000:]
-    assert "bad data: export/data.yaml: the train images folder 'gone/' was not found" in output
+    assert "bad data: export/data.yaml: expected a YOLO data.yaml with 'names'" in output
     assert "Error in call to target" not in output and "Traceback" not in output

@@ -60,10 +60,13 @@ def test_missing_yaml_or_split_folder_is_named(tmp_path):
     import shutil
 
     shutil.rmtree(tmp_path / "images" / "val")
-    with pytest.raises(
-        DataError, match=r"data\.yaml: the val images folder 'images/val' was not found"
-    ):
-        YoloDataModule(root=tmp_path, image_size=64)
+    dm = YoloDataModule(root=tmp_path, image_size=64)  # the yaml is fine; val is not on disk
+    with pytest.raises(DataError) as err:
+        dm.raw_dataset("val")
+    message = str(err.value)
+    assert "data.yaml: the val images folder 'images/val' (val:) was not found" in message
+    assert str(tmp_path / "images" / "val") in message  # where it looked
+    assert len(dm.raw_dataset("train")) == 1  # the split that is there still reads
 
 
 def test_splits_given_as_txt_image_lists(tmp_path):
@@ -91,10 +94,10 @@ def test_splits_given_as_txt_image_lists(tmp_path):
     with pytest.raises(
         DataError, match=r"train\.txt:2: listed image './images/train/gone\.png' not found"
     ):
-        YoloDataModule(root=tmp_path, image_size=64)
+        YoloDataModule(root=tmp_path, image_size=64).raw_dataset("train")
     (tmp_path / "train.txt").write_text("# nothing\n")
     with pytest.raises(DataError, match=r"train\.txt: the image list names no image"):
-        YoloDataModule(root=tmp_path, image_size=64)
+        YoloDataModule(root=tmp_path, image_size=64).raw_dataset("train")
     (tmp_path / "train.txt").unlink()
-    with pytest.raises(DataError, match=r"the train image list 'train\.txt' was not found"):
-        YoloDataModule(root=tmp_path, image_size=64)
+    with pytest.raises(DataError, match=r"the train image list 'train\.txt' \(train:\) was not"):
+        YoloDataModule(root=tmp_path, image_size=64).raw_dataset("train")

@@ -64,7 +64,9 @@ PLACEHOLDERS: list[tuple[str, str]] = [
 LAYOUT_FOLDERS = (
     "isic", "stage1_train", "yolo_export", "roboflow_coco", "labelme", "tiles_rgb", "tiles",
     "nrrd", "my cells", "Zellkerne é", "retina", "manifest", "ctmr", "Task02_Heart", "brats",
-    "totalseg", "DAVIS", "youtube_vos", "Fluo-N2DH-GOWT1", "movies",
+    "totalseg", "DAVIS", "youtube_vos", "Fluo-N2DH-GOWT1", "movies", "VOC2012", "coco_single",
+    "labelme_ignore", "fundus", "DRIVE", "microscopy", "mixed", "yolo_roboflow", "yolo_named",
+    "yolo_file", "stacks",
 )  # fmt: skip
 PLACEHOLDERS += [(f"/data/{name}", name) for name in LAYOUT_FOLDERS]
 
@@ -320,7 +322,9 @@ def run_step(step: Step, work: Path, env: dict[str, str]) -> None:
         cwd = work
         if argv[0] == "make":
             cwd = REPO
-            argv = ["make", argv[1], f"DEMO_ARGS={shlex.join(SMALL_ARGS_DEMO)}"]
+            # make runs in the checkout; the demo's run folder goes to the reader's folder
+            demo_args = [*SMALL_ARGS_DEMO, f"hydra.run.dir={work / 'outputs' / 'demo'}"]
+            argv = ["make", argv[1], f"DEMO_ARGS={shlex.join(demo_args)}"]
         elif argv[0].startswith(".venv/bin/python") or argv[0] == "python":
             cwd = REPO
             argv[0] = sys.executable

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import site
 import subprocess
 import sys
@@ -34,6 +35,24 @@ def _run(argv: list, cwd: Path, env: dict[str, str], timeout: int = 900) -> str:
     return printed
 
 
+def source_copy(dest: Path) -> Path:
+    """The checkout's files (tracked, and new ones git does not ignore) copied to ``dest``: a
+    wheel is built there, since building in place writes ``build/`` and ``*.egg-info`` into the
+    checkout."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+    ).stdout.split(b"\0")
+    for name in filter(None, (entry.decode() for entry in listed)):
+        src = REPO / name
+        if src.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+    return dest
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     """A fresh venv with samtune from a wheel built from this checkout, and its environment."""
@@ -51,7 +70,7 @@ def installed(tmp_path_factory) -> tuple[Path, dict[str, str]]:
             "--no-build-isolation",
             "-w",
             root / "dist",
-            REPO,
+            source_copy(root / "src"),
         ],
         root,
         env,

@@ -136,3 +136,21 @@ def test_perfect_prediction_gets_a_negative_click_at_the_deepest_background():
     )  # nothing but object: a positive click at its center
     points, labels = error_center_clicks(full.clone(), full)
     assert labels.item() == 1 and points[0, 0].tolist() == [4.0, 4.0]
+
+
+def test_deepest_point_is_the_first_of_equal_exact_distances():
+    """Held to scipy's exact transform on random regions: the deepest pixel is the first in
+    row-major order of the largest squared distance, the same on every call."""
+    from scipy import ndimage
+
+    from samtune.evaluation.clicks import _deepest
+
+    rng = np.random.default_rng(0)
+    for trial in range(40):
+        region = ndimage.binary_opening(rng.random((40, 56)) < 0.7, iterations=1)
+        if not region.any():
+            continue
+        squared = np.rint(ndimage.distance_transform_edt(np.pad(region, 1)) ** 2)[1:-1, 1:-1]
+        r, c = divmod(int(np.argmax(squared)), squared.shape[1])
+        found = {_deepest(region) for _ in range(5)}
+        assert found == {(float(np.sqrt(squared[r, c])), r, c)}, trial

@@ -106,6 +106,8 @@ def test_samtune_eval_prints_keyslice_box_beside_oracle_per_slice(tmp_path, tiny
     case = volumes["cases"][0]
     assert set(keyslice["per_volume"][case]) == {"1", "2"}
     assert set(keyslice["nsd"]["per_volume"][case]) == {"1", "2"}
+    # the classes keep the names the per-slice protocols give them
+    assert keyslice["classes"] == volumes["classes"] == {"1": "liver", "2": "kidney"}
     header = "oracle_per_slice box Dice keyslice_box Dice keyslice_box NSD@2mm"
     assert re.search(r"^volume\s+" + header.replace(" ", r"\s+") + "$", proc.stdout, re.M)
 

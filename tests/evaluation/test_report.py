@@ -220,8 +220,8 @@ def test_labels_follow_the_record_of_the_weights_evaluated():
 def test_results_carry_protocol_versions_and_differing_ones_are_flagged(tmp_path, capsys):
     files = write_results(make_result(), tmp_path / "new" / "a", summary=SUMMARY)
     data = json.loads(files["results"].read_text())
-    assert data["protocol_version"] == {"point1": 1, "clicks": 1}
-    assert "| protocol version | point1 v1, clicks v1 |" in files["report_md"].read_text()
+    assert data["protocol_version"] == {"point1": 2, "clicks": 2}
+    assert "| protocol version | point1 v2, clicks v2 |" in files["report_md"].read_text()
     same = write_results(make_result(0.1), tmp_path / "new" / "b", summary=SUMMARY)
     assert not version_conflicts(gather(tmp_path / "new"))
     # a results.json of before the versions: read, shown as unversioned, and flagged
@@ -229,16 +229,16 @@ def test_results_carry_protocol_versions_and_differing_ones_are_flagged(tmp_path
     del old["protocol_version"]
     (tmp_path / "new" / "b" / "results.json").write_text(json.dumps(old))
     rows = gather(tmp_path / "new")
-    assert sorted(r["protocol_versions"] for r in rows) == ["point1 v1, clicks v1", "unversioned"]
+    assert sorted(r["protocol_versions"] for r in rows) == ["point1 v2, clicks v2", "unversioned"]
     assert version_conflicts(rows) == {
-        "point1": {"v1": 1, "unversioned": 1},
-        "clicks": {"v1": 1, "unversioned": 1},
+        "point1": {"v2": 1, "unversioned": 1},
+        "clicks": {"v2": 1, "unversioned": 1},
     }
     assert main([str(tmp_path / "new"), "--out", str(tmp_path / "cmp")]) == 0
     assert "protocol definitions differ" in capsys.readouterr().err
     md = (tmp_path / "cmp" / "comparison.md").read_text()
     assert md.index("protocol definitions differ") < md.index("| model |")
-    assert "clicks: unversioned (1 result), v1 (1 result)" in md
+    assert "clicks: unversioned (1 result), v2 (1 result)" in md
 
 
 def test_report_cli(tmp_path, capsys):

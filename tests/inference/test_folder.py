@@ -15,7 +15,7 @@ from samtune.data.io import read_image as dataset_read_image
 from samtune.data.io import read_size
 from samtune.data.sample import DataError
 from samtune.inference.folder import read_image
-from tests.helpers import REPO
+from tests.helpers import REPO, SMALL_SIZE
 from tests.inference.helpers import write_images
 
 
@@ -145,3 +145,48 @@ def test_read_image_converts_to_rgb_uint8(tmp_path):
     (tmp_path / "bad.png").write_bytes(b"not an image")
     with pytest.raises(DataError, match="bad.png.*cannot read image"):
         read_image(tmp_path / "bad.png")
+
+
+def test_model_image_size_is_the_resolution_key_of_predict(tuned, tmp_path):
+    """``model.image_size=N`` sets predict's resolution as it does train's and eval's, with or
+    without ``model=<size>``; the older ``image_size=N`` is the same key, and the two spellings
+    may not disagree."""
+    _, exported = tuned
+    write_images(tmp_path / "images")
+    prompts = {"a.png": [{"box": [30, 20, 90, 70]}]}
+    (tmp_path / "prompts.json").write_text(json.dumps(prompts))
+    common = [
+        f"ckpt={exported}",
+        f"images={tmp_path / 'images'}",
+        f"prompts={tmp_path / 'prompts.json'}",
+    ]
+    asked = SMALL_SIZE + 64
+    outputs = {}
+    for name, extra in {
+        "model_key": [f"model.image_size={asked}"],
+        "model_key_with_model": ["model=sam2.1_hiera_tiny", f"model.image_size={asked}"],
+        "plain_key": [f"image_size={asked}"],
+    }.items():
+        proc = run_cli(*common, f"out={tmp_path / name}", *extra, tmp_path=tmp_path / f"run_{name}")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert (
+            f"recorded image_size {SMALL_SIZE}, using {asked} as asked" in proc.stdout + proc.stderr
+        ), name
+        outputs[name] = np.asarray(Image.open(tmp_path / name / "a_0.png"))
+    assert np.array_equal(outputs["model_key"], outputs["plain_key"])
+    assert np.array_equal(outputs["model_key"], outputs["model_key_with_model"])
+
+    proc = run_cli(
+        *common,
+        f"out={tmp_path / 'both'}",
+        "model=sam2.1_hiera_tiny",
+        f"model.image_size={asked}",
+        f"image_size={SMALL_SIZE}",
+        tmp_path=tmp_path / "run_both",
+    )
+    assert proc.returncode != 0
+    assert (
+        f"image_size={SMALL_SIZE} and model.image_size={asked} disagree"
+        in proc.stdout + proc.stderr
+    )
+    assert not (tmp_path / "both").exists()

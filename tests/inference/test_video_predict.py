@@ -146,5 +146,6 @@ def test_label_volumes_keep_the_input_geometry_and_format(tmp_path, fmt):
     back = read_volume(path, label=True)
     assert np.array_equal(back.array, labels)
     np.testing.assert_allclose(back.spacing, source.spacing, rtol=1e-5)
+    assert back.spacing_unit == source.spacing_unit  # mm, or "pixel" for an uncalibrated stack
     if fmt != "tiff":  # a TIFF stack has no orientation or origin
         np.testing.assert_allclose(back.affine, source.affine, atol=1e-4)

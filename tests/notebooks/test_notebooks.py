@@ -9,7 +9,13 @@ from tests.helpers import REPO
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 EXPECTED = {  # what each notebook must print
     "quickstart.ipynb": ("mIoU", "IoU with the ground truth"),
-    "medical.ipynb": ("OK: no bad files", "exit status 0", "slice mIoU", "per-volume Dice liver"),
+    "medical.ipynb": (
+        "OK: no bad files",
+        "exit status 0",
+        "slice mIoU",
+        "per-volume Dice liver",
+        "keyslice_box Dice",
+    ),
 }
 
 

@@ -89,6 +89,23 @@ def test_validation_equals_evaluation_on_original_resolution_samples(tiny_checkp
     assert any(val_all[p] != pytest.approx(val[p], abs=1e-9) for p in VAL_PROTOCOLS)
 
 
+def test_validation_leaves_ignored_pixels_out_as_evaluation_does(tiny_checkpoint):
+    module = _module(tiny_checkpoint)
+    plain = [make_blob_sample(size=(96, 160), n=2, seed=4)]
+    ignored = []
+    for sample in plain:
+        ignore = np.zeros(sample.masks.shape[1:], bool)
+        ignore[:, : sample.masks.shape[2] // 2] = True  # the left half is not labelled
+        ignored.append(
+            Sample(image=sample.image, masks=sample.masks, meta=dict(sample.meta), ignore=ignore)
+        )
+    val, ev = _validate(module, ignored, None), _evaluate(module, ignored, None)
+    for protocol in VAL_PROTOCOLS:
+        assert val[protocol] == pytest.approx(ev[protocol], abs=1e-6)
+    before = _validate(module, plain, None)
+    assert any(val[p] != pytest.approx(before[p], abs=1e-9) for p in VAL_PROTOCOLS)
+
+
 def _saturate_iou_head(model: torch.nn.Module) -> list[float]:
     """Make the IoU head output near -17 for every mask (sigmoid after), the three multimask
     candidates apart by less than bf16's step there (0.125): bf16 ties them, fp32 does not."""

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
+from samtune.data.datasets.ignore_masks import IgnoreMasks
 from samtune.data.drops import EmptySplitError, empty_split_message
 from samtune.data.sample import Sample
 from samtune.data.samplers import ShardedSampler, rank_seed, replicas_of
@@ -159,6 +160,9 @@ class SamDataModule(L.LightningDataModule):
         on_error: ``"raise"`` or ``"skip"``, passed to the datasets.
         skip_log: JSON-lines file skips are appended to, or None.
         seed: seed of the shuffling, the augmentation and of any random split.
+        ignore_masks: a folder of masks paired with the images by file stem whose non-zero
+            pixels are "not labelled" (a field of view: neither supervised nor scored), for
+            2-D image datasets; or None (see :mod:`samtune.data.datasets.ignore_masks`).
     """
 
     def __init__(
@@ -172,6 +176,7 @@ class SamDataModule(L.LightningDataModule):
         on_error: str = "raise",
         skip_log: str | None = None,
         seed: int = 0,
+        ignore_masks: str | os.PathLike | None = None,
     ) -> None:
         super().__init__()
         self.image_size = check_number("data.image_size", image_size, ge=1, integer=True)
@@ -184,6 +189,7 @@ class SamDataModule(L.LightningDataModule):
         self.on_error = check_choice("data.on_error", on_error, ("raise", "skip"))
         self.seed = check_number("data.seed", seed, integer=True)
         self.skip_log = str(skip_log) if skip_log is not None else None
+        self.ignore_masks = None if ignore_masks is None else IgnoreMasks(ignore_masks)
         if self.skip_log is None and on_error == "skip":
             handle, path = tempfile.mkstemp(prefix="samtune-skips-", suffix=".jsonl")
             os.close(handle)
@@ -205,6 +211,13 @@ class SamDataModule(L.LightningDataModule):
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         if split not in self._datasets:
             dataset = self.make_dataset(split)
+            if self.ignore_masks is not None:
+                if not hasattr(dataset, "attach_ignore_masks"):
+                    raise ValueError(
+                        f"data.ignore_masks applies to 2-D image datasets, not to "
+                        f"{type(dataset).__name__}"
+                    )
+                dataset.attach_ignore_masks(self.ignore_masks, split=split)
             if hasattr(dataset, "skipped"):
                 dataset.split = split
                 dataset.skip_log = self.skip_log

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from samtune.data.datamodules.base import SamDataModule, seeded_split
-from samtune.data.datasets.folder import DEFAULT_CONNECTIVITY, FolderDataset
+from samtune.data.datasets.folder import DEFAULT_CONNECTIVITY, FolderDataset, check_void_value
 from samtune.data.pairing import PairRow, check_pair_by, read_manifest
 from samtune.validation import check_number
 
@@ -36,6 +36,8 @@ class FolderDataModule(SamDataModule):
         pairs: a manifest (csv or json of ``image, mask[, split]`` rows, paths relative to
             it) instead of folders; rows marked ``val`` are the val split, else
             ``val_fraction`` of the rows is split off.
+        void_value: the mask value of "not labelled" pixels (the samples' ignore mask):
+            ``"auto"`` (255 in palette PNGs, PASCAL VOC's border), a value, or None.
         **kwargs: the :class:`SamDataModule` arguments (``image_size`` is required).
     """
 
@@ -54,9 +56,11 @@ class FolderDataModule(SamDataModule):
         image_pattern: str | None = None,
         mask_pattern: str | None = None,
         pairs: str | Path | None = None,
+        void_value: int | str | None = "auto",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.void_value = check_void_value(void_value)
         self.pairing_options = {
             "pair_by": check_pair_by(pair_by),
             "image_pattern": image_pattern,
@@ -144,6 +148,7 @@ class FolderDataModule(SamDataModule):
             mask_suffix=self.mask_suffix,
             connectivity=self.connectivity,
             on_error=self.on_error,
+            void_value=self.void_value,
         )
 
 

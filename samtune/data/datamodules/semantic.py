@@ -41,4 +41,5 @@ class SemanticDataModule(FolderDataModule):
             mask_suffix=self.mask_suffix,
             connectivity=self.connectivity,
             on_error=self.on_error,
+            void_value=self.void_value,
         )

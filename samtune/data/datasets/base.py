@@ -7,7 +7,7 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from samtune.data.sample import DataError, Sample
+from samtune.data.sample import DataError, Sample, as_ignore
 from samtune.data.skiplog import append_skip
 
 ON_ERROR_CHOICES = ("raise", "skip")
@@ -32,7 +32,12 @@ class SampleDataset(Dataset):
             workers), or None. Set by the datamodule.
         split: label written into the skip log (``"train"``, ``"val"``...), or None.
         counts: the numbers behind :attr:`stats`.
+        ignore_masks: a :class:`~samtune.data.datasets.ignore_masks.IgnoreMasks` folder whose
+            masks are added to each sample's ignore mask, or None (see
+            :meth:`attach_ignore_masks`).
     """
+
+    accepts_ignore_masks = True  # False where items are no single 2-D images (clips, slices)
 
     def __init__(self, *, on_error: str = "raise", min_area: int = 1) -> None:
         if on_error not in ON_ERROR_CHOICES:
@@ -45,6 +50,7 @@ class SampleDataset(Dataset):
         self.skip_log: str | None = None
         self.split: str | None = None
         self.counts: dict[str, int] = {key: 0 for key in STAT_KEYS if key != "skipped"}
+        self.ignore_masks: Any = None
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -61,12 +67,47 @@ class SampleDataset(Dataset):
         if index < 0 or index >= len(self):
             raise IndexError(f"index {index} out of range for a dataset of {len(self)} images")
         try:
-            return self.load(index)
+            sample = self.load(index)
+            if self.ignore_masks is not None:
+                sample = self._add_ignore_mask(sample, index)
+            return sample
         except DataError as err:
             if self.on_error == "raise":
                 raise
             self.record_skip(self.file_of(index), str(err), stage="load")
             return None
+
+    def attach_ignore_masks(self, masks: Any, *, split: str | None = None) -> None:
+        """Add the masks of an ignore-mask folder (``data.ignore_masks``) to every sample.
+
+        Each image is paired with its mask by file stem when this is called; images without
+        one are counted in ``stats["without_ignore_mask"]``.
+
+        Args:
+            masks: an :class:`~samtune.data.datasets.ignore_masks.IgnoreMasks`.
+            split: the split's name, for messages.
+
+        Raises:
+            ValueError: the dataset's items are not single 2-D images.
+            DataError: no image of the dataset has a mask in the folder.
+        """
+        if not self.accepts_ignore_masks:
+            raise ValueError(
+                f"data.ignore_masks applies to 2-D image datasets, not to {type(self).__name__}"
+            )
+        files = [self.file_of(i) for i in range(len(self))]
+        self.counts["without_ignore_mask"] = masks.check_paired(files, split=split)
+        self.ignore_masks = masks
+
+    def _add_ignore_mask(self, sample: Sample, index: int) -> Sample:
+        file = self.file_of(index)
+        region = self.ignore_masks.read(file, sample.image.shape[:2])
+        if region is None:
+            return sample
+        if sample.ignore is not None:
+            region = region | sample.ignore
+        sample.ignore = as_ignore(region, sample.image.shape[:2], sample.masks, file)
+        return sample
 
     @property
     def stats(self) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ class _CocoImage:
     height: int
     width: int
     objects: list[_CocoObject]
+    crowds: list[dict[str, Any]] = field(default_factory=list)
     dropped_empty: int = 0
     dropped_small: int = 0
     dropped_outside: int = 0
@@ -42,7 +43,9 @@ class CocoDataset(SampleDataset):
     listed image file exists, that every segmentation is valid (RLE runs that tile the image,
     polygons with >= 3 points) and that an RLE's size matches its image entry's height/width.
     Reading an image checks that its real size matches the json. Annotations with
-    ``iscrowd=1`` are ignored (counted in ``stats["crowd_ignored"]``), polygons that lie wholly
+    ``iscrowd=1`` are no objects: their pixels (RLE or polygons, checked like the others) become
+    the sample's ignore mask, neither supervised nor scored (counted in
+    ``stats["crowd_ignored"]``; an image holding only crowd regions is dropped), polygons that lie wholly
     outside their image are dropped (``dropped_outside``), other masks with no pixel are
     dropped (``dropped_empty``), masks below ``min_area`` pixels are dropped (``dropped_small``),
     and images left without objects are dropped (``dropped_images``). Images with no annotation
@@ -121,7 +124,10 @@ class CocoDataset(SampleDataset):
             "class_names": dict(self.class_names),
         }
         class_ids = np.array([obj.category_id for obj in entry.objects], dtype=np.int64)
-        return Sample(image=image, masks=masks, class_ids=class_ids, meta=meta)
+        ignore = None
+        if entry.crowds:
+            ignore = mask_utils.decode(entry.crowds).any(axis=2)
+        return Sample(image=image, masks=masks, class_ids=class_ids, meta=meta, ignore=ignore)
 
     def _read_json(self) -> dict[str, Any]:
         try:
@@ -188,9 +194,7 @@ class CocoDataset(SampleDataset):
             entry = images[ann["image_id"]]
             if entry is None:
                 continue
-            if ann.get("iscrowd", 0):
-                entry.crowd_ignored += 1
-                continue
+            crowd = bool(ann.get("iscrowd", 0))
             try:
                 rle, area = self._check_annotation(ann, entry)
             except ValueError as err:
@@ -199,6 +203,11 @@ class CocoDataset(SampleDataset):
                     f"{self.ann_file}: annotation id {ann_id!r} of image {entry.path}: {err}",
                 )
                 images[ann["image_id"]] = None
+                continue
+            if crowd:  # a region of many objects, not outlined one by one: not labelled
+                entry.crowd_ignored += 1
+                if rle is not None and area > 0:
+                    entry.crowds.append(rle)
                 continue
             if area == 0 and _outside(ann["segmentation"], entry.height, entry.width):
                 entry.dropped_outside += 1

@@ -22,6 +22,7 @@ MASK_SUFFIXES = (
 IMAGE_NAME_SUFFIXES = ("_image", "-image", "_img")
 CONNECTIVITY = (4, 8)
 DEFAULT_CONNECTIVITY = 8
+VOC_VOID = 255  # PASCAL VOC's palette index for "not labelled" (object borders, hard regions)
 
 
 @dataclass
@@ -106,6 +107,53 @@ def label_objects(
     return label_map, "instance"
 
 
+def check_void_value(void_value: int | str | None) -> int | str | None:
+    """``data.void_value`` checked: ``"auto"``, None or a label value >= 0.
+
+    Raises:
+        ValueError: anything else (naming the value).
+    """
+    if void_value is None or void_value == "auto":
+        return void_value
+    if isinstance(void_value, bool) or not isinstance(void_value, (int, np.integer)):
+        raise ValueError(
+            f"data.void_value must be auto, null or a mask value (e.g. 255), got {void_value!r}"
+        )
+    if void_value < 0:
+        raise ValueError(f"data.void_value must be a mask value >= 0, got {void_value!r}")
+    return int(void_value)
+
+
+def is_palette_png(path: Path) -> bool:
+    """Whether ``path`` is a palette (``P`` mode) PNG, as PASCAL VOC's masks are (header only)."""
+    if path.suffix.lower() != ".png":
+        return False
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.mode == "P"
+    except Exception:  # unreadable: the label-map reader names the problem
+        return False
+
+
+def void_pixels(path: Path, codes: np.ndarray, void_value: int | str | None) -> np.ndarray | None:
+    """The pixels of mask ``path`` (read as ``codes``) that mark "not labelled", or None.
+
+    ``void_value="auto"``: value 255 of a palette PNG (PASCAL VOC's border and hard regions);
+    other masks have none (255 in a grey mask is usually foreground). A number: that value in
+    any mask. None: no pixel.
+    """
+    if void_value is None:
+        return None
+    if void_value == "auto":
+        if not is_palette_png(path):
+            return None
+        void_value = VOC_VOID
+    void = codes == int(void_value)
+    return void if void.any() else None
+
+
 class FolderDataset(SampleDataset):
     """Image files and mask files in two folders, paired by file stem (see :func:`mask_key`).
 
@@ -120,6 +168,8 @@ class FolderDataset(SampleDataset):
     mask). ``empty_note`` says why the dataset is empty when it is a subset (else None).
     ``class_ids`` are all 1; ``meta`` holds ``file``,
     ``image_id`` (the stem), ``orig_size``, ``mask_file`` and ``mask_type`` (as resolved).
+    Mask pixels of ``void_value`` are no object: they are the sample's ignore mask, neither
+    supervised nor scored.
 
     Args:
         images: folder of images.
@@ -138,6 +188,9 @@ class FolderDataset(SampleDataset):
         mask_pattern: with ``pair_by="pattern"``: e.g. ``"{id}_manual1"``.
         rows: the pairs themselves (from a manifest); ``images`` and ``masks`` are then unused.
         manifest: the manifest ``rows`` come from, named in the pairing rule.
+        void_value: the mask value that marks "not labelled" pixels (see :func:`void_pixels`):
+            ``"auto"`` (default: 255 in palette PNGs, as PASCAL VOC writes its borders), a
+            value, or None.
 
     Raises:
         DataError: a folder is missing or holds no image; an image has no mask (one error per
@@ -161,9 +214,12 @@ class FolderDataset(SampleDataset):
         mask_pattern: str | None = None,
         rows: Sequence[PairRow] | None = None,
         manifest: str | Path | None = None,
+        void_value: int | str | None = "auto",
     ) -> None:
         super().__init__(on_error=on_error, min_area=min_area)
+        self.void_value = check_void_value(void_value)
         self.counts["empty_mask_files"] = 0
+
         self.empty_note: str | None = None
         if mask_type not in self.mask_types():
             raise ValueError(f"mask_type must be one of {self.mask_types()}, got {mask_type!r}")
@@ -256,7 +312,7 @@ class FolderDataset(SampleDataset):
         """Read image ``index`` and its mask file, one boolean mask per object."""
         pair = self._pairs[index]
         image = read_image(pair.image)
-        labels, class_of = self._objects(pair)
+        labels, class_of, void = self._objects(pair)
         if labels.shape != image.shape[:2]:
             raise self._size_error(pair, image.shape[:2], labels.shape)
         ids, areas = _object_areas(labels)
@@ -270,22 +326,25 @@ class FolderDataset(SampleDataset):
             "mask_type": pair.mask_type,
         }
         if class_of is None:
-            return Sample(image=image, masks=masks, meta=meta)
+            return Sample(image=image, masks=masks, meta=meta, ignore=void)
         class_ids = np.array([class_of[int(i)] for i in ids], dtype=np.int64)
         meta["class_names"] = self.class_names()
-        return Sample(image=image, masks=masks, class_ids=class_ids, meta=meta)
+        return Sample(image=image, masks=masks, class_ids=class_ids, meta=meta, ignore=void)
 
     def class_names(self) -> dict[int, str]:
         """``{class id: name}`` of the objects (one class, ``1: "object"``, for plain masks)."""
         return {1: "object"}
 
-    def _objects(self, pair: _Pair) -> tuple[np.ndarray, dict[int, int] | None]:
-        """``(labels, class_of)``: objects numbered in an ``H x W`` map, and the class of each
-        label value (None: all class 1). Subclasses read other mask kinds here."""
-        labels, pair.mask_type = label_objects(
-            read_label_map(pair.mask), self.mask_type, self.connectivity
-        )
-        return labels, None
+    def _objects(self, pair: _Pair) -> tuple[np.ndarray, dict[int, int] | None, np.ndarray | None]:
+        """``(labels, class_of, void)``: objects numbered in an ``H x W`` map, the class of each
+        label value (None: all class 1), and the mask's "not labelled" pixels (or None).
+        Subclasses read other mask kinds here."""
+        codes = read_label_map(pair.mask)
+        void = void_pixels(pair.mask, codes, self.void_value)
+        if void is not None:
+            codes = np.where(void, 0, codes)
+        labels, pair.mask_type = label_objects(codes, self.mask_type, self.connectivity)
+        return labels, None, void
 
     def _index_pair(self, pair: _Pair) -> bool:
         try:
@@ -295,7 +354,7 @@ class FolderDataset(SampleDataset):
             image_size, mask_size = read_size(pair.image), read_size(pair.mask)
             if image_size != mask_size:
                 raise self._size_error(pair, image_size, mask_size)
-            labels, _ = self._objects(pair)
+            labels, _, _ = self._objects(pair)
             if labels.shape != image_size:
                 raise self._size_error(pair, image_size, labels.shape)
         except DataError as err:

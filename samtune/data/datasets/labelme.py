@@ -7,13 +7,16 @@ folder, e.g. ``C:\\Users\\...\\a.jpg``), else the image embedded in ``imageData`
 Polygons are objects (shapes sharing a ``label`` and a ``group_id`` form one object, as
 LabelMe groups them); rectangles are ignored and counted (``rectangles_ignored``), as are
 circles, lines and points (``shapes_ignored``) and polygons whose label is not among the
-classes (``labels_ignored``).
+classes (``labels_ignored``). Polygons and rectangles labelled ``__ignore__`` (the label
+``labelme2voc`` reads as "not labelled") are no object: their pixels are the sample's ignore
+mask, neither supervised nor scored (counted in ``ignore_shapes``).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import io
 import json
 from collections.abc import Sequence
 from pathlib import Path, PureWindowsPath
@@ -23,7 +26,9 @@ import numpy as np
 
 from samtune.data.datasets.objects import Item, ObjectFilesDataset, no_objects, polygon_mask
 from samtune.data.io import decode_image_bytes
-from samtune.data.sample import DataError
+from samtune.data.sample import DataError, Sample
+
+IGNORE_LABEL = "__ignore__"
 
 
 def list_jsons(folder: str | Path) -> list[Path]:
@@ -106,6 +111,7 @@ def polygon_labels(files: Sequence[Path]) -> list[str]:
         for shape in doc["shapes"]:
             if isinstance(shape, dict) and _is_polygon(shape):
                 labels.add(str(shape.get("label")))
+    labels.discard(IGNORE_LABEL)
     return sorted(labels)
 
 
@@ -119,10 +125,12 @@ class LabelMeDataset(ObjectFilesDataset):
     Args:
         root: folder of ``.json`` files (their images where ``imagePath`` says).
         classes: label names in class-id order (ids 1, 2, ...); polygons with other labels are
-            ignored and counted.
+            ignored and counted. ``__ignore__`` is never a class.
         on_error: ``"raise"`` or ``"skip"``.
         min_area: smallest object kept, in pixels at the original resolution.
     """
+
+    item_counts = ("ignore_shapes",)
 
     def __init__(
         self,
@@ -132,11 +140,18 @@ class LabelMeDataset(ObjectFilesDataset):
         on_error: str = "raise",
         min_area: int = 1,
     ) -> None:
+        if IGNORE_LABEL in [str(name) for name in classes]:
+            raise ValueError(
+                f"data.classes={list(classes)}: {IGNORE_LABEL} marks not-labelled regions, it "
+                "cannot be a class"
+            )
         names = {k + 1: str(name) for k, name in enumerate(classes)}
         super().__init__(class_names=names, on_error=on_error, min_area=min_area)
         self.root = Path(root)
         self._class_of = {name: k for k, name in names.items()}
-        self.counts.update(rectangles_ignored=0, shapes_ignored=0, labels_ignored=0)
+        self.counts.update(
+            rectangles_ignored=0, shapes_ignored=0, labels_ignored=0, ignore_shapes=0
+        )
         items = []
         for path in list_jsons(self.root):
             try:
@@ -152,33 +167,64 @@ class LabelMeDataset(ObjectFilesDataset):
         self.index(items)
 
     def image_size(self, item: Item) -> tuple[int, int]:
-        """The image file's size, or the embedded image's (decoded to read it)."""
+        """The image file's size, or the embedded image's (from its header: not decoded)."""
         if item.meta.get("image_source") != "imageData":
             return super().image_size(item)
-        return tuple(self.read_item_image(item).shape[:2])
+        path: Path = item.source
+        return embedded_size(embedded_image(path, read_labelme(path)), f"{path}: imageData")
 
-    def read_item_image(self, item: Item) -> np.ndarray:
-        """The image file, or the image embedded in the json's ``imageData``."""
+    def read_item_image(self, item: Item, doc: dict[str, Any] | None = None) -> np.ndarray:
+        """The image file, or the image embedded in the json's ``imageData`` (``doc``: the json
+        already read, else it is read)."""
         if item.meta.get("image_source") != "imageData":
             return super().read_item_image(item)
         path: Path = item.source
-        return decode_image_bytes(embedded_image(path, read_labelme(path)), f"{path}: imageData")
+        data = embedded_image(path, read_labelme(path) if doc is None else doc)
+        return decode_image_bytes(data, f"{path}: imageData")
+
+    def load(self, index: int) -> Sample:
+        """Read image ``index`` and rasterise its shapes; the json is read once and an embedded
+        image decoded once."""
+        item = self._items[index]
+        doc = read_labelme(item.source)
+        image = self.read_item_image(item, doc)
+        masks, class_ids, ignore = self.read_shapes(item, image.shape[:2], doc)
+        return self.make_sample(item, image, masks, class_ids, ignore)
 
     def read_objects(self, item: Item, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         """Rasterise the polygons of the item's json."""
+        masks, class_ids, _ = self.read_shapes(item, size, read_labelme(item.source))
+        return masks, class_ids
+
+    def read_shapes(
+        self, item: Item, size: tuple[int, int], doc: dict[str, Any]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """``(masks, class_ids, ignore)`` of the json ``doc`` of ``item``: the objects, and the
+        union of its ``__ignore__`` shapes (None when it has none)."""
         path: Path = item.source
-        doc = read_labelme(path)
         declared = (doc.get("imageHeight"), doc.get("imageWidth"))
         if None not in declared and tuple(declared) != tuple(size):
             raise DataError(
                 f"{path}: says the image is {declared[0]}x{declared[1]} (HxW) but {item.image} "
                 f"is {size[0]}x{size[1]}"
             )
-        counts = {"rectangles_ignored": 0, "shapes_ignored": 0, "labels_ignored": 0}
+        counts = {
+            "rectangles_ignored": 0,
+            "shapes_ignored": 0,
+            "labels_ignored": 0,
+            "ignore_shapes": 0,
+        }
         objects: dict[Any, tuple[int, np.ndarray]] = {}
+        ignore: np.ndarray | None = None
         for number, shape in enumerate(doc["shapes"]):
             if not isinstance(shape, dict):
                 raise DataError(f"{path}: shape {number} is not an object")
+            label = str(shape.get("label"))
+            if label == IGNORE_LABEL and shape.get("shape_type") in (None, "polygon", "rectangle"):
+                region = _ignore_region(path, number, shape, size)
+                ignore = region if ignore is None else ignore | region
+                counts["ignore_shapes"] += 1
+                continue
             if not _is_polygon(shape):
                 key = (
                     "rectangles_ignored"
@@ -187,16 +233,10 @@ class LabelMeDataset(ObjectFilesDataset):
                 )
                 counts[key] += 1
                 continue
-            label = str(shape.get("label"))
             if label not in self._class_of:
                 counts["labels_ignored"] += 1
                 continue
-            points = np.asarray(shape.get("points"), dtype=np.float64)
-            if points.ndim != 2 or points.shape[1] != 2 or points.shape[0] < 3:
-                raise DataError(
-                    f"{path}: shape {number} ({label!r}) needs at least 3 [x, y] points, got "
-                    f"{shape.get('points')!r}"
-                )
+            points = _points(path, number, shape, minimum=3)
             group = shape.get("group_id")
             key = (label, group) if group is not None else ("#", number)
             mask = polygon_mask(points, size)
@@ -205,8 +245,58 @@ class LabelMeDataset(ObjectFilesDataset):
             objects[key] = (self._class_of[label], mask)
         item.counts = counts
         if not objects:
-            return no_objects(size)
+            return (*no_objects(size), ignore)
         return (
             np.stack([mask for _, mask in objects.values()]),
             np.array([cls for cls, _ in objects.values()], dtype=np.int64),
+            ignore,
         )
+
+
+def _points(path: Path, number: int, shape: dict[str, Any], *, minimum: int) -> np.ndarray:
+    """The ``K x 2`` points of a shape, at least ``minimum`` of them.
+
+    Raises:
+        DataError: naming the json, the shape and what it holds.
+    """
+    points = np.asarray(shape.get("points"), dtype=np.float64)
+    if points.ndim != 2 or points.shape[1] != 2 or points.shape[0] < minimum:
+        raise DataError(
+            f"{path}: shape {number} ({shape.get('label')!r}) needs at least {minimum} [x, y] "
+            f"points, got {shape.get('points')!r}"
+        )
+    return points
+
+
+def _ignore_region(
+    path: Path, number: int, shape: dict[str, Any], size: tuple[int, int]
+) -> np.ndarray:
+    """The pixels of an ``__ignore__`` polygon or rectangle (two opposite corners)."""
+    if shape.get("shape_type") != "rectangle":
+        return polygon_mask(_points(path, number, shape, minimum=3), size)
+    (x0, y0), (x1, y1) = _points(path, number, shape, minimum=2)[:2]
+    corners = [[x0, y0], [x1, y0], [x1, y1], [x0, y1]]
+    return polygon_mask(np.asarray(corners, dtype=np.float64), size)
+
+
+def embedded_size(data: bytes, name: str) -> tuple[int, int]:
+    """``(height, width)`` of an encoded image held in memory, from its header only.
+
+    Raises:
+        DataError: ``"<name>: cannot read image: <reason>"``.
+    """
+    source = io.BytesIO(data)
+    try:
+        if data[:4] in (b"II*\x00", b"MM\x00*"):
+            import tifffile
+
+            with tifffile.TiffFile(source) as tif:
+                dims = dict(zip(tif.series[0].axes, tif.series[0].shape, strict=True))
+            return int(dims["Y"]), int(dims["X"])
+        from PIL import Image
+
+        with Image.open(source) as image:
+            width, height = image.size
+        return int(height), int(width)
+    except Exception as err:
+        raise DataError(f"{name}: cannot read image: {err}") from err

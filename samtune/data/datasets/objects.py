@@ -58,6 +58,8 @@ class ObjectFilesDataset(SampleDataset):
         min_area: smallest object kept, in pixels at the original resolution.
     """
 
+    item_counts: tuple[str, ...] = ()  # format counts a subset recounts over its own items
+
     def __init__(
         self, *, class_names: dict[int, str], on_error: str = "raise", min_area: int = 1
     ) -> None:
@@ -128,6 +130,18 @@ class ObjectFilesDataset(SampleDataset):
         item = self._items[index]
         image = self.read_item_image(item)
         masks, class_ids = self.read_objects(item, image.shape[:2])
+        return self.make_sample(item, image, masks, class_ids)
+
+    def make_sample(
+        self,
+        item: Item,
+        image: np.ndarray,
+        masks: np.ndarray,
+        class_ids: np.ndarray,
+        ignore: np.ndarray | None = None,
+    ) -> Sample:
+        """The ``Sample`` of ``item``: its objects of at least ``min_area`` pixels, and its
+        ignore mask (``H x W`` bool "not labelled" pixels, or None)."""
         keep = masks.sum(axis=(1, 2)) >= max(self.min_area, 1)
         meta = {
             "file": str(item.image),
@@ -136,14 +150,17 @@ class ObjectFilesDataset(SampleDataset):
             "class_names": dict(self.class_names),
             **item.meta,
         }
-        return Sample(image=image, masks=masks[keep], class_ids=class_ids[keep], meta=meta)
+        return Sample(
+            image=image, masks=masks[keep], class_ids=class_ids[keep], meta=meta, ignore=ignore
+        )
 
     def subset(self, indices: list[int], *, keep_rejects: bool = False) -> ObjectFilesDataset:
         """A dataset of the items ``indices`` only (same settings, counts recomputed).
 
         The ``skipped`` list, the ``dropped_images``/``dropped_empty`` counts and the
         format-specific counts of indexing are carried over only with ``keep_rejects=True``
-        (give it to exactly one subset of a split so they count once).
+        (give it to exactly one subset of a split so they count once); those named in
+        ``item_counts`` are recounted over the subset's own items instead.
         """
         clone = object.__new__(type(self))
         clone.__dict__.update(self.__dict__)
@@ -154,6 +171,8 @@ class ObjectFilesDataset(SampleDataset):
             for key, value in self.counts.items()
         }
         clone.counts["dropped_small"] = sum(item.dropped_small for item in clone._items)
+        for key in self.item_counts:  # counts that belong to the images kept
+            clone.counts[key] = sum(item.counts.get(key, 0) for item in clone._items)
         clone._recount()
         return clone
 

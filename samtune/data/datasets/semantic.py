@@ -5,6 +5,8 @@ their palette index) or as a colour (``{tumour: [255, 0, 0], stroma: [0, 128, 25
 connected component of a class is one object of that class (``connectivity`` 8 or 4), and the
 class names travel in ``meta["class_names"]`` into the per-class evaluation results. Pixels of
 values or colours not in the table are background; they are counted (``unlisted_pixels``).
+Pixels of ``void_value`` (by default 255 in a palette PNG: PASCAL VOC's border) are neither a
+class nor background but "not labelled": the sample's ignore mask.
 """
 
 from __future__ import annotations
@@ -16,7 +18,13 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from samtune.data.datasets.folder import DEFAULT_CONNECTIVITY, FolderDataset, _Pair, structure_for
+from samtune.data.datasets.folder import (
+    DEFAULT_CONNECTIVITY,
+    FolderDataset,
+    _Pair,
+    structure_for,
+    void_pixels,
+)
 from samtune.data.io import TIFF_SUFFIXES, read_label_map
 from samtune.data.sample import DataError
 
@@ -131,8 +139,8 @@ class SemanticFolderDataset(FolderDataset):
         """``{class id: name}`` of the table."""
         return dict(self.names)
 
-    def _objects(self, pair: _Pair) -> tuple[np.ndarray, dict[int, int] | None]:
-        class_map, unlisted = self._class_map(pair.mask)
+    def _objects(self, pair: _Pair) -> tuple[np.ndarray, dict[int, int] | None, np.ndarray | None]:
+        class_map, unlisted, void = self._class_map(pair.mask)
         pair.mask_type = "semantic"
         pair.extra["unlisted_pixels"] = unlisted
         labels = np.zeros(class_map.shape, dtype=np.int64)
@@ -143,24 +151,35 @@ class SemanticFolderDataset(FolderDataset):
             start = len(class_of)
             labels[components != 0] = components[components != 0] + start
             class_of.update({start + k: int(class_id) for k in range(1, count + 1)})
-        return labels, class_of
+        return labels, class_of, void
 
-    def _class_map(self, path: Path) -> tuple[np.ndarray, int]:
-        """``H x W`` class ids (0: background or unlisted) and the number of unlisted pixels."""
+    def _class_map(self, path: Path) -> tuple[np.ndarray, int, np.ndarray | None]:
+        """``H x W`` class ids (0: background, unlisted or void), the number of unlisted
+        pixels, and the void ("not labelled") pixels or None."""
         if self.colours is not None:
             rgb = read_colour_mask(path).astype(np.int64)
             codes = (rgb[:, :, 0] << 16) | (rgb[:, :, 1] << 8) | rgb[:, :, 2]
             table = {(r << 16) | (g << 8) | b: k for (r, g, b), k in self.colours.items()}
+            void = (
+                None
+                if self.void_value is None
+                else void_pixels(path, read_label_map(path), self.void_value)
+            )
         else:
             codes = read_label_map(path)
             table = dict(self.values or {})
+            void = void_pixels(path, codes, self.void_value)
         class_map = np.zeros(codes.shape, dtype=np.int64)
         for code, class_id in table.items():
             class_map[codes == code] = class_id
+        if void is not None:
+            class_map[void] = 0
         unlisted_mask = (class_map == 0) & (codes != 0)
+        if void is not None:
+            unlisted_mask &= ~void
         if unlisted_mask.any() and len(self._unlisted) < 64:
             self._unlisted.update(int(c) for c in np.unique(codes[unlisted_mask])[:64])
-        return class_map, int(unlisted_mask.sum())
+        return class_map, int(unlisted_mask.sum()), void
 
     def _index_pair(self, pair: _Pair) -> bool:
         kept = super()._index_pair(pair)

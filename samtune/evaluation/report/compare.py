@@ -1,4 +1,5 @@
-"""Tables across evaluations: model size x adapter, per protocol mIoU, mDice and NoC."""
+"""Tables across evaluations: model size x adapter, per protocol mIoU, mDice and NoC (images), J,
+F and J&F (clips, with J&F per round of clicks and J by distance from the prompt frame)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from samtune.evaluation.report.clips import clip_columns, clip_row_values, offset_tables
 from samtune.evaluation.report.plots import plot_click_curves
 from samtune.evaluation.report.render import (
     Alert,
@@ -146,6 +148,8 @@ def _row(path: Path, data: dict[str, Any]) -> dict[str, Any]:
         for key, value in agg.items():
             if key.startswith(("miou", "mdice", "noc", "nof")):
                 row[f"{protocol}/{key}"] = value
+    if data.get("kind") == "clips":
+        row.update(clip_row_values(data))
     return row
 
 
@@ -189,7 +193,12 @@ def _columns(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
         protocols += [p for p in row["protocols"] if p not in protocols]
     cols = []
     for p in protocols:
-        cols += [(f"{p}/{k}", f"{p} {title}") for k, title in METRICS]
+        cols += [
+            (f"{p}/{k}", f"{p} {title}")
+            for k, title in METRICS
+            if any(f"{p}/{k}" in r for r in rows) or not any(f"{p}/JF" in r for r in rows)
+        ]
+        cols += clip_columns(rows, p)
         noc = sorted({k.split("/", 1)[1] for r in rows for k in r if k.startswith(f"{p}/noc")})
         cols += [(f"{p}/{k}", f"{p} NoC@{k[3:]}") for k in noc]
     return cols
@@ -218,7 +227,8 @@ def write_comparison(rows: list[dict[str, Any]], out_dir: str | os.PathLike) -> 
         out_dir: folder to write into (created if needed).
 
     Returns:
-        ``md``, ``csv``, ``html`` and, when any row ran the clicks protocol, ``plot``.
+        ``md``, ``csv``, ``html``, when any row ran the clicks protocol ``plot``, and for clip
+        rows ``offset_plot`` (J vs frames from the prompt).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -271,6 +281,39 @@ def write_comparison(rows: list[dict[str, Any]], out_dir: str | os.PathLike) -> 
             groups=sizes,
         )
         blocks += [Heading("mIoU vs clicks"), Image(files["plot"].name, "mIoU vs clicks")]
+    labels = [_label(r, several_data) for r in rows]
+    tables = offset_tables(rows, labels)
+    if tables:
+        blocks += [
+            Heading("J by distance from the prompt"),
+            Paragraph(
+                "Clip protocols: mean region J of the objects on the annotated frame d frames "
+                "after their prompt frame (+d); propagate_clicks after its last round."
+            ),
+        ]
+        offset_curves: dict[str, list[float]] = {}
+        offset_x: dict[str, list[int]] = {}
+        for protocol, header, body in tables:
+            blocks += [Heading(protocol, 3), Table(header, body)]
+            for line in body:
+                kept = [
+                    (int(h[1:]), v)
+                    for h, v in zip(header[1:], line[1:], strict=True)
+                    if isinstance(v, float) and math.isfinite(v)
+                ]
+                if kept:
+                    offset_x[f"{line[0]} / {protocol}"] = [d for d, _ in kept]
+                    offset_curves[f"{line[0]} / {protocol}"] = [v for _, v in kept]
+        if offset_curves:
+            files["offset_plot"] = plot_click_curves(
+                offset_curves,
+                out / "comparison_j_by_offset.png",
+                title="J vs frames from the prompt",
+                xlabel="frames after the prompt frame",
+                ylabel="J",
+                x=offset_x,
+            )
+            blocks.append(Image(files["offset_plot"].name, "J vs frames from the prompt"))
     blocks += [
         Heading("Runs"),
         Table(

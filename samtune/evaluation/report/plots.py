@@ -33,6 +33,9 @@ def plot_click_curves(
     *,
     title: str = "mIoU vs clicks",
     groups: dict[str, str] | None = None,
+    xlabel: str = "clicks",
+    ylabel: str = "mIoU",
+    x: dict[str, Sequence[int]] | None = None,
 ) -> Path:
     """One line per entry of ``curves`` (label -> mIoU after click 1..K), saved as a PNG.
 
@@ -42,6 +45,9 @@ def plot_click_curves(
         title: the plot's title.
         groups: label -> group (e.g. model size); a group shares a colour, its members differ
             in line style. Without it every line has its own colour.
+        xlabel: the x axis' title.
+        ylabel: the y axis' title.
+        x: label -> the x of each of its values (default 1, 2, ...).
     """
     fig = Figure(figsize=(6.4, 4.2), layout="constrained")
     ax = fig.add_subplot()
@@ -52,11 +58,11 @@ def plot_click_curves(
         style = LINE_STYLES[seen.get(group, 0) % len(LINE_STYLES)]
         seen[group] = seen.get(group, 0) + 1
         color = f"C{names.index(group) % 10}"
-        x = np.arange(1, len(values) + 1)
-        ax.plot(x, values, style, color=color, marker="o", markersize=3, label=label)
+        xs = np.asarray((x or {}).get(label, range(1, len(values) + 1)))
+        ax.plot(xs, values, style, color=color, marker="o", markersize=3, label=label)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("clicks")
-    ax.set_ylabel("mIoU")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.set_title(title)

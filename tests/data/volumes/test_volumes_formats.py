@@ -61,7 +61,8 @@ def test_tiff_stack_spacing_from_imagej_metadata(tmp_path):
                      metadata={"spacing": 1.5, "unit": "um", "axes": "ZYX"})  # fmt: skip
     volume = read_volume(path, label=True)
     np.testing.assert_array_equal(volume.array, label)
-    assert volume.spacing == pytest.approx((0.25, 0.25, 1.5))
+    assert volume.spacing == pytest.approx((0.25e-3, 0.25e-3, 1.5e-3))  # um, read as mm
+    assert volume.spacing_unit == "mm"
     flat = tmp_path / "one.tif"
     tifffile.imwrite(flat, stack[0])
     with pytest.raises(DataError, match=r"one\.tif: a single 2-D image, not a stack"):
@@ -70,6 +71,18 @@ def test_tiff_stack_spacing_from_imagej_metadata(tmp_path):
     broken.write_bytes(b"NRRD0004\ntype: garbage\n\n")
     with pytest.raises(DataError, match=r"broken\.nrrd: cannot read with SimpleITK"):
         read_volume(broken)
+
+
+def test_tiff_stack_with_pages_of_different_sizes_is_named_as_such(tmp_path):
+    path = tmp_path / "ragged.tif"
+    with tifffile.TiffWriter(path) as tif:
+        for shape in [(12, 10), (12, 10), (9, 10)]:
+            tif.write(np.zeros(shape, np.uint8), contiguous=False)
+    with pytest.raises(DataError, match=r"ragged\.tif: the pages .* differ in size: page 0 is "
+                       r"12 x 10, page 2 is 9 x 10 \(3 pages\)"):  # fmt: skip
+        read_volume(path)
+    with pytest.raises(DataError, match=r"ragged\.tif: the pages"):
+        read_geometry(path)
 
 
 def test_mixed_formats_pair_and_slice_like_nifti(tmp_path):

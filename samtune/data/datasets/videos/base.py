@@ -45,6 +45,8 @@ class ClipDataset(SampleDataset):
         on_error: ``"raise"`` or ``"skip"`` (see ``SampleDataset``).
     """
 
+    accepts_ignore_masks = False
+
     def __init__(
         self,
         *,

@@ -88,6 +88,8 @@ class VolumeSliceDataset(SampleDataset):
         ValueError: an invalid option.
     """
 
+    accepts_ignore_masks = False
+
     def __init__(
         self,
         *,
@@ -353,6 +355,7 @@ class VolumeSliceDataset(SampleDataset):
                     spacing=mask.spacing,
                     affine=mask.affine,
                     path=pair.label,
+                    spacing_unit=mask.spacing_unit,
                 )
             elif mask.array.shape != merged.array.shape:
                 raise DataError(

@@ -416,17 +416,24 @@ def check_same_grid(image: VolumeGeometry, label: VolumeGeometry) -> None:
     """Raise ``DataError`` unless two volumes have the same shape, spacing and axis directions.
 
     Spacings match when every axis differs by at most 1e-3 relative; directions when every
-    direction cosine differs by at most 1e-3. The origin is not compared.
+    direction cosine differs by at most 1e-3. The origin is not compared. A label that gives no
+    length unit (a TIFF stack without calibration, unit ``"pixel"``) is taken on its image's
+    grid: its spacing is not compared.
     """
     if image.shape != label.shape:
         raise DataError(
             f"shape mismatch: image {image.path} is {image.shape} but label {label.path} is {label.shape}"
         )
     a, b = np.asarray(image.spacing), np.asarray(label.spacing)
-    if np.any(np.abs(a - b) > SPACING_RTOL * np.maximum(np.abs(a), np.abs(b))):
+    image_unit, label_unit = image.spacing_unit, label.spacing_unit
+    uncalibrated = label_unit == "pixel"
+    different = image_unit != label_unit or np.any(
+        np.abs(a - b) > SPACING_RTOL * np.maximum(np.abs(a), np.abs(b))
+    )
+    if different and not uncalibrated:
         raise DataError(
-            f"spacing mismatch: image {image.path} has spacing {_fmt(image.spacing)} mm but label "
-            f"{label.path} has {_fmt(label.spacing)} mm"
+            f"spacing mismatch: image {image.path} has spacing {_fmt(image.spacing)} {image_unit} "
+            f"but label {label.path} has {_fmt(label.spacing)} {label_unit}"
         )
     if np.abs(image.direction - label.direction).max() > DIRECTION_ATOL:
         raise DataError(

@@ -38,8 +38,10 @@ def read_geometry(path: str | Path) -> VolumeGeometry:
         img = load_nifti(path)
         return nifti_geometry(img, path)
     if volume_suffix(path):
-        shape, spacing, affine = read_header(path)
-        return VolumeGeometry(shape=shape, spacing=spacing, affine=affine, path=path)
+        shape, spacing, affine, unit = read_header(path)
+        return VolumeGeometry(
+            shape=shape, spacing=spacing, affine=affine, path=path, spacing_unit=unit
+        )
     raise DataError(unsupported_message(path))
 
 
@@ -77,7 +79,13 @@ def read_volume(path: str | Path, *, label: bool = False) -> Volume:
     else:
         raise DataError(unsupported_message(path))
     array = as_label_array(array, path) if label else array.astype(np.float32, copy=False)
-    return Volume(array=array, spacing=geometry.spacing, affine=geometry.affine, path=path)
+    return Volume(
+        array=array,
+        spacing=geometry.spacing,
+        affine=geometry.affine,
+        path=path,
+        spacing_unit=geometry.spacing_unit,
+    )
 
 
 def unsupported_message(path: Path) -> str:

@@ -10,7 +10,9 @@ Array order and coordinates (the same for every format):
   does. DICOM patient coordinates (LPS) are converted to RAS, so a NIfTI label written for a
   DICOM series by a converter that keeps voxel order (``i`` = column, ``j`` = row) has the
   same affine as the series.
-* ``Volume.spacing`` is the voxel size along ``i, j, k`` in mm.
+* ``Volume.spacing`` is the voxel size along ``i, j, k`` in mm; only a file that gives no
+  length unit (a TIFF stack without calibration) has it in its own unit, named by
+  ``spacing_unit`` (``"pixel"``).
 """
 
 from __future__ import annotations
@@ -32,15 +34,17 @@ class VolumeGeometry:
 
     Attributes:
         shape: number of voxels along ``i, j, k``.
-        spacing: voxel size along ``i, j, k`` in mm.
+        spacing: voxel size along ``i, j, k`` in ``spacing_unit``.
         affine: ``4 x 4`` map from voxel index ``(i, j, k, 1)`` to RAS+ mm.
         path: the NIfTI file or the DICOM series folder.
+        spacing_unit: ``"mm"``, or the file's own unit where it gives no length (``"pixel"``).
     """
 
     shape: tuple[int, int, int]
     spacing: tuple[float, float, float]
     affine: np.ndarray
     path: Path
+    spacing_unit: str = "mm"
 
     @property
     def direction(self) -> np.ndarray:
@@ -57,21 +61,29 @@ class Volume:
     Attributes:
         array: ``float32`` for images, an integer type for labels; indexed ``[i, j, k]``
             (NIfTI voxel order, see the module docstring).
-        spacing: voxel size along ``i, j, k`` in mm.
+        spacing: voxel size along ``i, j, k`` in ``spacing_unit``.
         affine: ``4 x 4`` map from voxel index to RAS+ mm.
         path: the NIfTI file or the DICOM series folder it was read from.
+        spacing_unit: ``"mm"``, or the file's own unit where it gives no length (``"pixel"``).
     """
 
     array: np.ndarray
     spacing: tuple[float, float, float]
     affine: np.ndarray
     path: Path
+    spacing_unit: str = "mm"
 
     @property
     def geometry(self) -> VolumeGeometry:
         """The volume's shape, spacing and affine as a ``VolumeGeometry``."""
         shape = tuple(int(n) for n in self.array.shape)
-        return VolumeGeometry(shape=shape, spacing=self.spacing, affine=self.affine, path=self.path)
+        return VolumeGeometry(
+            shape=shape,
+            spacing=self.spacing,
+            affine=self.affine,
+            path=self.path,
+            spacing_unit=self.spacing_unit,
+        )
 
 
 def as_label_array(array: np.ndarray, path: Path) -> np.ndarray:
