@@ -14,6 +14,15 @@ runs are in ``docs/benchmarks/``):
   object (recomputation of one step with ``speed.checkpoint_prompt_steps``, the masks);
 - a fixed share (allocator, kernels' workspaces).
 
+A clip step (``training=video``, :mod:`samtune.training.clip_step`) is the same model over the
+``frames`` of each clip: the encoder term counts every frame as an image, the decoder term every
+decoder pass of an object (one per frame, plus ``correction_clicks`` on each correction frame), and
+a memory term adds, per object and frame, what the memory path keeps for the backward pass (the
+object's copy of the frame features, the memory attention over the memory bank and the object
+pointers, the memory encoder of the predicted mask); ``speed.activation_checkpointing`` also
+recomputes the memory attention there. Its coefficients were fitted to clip-step peaks measured
+by ``scripts/bench`` (``--sections clips``).
+
 Every term grows with ``image_size**2``. :mod:`samtune.training.memory_check` applies it to a
 training run before it starts.
 """
@@ -41,6 +50,17 @@ DECODER_BYTES = {
     "per_object_checkpointed": 116.5,
 }
 FIXED_BYTES = 573.5e6
+# A clip step's memory path, bytes per object and input pixel: per frame, and per memory frame
+# attended (frame t attends to min(t, memory bank) earlier frames), without and with the memory
+# attention checkpointed (speed.activation_checkpointing with training=video). Fitted to the
+# clip-step peaks measured by scripts/bench's clips section on this CPU in fp32
+# (docs/benchmarks/cpu-256px-clips-memory.json).
+MEMORY_BYTES = {
+    "per_frame": 389.4,
+    "per_memory": 107.2,
+    "per_frame_checkpointed": 0.0,
+    "per_memory_checkpointed": 110.6,
+}
 # Under bf16 autocast on this CPU (512 px, batch 2) the peaks were 13% lower (LoRA) and equal
 # (LoRA + both checkpointings) to fp32: estimated like fp32.
 BF16_ACTIVATION_FACTOR = 1.0
@@ -64,6 +84,14 @@ class StepMemoryInputs:
         activation_checkpointing: ``speed.activation_checkpointing`` (applies to lora and full).
         checkpoint_prompt_steps: ``speed.checkpoint_prompt_steps``.
         bf16: bf16 autocast (``trainer.precision`` bf16-mixed).
+        frames: frames per clip of a clip step (``training=video``); 1 for an image step.
+            With ``frames > 1`` (or ``clip``), ``batch`` counts clips, ``objects_per_image`` the
+            objects of a clip and ``prompt_steps`` an object's decoder passes over the whole
+            clip (``frames + correction_frames * correction_clicks``).
+        correction_frames: frames of a clip that get correction clicks.
+        memory_checkpointing: the memory attention recomputed in the backward pass.
+        memory_bank: frames the memory bank holds (``model.num_maskmem``).
+        clip: a clip step (also with one frame).
     """
 
     image_size: int
@@ -77,9 +105,29 @@ class StepMemoryInputs:
     activation_checkpointing: bool = False
     checkpoint_prompt_steps: bool = False
     bf16: bool = False
+    frames: int = 1
+    correction_frames: int = 0
+    memory_checkpointing: bool = False
+    memory_bank: int = 7
+    clip: bool = False
+
+    @property
+    def memories_attended(self) -> int:
+        """Memory frames the clip's frames attend to, summed over the frames."""
+        return sum(min(t, int(self.memory_bank)) for t in range(int(self.frames)))
+
+    @property
+    def is_clip(self) -> bool:
+        """A clip step (its memory path counted)."""
+        return self.clip or self.frames > 1
 
     def __post_init__(self) -> None:
-        for key in ("image_size", "batch", "prompt_steps"):
+        if int(self.correction_frames) < 0 or int(self.correction_frames) > int(self.frames):
+            raise ValueError(
+                f"correction_frames must be in [0, frames={self.frames}], got "
+                f"{self.correction_frames!r}"
+            )
+        for key in ("image_size", "batch", "prompt_steps", "frames"):
             if int(getattr(self, key)) < 1:
                 raise ValueError(f"{key} must be a positive integer, got {getattr(self, key)!r}")
         if not self.objects_per_image > 0:
@@ -97,19 +145,24 @@ class MemoryEstimate:
     encoder: float
     decoder: float
     fixed: float
+    memory: float = 0.0
 
     @property
     def total(self) -> float:
         """All parts together."""
-        return self.weights + self.optimizer + self.encoder + self.decoder + self.fixed
+        return (
+            self.weights + self.optimizer + self.encoder + self.decoder + self.memory + self.fixed
+        )
 
     def describe(self) -> str:
-        """``7.9 GB (weights 0.2, gradients+AdamW 0.1, encoder 2.1, decoder+loss 4.9, other 0.6)``."""
+        """``7.9 GB (weights 0.2, gradients+AdamW 0.1, encoder 2.1, decoder+loss 4.9, other 0.6)``
+        (a clip step adds ``memory path``)."""
         gb = 1e9
+        memory = f", memory path {self.memory / gb:.1f}" if self.memory else ""
         return (
             f"{self.total / gb:.1f} GB (weights {self.weights / gb:.1f}, gradients+AdamW "
             f"{self.optimizer / gb:.1f}, encoder activations {self.encoder / gb:.1f}, decoder+loss "
-            f"{self.decoder / gb:.1f}, other {self.fixed / gb:.1f})"
+            f"{self.decoder / gb:.1f}{memory}, other {self.fixed / gb:.1f})"
         )
 
 
@@ -136,13 +189,38 @@ def estimate_step_memory(inputs: StepMemoryInputs) -> MemoryEstimate:
     kind = inputs.encoder
     if kind != "frozen" and inputs.activation_checkpointing:
         kind = "checkpointed"
-    encoder = inputs.batch * pixels * inputs.encoder_units * ENCODER_BYTES[kind] * act
+    images = inputs.batch * inputs.frames
+    encoder = images * pixels * inputs.encoder_units * ENCODER_BYTES[kind] * act
     objects = inputs.batch * inputs.objects_per_image
-    suffix = "_checkpointed" if inputs.checkpoint_prompt_steps else ""
-    per_object = (
-        inputs.prompt_steps * DECODER_BYTES["per_step" + suffix]
-        + DECODER_BYTES["per_object" + suffix]
-    )
+    memory = 0.0
+    if inputs.is_clip:
+        # one decoder pass per frame; the correction steps, checkpointed with
+        # training.recipe.checkpoint_correction_steps (given as checkpoint_prompt_steps)
+        corrections = max(0, inputs.prompt_steps - inputs.frames)
+        if inputs.checkpoint_prompt_steps:
+            per_object = (
+                inputs.frames * DECODER_BYTES["per_step"]
+                + corrections * DECODER_BYTES["per_step_checkpointed"]
+                + inputs.correction_frames * DECODER_BYTES["per_object_checkpointed"]
+            )
+        else:
+            per_object = inputs.prompt_steps * DECODER_BYTES["per_step"]
+        suffix = "_checkpointed" if inputs.memory_checkpointing else ""
+        memory = (
+            objects
+            * pixels
+            * act
+            * (
+                inputs.frames * MEMORY_BYTES["per_frame" + suffix]
+                + inputs.memories_attended * MEMORY_BYTES["per_memory" + suffix]
+            )
+        )
+    else:
+        suffix = "_checkpointed" if inputs.checkpoint_prompt_steps else ""
+        per_object = (
+            inputs.prompt_steps * DECODER_BYTES["per_step" + suffix]
+            + DECODER_BYTES["per_object" + suffix]
+        )
     decoder = objects * pixels * per_object * act
     return MemoryEstimate(
         weights=4.0 * inputs.total_params,
@@ -150,6 +228,7 @@ def estimate_step_memory(inputs: StepMemoryInputs) -> MemoryEstimate:
         encoder=encoder,
         decoder=decoder,
         fixed=FIXED_BYTES,
+        memory=memory,
     )
 
 
@@ -204,6 +283,9 @@ def changes_to_fit(inputs: StepMemoryInputs, budget: float) -> list[Change] | No
     First the switches that leave the gradients unchanged and only cost time
     (``speed.checkpoint_prompt_steps``, ``speed.activation_checkpointing``), then fewer prompted
     objects per image (down to 4), a smaller batch (down to 1), and fewer objects (down to 1).
+    For a clip step the switches are ``training.recipe.checkpoint_correction_steps`` (when frames
+    get corrections) and ``speed.activation_checkpointing`` (which also checkpoints the memory
+    attention), and the objects ``data.max_num_objects`` (objects per clip).
     Returns [] when it fits as it is, None when even the smallest settings do not fit.
     """
     changes: list[Change] = []
@@ -220,18 +302,25 @@ def changes_to_fit(inputs: StepMemoryInputs, budget: float) -> list[Change] | No
 
     if fits(current):
         return []
-    if not current.checkpoint_prompt_steps:
-        add("speed.checkpoint_prompt_steps", True, replace(current, checkpoint_prompt_steps=True))
+    clip = current.is_clip
+    prompt_key = (
+        "training.recipe.checkpoint_correction_steps" if clip else "speed.checkpoint_prompt_steps"
+    )
+    if not current.checkpoint_prompt_steps and (not clip or current.correction_frames > 0):
+        add(prompt_key, True, replace(current, checkpoint_prompt_steps=True))
         if fits(current):
             return changes
-    if current.encoder != "frozen" and not current.activation_checkpointing:
-        add("speed.activation_checkpointing", True, replace(current, activation_checkpointing=True))
+    encoder_ckpt = current.encoder != "frozen" and not current.activation_checkpointing
+    if encoder_ckpt or (clip and not current.memory_checkpointing):
+        new = replace(current, activation_checkpointing=True, memory_checkpointing=clip)
+        add("speed.activation_checkpointing", True, new)
         if fits(current):
             return changes
+    objects_key = "data.max_num_objects" if clip else "prompts.max_objects_per_image"
     for floor in (4, 1):
         while current.objects_per_image > floor and not fits(current):
             n = max(floor, current.objects_per_image // 2)
-            add("prompts.max_objects_per_image", n, replace(current, objects_per_image=n))
+            add(objects_key, n, replace(current, objects_per_image=n))
         if fits(current):
             return changes
         while floor == 4 and current.batch > 1 and not fits(current):

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import replace
 from typing import Any
 
 from samtune.segmenter.checkpointing import enable_activation_checkpointing, hiera_blocks
+from samtune.training.clip_step import checkpoint_memory_attention
 from samtune.training.memory import (
     SAFETY,
     Change,
@@ -71,9 +73,71 @@ def module_inputs(
     )
 
 
+def is_clip_module(module: Any) -> bool:
+    """Whether ``module`` trains on clip steps (a ``VideoModule``: it has a video recipe)."""
+    return getattr(module, "recipe", None) is not None
+
+
+def clip_module_inputs(
+    module: Any,
+    *,
+    batch: int,
+    frames: int,
+    objects: float,
+    bf16: bool,
+    activation_checkpointing: bool | None = None,
+    memory_checkpointing: bool | None = None,
+) -> StepMemoryInputs:
+    """The inputs of :func:`estimate_step_memory` for a clip step of a built ``VideoModule``:
+    ``batch`` clips of ``frames`` frames and ``objects`` objects each.
+
+    Its decoder passes per object are one per frame plus ``correction_clicks`` on each of the
+    recipe's ``num_frames_to_correct`` frames (the most it draws; none when it never prompts with
+    clicks); ``training.recipe.checkpoint_correction_steps`` stands in for
+    ``checkpoint_prompt_steps``. The checkpointing switches default to what the module does.
+    """
+    recipe = module.recipe
+    frames = int(frames)
+    clicks = int(recipe.correction_clicks)
+    correction_frames = 0
+    if float(recipe.point_prob) > 0 and clicks > 0:
+        correction_frames = min(frames, 1 if frames == 1 else int(recipe.num_frames_to_correct))
+    base = module_inputs(
+        module,
+        batch=batch,
+        objects_per_image=objects,
+        bf16=bf16,
+        activation_checkpointing=activation_checkpointing,
+        checkpoint_prompt_steps=bool(recipe.checkpoint_correction_steps),
+    )
+    if memory_checkpointing is None:
+        memory_checkpointing = bool(getattr(module, "memory_checkpointing", False))
+    return replace(
+        base,
+        prompt_steps=frames + correction_frames * clicks,
+        frames=frames,
+        correction_frames=correction_frames,
+        memory_checkpointing=bool(memory_checkpointing),
+        memory_bank=int(getattr(module.model, "num_maskmem", 7)),
+        clip=True,
+    )
+
+
 def step_inputs(cfg: Any, module: Any, precision: str) -> StepMemoryInputs:
-    """The memory-relevant settings of a composed ``train`` config and its built module."""
+    """The memory-relevant settings of a composed ``train`` config and its built module (clip
+    steps for a ``VideoModule``: ``data.num_frames``, ``data.max_num_objects``)."""
     speed = cfg.get("speed") or {}
+    if is_clip_module(module):
+        checkpointing = bool(speed.get("activation_checkpointing", False))
+        return clip_module_inputs(
+            module,
+            batch=int(cfg.data.get("batch_size", 1)),
+            frames=int(cfg.data.get("num_frames", 8)),
+            objects=int(cfg.data.get("max_num_objects", 3)),
+            bf16="bf16" in str(precision),
+            activation_checkpointing=checkpointing,
+            memory_checkpointing=checkpointing,
+        )
     cap = getattr(module.prompts, "max_objects_per_image", None)
     return module_inputs(
         module,
@@ -167,16 +231,25 @@ def fit_memory(
             # on the CPU the weights are already resident; the rest must fit in what is free
             resident = estimate.weights if device == "cpu" else 0.0
             budget = SAFETY * free + resident
-    assumed = (
-        ""
-        if getattr(module.prompts, "max_objects_per_image", None)
-        else f" (prompts.max_objects_per_image=null: {ALL_OBJECTS_ASSUMED} objects per image assumed)"
-    )
-    what = (
-        f"{module.spec.name} @ {inputs.image_size} px, adapter={module.adapter.name}, batch "
-        f"{inputs.batch}, {inputs.objects_per_image} objects x {inputs.prompt_steps} prompt steps "
-        f"per image{assumed}, precision {precision}"
-    )
+    if inputs.is_clip:
+        what = (
+            f"{module.spec.name} @ {inputs.image_size} px, adapter={module.adapter.name}, clip "
+            f"steps of {inputs.batch} clip(s) x {inputs.frames} frames, {inputs.objects_per_image} "
+            f"objects x {inputs.prompt_steps} decoder passes per clip ({inputs.correction_frames} "
+            f"correction frames), precision {precision}"
+        )
+    else:
+        assumed = (
+            ""
+            if getattr(module.prompts, "max_objects_per_image", None)
+            else f" (prompts.max_objects_per_image=null: {ALL_OBJECTS_ASSUMED} objects per image "
+            "assumed)"
+        )
+        what = (
+            f"{module.spec.name} @ {inputs.image_size} px, adapter={module.adapter.name}, batch "
+            f"{inputs.batch}, {inputs.objects_per_image} objects x {inputs.prompt_steps} prompt "
+            f"steps per image{assumed}, precision {precision}"
+        )
     budget_text = f"{budget / 1e9:.1f} GB ({source}" + (
         f", {SAFETY:.0%} of the free memory)" if source != "speed.fit_memory_budget_gb" else ")"
     )
@@ -206,10 +279,17 @@ def fit_memory(
     if changes is None:
         raise MemoryBudgetError(
             f"a training step of {what} needs about {estimate.describe()}, more than the "
-            f"{budget_text} available on {device}, and no setting of speed.checkpoint_prompt_steps, "
-            "speed.activation_checkpointing, prompts.max_objects_per_image or data.batch_size "
-            "fits: lower model.image_size or use a smaller model. speed.fit_memory=off skips "
-            "this check."
+            f"{budget_text} available on {device}, and no setting of "
+            + (
+                "training.recipe.checkpoint_correction_steps, speed.activation_checkpointing, "
+                "data.max_num_objects or data.batch_size fits: lower model.image_size or "
+                "data.num_frames, or use a smaller model."
+                if inputs.is_clip
+                else "speed.checkpoint_prompt_steps, speed.activation_checkpointing, "
+                "prompts.max_objects_per_image or data.batch_size fits: lower "
+                "model.image_size or use a smaller model."
+            )
+            + " speed.fit_memory=off skips this check."
         )
     fitted = estimate_step_memory(changes[-1].inputs)
     if mode == "check":
@@ -244,7 +324,13 @@ def apply_to_module(module: Any, changes: list[Change]) -> None:
     for change in changes:
         if change.key == "speed.checkpoint_prompt_steps":
             module.checkpoint_prompt_steps = True
-        elif change.key == "speed.activation_checkpointing" and module.adapter.encoder_trainable:
-            enable_activation_checkpointing(module.model)
+        elif change.key == "training.recipe.checkpoint_correction_steps":
+            module.recipe.checkpoint_correction_steps = True
+        elif change.key == "speed.activation_checkpointing":
+            if module.adapter.encoder_trainable:
+                enable_activation_checkpointing(module.model)
+            if is_clip_module(module):
+                checkpoint_memory_attention(module.model)
+                module.memory_checkpointing = True
         elif change.key == "prompts.max_objects_per_image":
             module.prompts.max_objects_per_image = int(change.value)

@@ -19,6 +19,10 @@ Run from the repository root as ``python -m scripts.bench`` (``make benchmark``)
   same weights, images and clicks.
 - ``predictor`` (predictor.py): latency of ``set_image`` + ``predict`` for
   ``samtune.load_predictor`` vs the official predictor built by ``sam2.build_sam.build_sam2``.
+- ``clips`` (clips.py): a ``training=video`` clip step (T frames, N objects, correction frames)
+  against T image steps on the same model, with the clip step's peak memory next to samtune's
+  estimate; and samtune's ``propagate_mask`` clip evaluation against a plain loop over the
+  official ``SAM2VideoPredictor`` on the same generated clips (their masks must be equal).
 
 Models, adapters, prompts, loss, optimiser settings, the evaluator and the data are composed from
 samtune's shipped Hydra configs (compose.py), as ``samtune-train`` and ``samtune-eval`` build them.

@@ -18,7 +18,7 @@ import scripts.bench as package
 from samtune.data.datasets.demo import NUCLEI_MINI
 from samtune.io_atomic import write_text_atomic
 from samtune.training.run import cpu_has_native_bf16
-from scripts.bench import cache, encoder, evaluation, predictor, train
+from scripts.bench import cache, clips, encoder, evaluation, predictor, train
 from scripts.bench.common import SECTIONS, SIZES, TRAIN_CONFIGS, device_name, pick_device
 
 SECTION_MODULES = {
@@ -27,8 +27,13 @@ SECTION_MODULES = {
     "cache": cache,
     "eval": evaluation,
     "predictor": predictor,
+    "clips": clips,
 }
-JOB_MEASURES = {cache.JOB: cache.measure_job}  # every other job is a train configuration
+JOB_MEASURES = {
+    cache.JOB: cache.measure_job,
+    clips.CLIP_JOB: clips.measure_job,
+    clips.IMAGE_JOB: clips.measure_job,
+}  # every other job is a train configuration
 QUICK_PROMPTS = {"correction_clicks": 1, "max_objects_per_image": 2}
 
 log = logging.getLogger("samtune.benchmark")
@@ -127,6 +132,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="prompt recipe overrides of the train and cache sections, as in configs/prompts "
         "(e.g. max_objects_per_image=4 correction_clicks=2)",
     )
+    p.add_argument(
+        "--clip-size", default=SIZES[0], choices=SIZES, help="model of the clips section"
+    )
+    p.add_argument("--clip-image-size", type=int, default=256, help="clips section resolution")
+    p.add_argument("--clip-frames", type=int, default=8, help="frames per clip (T)")
+    p.add_argument("--clip-objects", type=int, default=3, help="objects per clip (N)")
+    p.add_argument("--clip-videos", type=int, default=2, help="clips evaluated")
+    p.add_argument("--clip-reps", type=int, default=2, help="timed repetitions (clips section)")
+    p.add_argument(
+        "--clip-configs",
+        nargs="+",
+        default=["lora"],
+        choices=clips.CLIP_CONFIGS,
+        help="adapter configurations of the clip-step comparison",
+    )
+    p.add_argument(
+        "--clip-image-steps",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="clips section: also time the T image steps (off: the clip step and its memory only)",
+    )
+    p.add_argument(
+        "--clip-eval",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="clips section: also compare clip evaluation with the plain SAM2VideoPredictor loop",
+    )
     p.add_argument("--json", default="benchmark.json", help="where to write the JSON ('-': stdout)")
     p.add_argument("--train-job", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -142,6 +174,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.predictor_image_size = 128
         args.batch, args.steps, args.reps, args.eval_images, args.eval_max_objects = 1, 1, 1, 1, 6
         args.pairs = 1
+        args.clip_image_size, args.clip_frames, args.clip_objects = 64, 3, 2
+        args.clip_videos, args.clip_reps = 1, 1
         args.prompt_overrides = dict(QUICK_PROMPTS)
     if args.isolate is None:
         args.isolate = not args.quick

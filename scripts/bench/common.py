@@ -23,7 +23,7 @@ TRAIN_CONFIGS = (
     "lora_checkpointing_all",  # Hiera blocks and prompt steps (decoder + loss) checkpointed
     "full",
 )
-SECTIONS = ("encoder", "train", "cache", "eval", "predictor")
+SECTIONS = ("encoder", "train", "cache", "eval", "predictor", "clips")
 
 
 def pick_device(name: str) -> torch.device:

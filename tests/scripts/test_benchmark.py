@@ -12,7 +12,7 @@ from samtune.models import build_sam2_model
 from samtune.segmenter.flops import FlopCounter, count_flops, gpu_peak_bf16_tflops, model_flops
 from samtune.segmenter.sam2 import encode
 from scripts.bench import cli as bench
-from scripts.bench.common import TRAIN_CONFIGS
+from scripts.bench.common import SECTIONS, TRAIN_CONFIGS
 from scripts.bench.compose import SYNTHETIC, compose_config, data_overrides, load_samples
 from tests.helpers import REPO
 
@@ -84,7 +84,9 @@ def test_gpu_peak_lookup():
 
 def test_quick_benchmark_runs_and_is_consistent(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    result = bench.main(["--quick", "--device", "cpu", "--threads", "1", "--json", str(out)])
+    sections = [s for s in SECTIONS if s != "clips"]  # tests/scripts/test_bench_clips.py
+    argv = ["--quick", "--sections", *sections, "--device", "cpu", "--threads", "1"]
+    result = bench.main([*argv, "--json", str(out)])
     printed = capsys.readouterr().out
     assert json.loads(out.read_text())["quick"] is True
     assert "| encoder |" in printed and "| model | config |" in printed

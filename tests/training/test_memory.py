@@ -209,3 +209,149 @@ def test_on_an_uncalibrated_gpu_the_check_warns_and_uses_the_local_rank(
     assert calibrated("cuda:1")
     with pytest.raises(MemoryBudgetError, match="speed.fit_memory=auto"):
         fit_memory(cfg, module, "32-true", budget=budget)
+
+
+CLIP = replace(
+    BASE,
+    image_size=512,
+    batch=1,
+    objects_per_image=3,
+    prompt_steps=8 + 2 * 7,
+    frames=8,
+    correction_frames=2,
+    clip=True,
+)
+
+
+def clip_total(**changes) -> float:
+    return estimate_step_memory(replace(CLIP, **changes)).total
+
+
+def test_clip_estimate_grows_with_frames_objects_and_corrections():
+    for memory_ckpt in (False, True):
+        by_frames = [
+            clip_total(frames=t, prompt_steps=t + 2 * 7, memory_checkpointing=memory_ckpt)
+            for t in (2, 4, 8, 16)
+        ]
+        assert all(a < b for a, b in zip(by_frames, by_frames[1:])), memory_ckpt
+        by_objects = [
+            clip_total(objects_per_image=n, memory_checkpointing=memory_ckpt) for n in (1, 2, 3, 8)
+        ]
+        assert all(a < b for a, b in zip(by_objects, by_objects[1:])), memory_ckpt
+        by_corrections = [
+            clip_total(
+                correction_frames=k, prompt_steps=8 + k * 7, memory_checkpointing=memory_ckpt
+            )
+            for k in (0, 1, 2)
+        ]
+        assert all(a < b for a, b in zip(by_corrections, by_corrections[1:])), memory_ckpt
+    parts = estimate_step_memory(CLIP)
+    assert parts.memory > 0 and estimate_step_memory(BASE).memory == 0
+    assert parts.total == pytest.approx(
+        parts.weights + parts.optimizer + parts.encoder + parts.decoder + parts.memory + parts.fixed
+    )
+    assert (
+        "memory path" in parts.describe()
+        and "memory path" not in estimate_step_memory(BASE).describe()
+    )
+    # every frame is an encoder input: T frames of one clip cost the encoder what T images do
+    assert parts.encoder == pytest.approx(
+        estimate_step_memory(replace(BASE, batch=8)).encoder * (512**2 / 1024**2)
+    )
+    # checkpointing the memory attention and the correction steps lowers the peak
+    assert clip_total(memory_checkpointing=True) < clip_total()
+    assert clip_total(checkpoint_prompt_steps=True) < clip_total()
+    with pytest.raises(ValueError, match="correction_frames must be in"):
+        replace(CLIP, correction_frames=9)
+
+
+def test_clip_changes_to_fit_name_the_clip_settings():
+    both = replace(
+        CLIP, checkpoint_prompt_steps=True, activation_checkpointing=True, memory_checkpointing=True
+    )
+    changes = changes_to_fit(CLIP, estimate_step_memory(both).total)
+    assert [c.key for c in changes] == [
+        "training.recipe.checkpoint_correction_steps",
+        "speed.activation_checkpointing",
+    ]
+    assert changes[-1].inputs.memory_checkpointing
+    one = replace(both, objects_per_image=1)
+    changes = changes_to_fit(CLIP, estimate_step_memory(one).total)
+    assert {c.key: c.value for c in changes}["data.max_num_objects"] == 1
+    # a frozen encoder: the switch still checkpoints the memory attention
+    frozen = replace(CLIP, encoder="frozen", trainable_params=1_000_000)
+    need = estimate_step_memory(replace(frozen, memory_checkpointing=True)).total
+    (change,) = changes_to_fit(replace(frozen, correction_frames=0, prompt_steps=8), need)
+    assert change.key == "speed.activation_checkpointing"
+
+
+@pytest.fixture
+def video_run():
+    """``training=video`` on clip data: its config and its built VideoModule (tiny, 128 px)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from samtune.cli._hydra import CONFIG_DIR
+    from samtune.training.run import build_module
+
+    overrides = [
+        "experiment=smoke",
+        "data=vos",
+        "data.root=/nonexistent",  # the check reads the settings; nothing is read from it
+        "training=video",
+        "adapter=lora",
+        "adapter.memory=true",
+    ]
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg, build_module(cfg)
+
+
+def test_video_module_check_counts_clip_steps(video_run):
+    from samtune.training.memory_check import clip_module_inputs
+
+    cfg, module = video_run
+    inputs = step_inputs(cfg, module, "32-true")
+    frames, objects = int(cfg.data.num_frames), int(cfg.data.max_num_objects)
+    recipe = module.recipe
+    assert inputs.is_clip and inputs.frames == frames and inputs.objects_per_image == objects
+    assert inputs.correction_frames == recipe.num_frames_to_correct
+    assert inputs.prompt_steps == frames + recipe.num_frames_to_correct * recipe.correction_clicks
+    assert not inputs.memory_checkpointing
+    need = estimate_step_memory(inputs).total
+    # more frames or objects in the data config: a larger estimate before training
+    for key in ("num_frames", "max_num_objects"):
+        cfg.data[key] = int(cfg.data[key]) * 2
+        assert estimate_step_memory(step_inputs(cfg, module, "32-true")).total > need, key
+        cfg.data[key] = int(cfg.data[key]) // 2
+    assert fit_memory(cfg, module, "32-true", budget=need) == []
+    ckpt = estimate_step_memory(
+        replace(
+            inputs,
+            checkpoint_prompt_steps=True,
+            activation_checkpointing=True,
+            memory_checkpointing=True,
+        )
+    ).total
+    with pytest.raises(MemoryBudgetError) as err:
+        fit_memory(cfg, module, "32-true", budget=ckpt)
+    text = str(err.value)
+    assert f"clip steps of 1 clip(s) x {frames} frames, {objects} objects" in text
+    assert (
+        "training.recipe.checkpoint_correction_steps=true speed.activation_checkpointing=true"
+        in text
+    )
+    with pytest.raises(MemoryBudgetError, match="data.max_num_objects or data.batch_size"):
+        fit_memory(cfg, module, "32-true", budget=1e6)
+
+    cfg.speed.fit_memory = "auto"
+    fit_memory(cfg, module, "32-true", budget=ckpt)
+    assert module.recipe.checkpoint_correction_steps and module.memory_checkpointing
+    assert module.model.memory_attention._samtune_checkpointed
+    applied = clip_module_inputs(module, batch=1, frames=frames, objects=objects, bf16=False)
+    assert applied.memory_checkpointing and applied.activation_checkpointing
+    assert applied.checkpoint_prompt_steps
