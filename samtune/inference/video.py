@@ -85,7 +85,8 @@ def video_state(predictor: Any, frames: np.ndarray) -> dict[str, Any]:
     """``predictor.init_state`` on frames held in memory (``T x H x W x 3`` uint8).
 
     ``init_state`` reads only a folder of ``<index>.jpg`` files and decodes each with PIL
-    whatever its content; the frames are written there as PNG data, so volume slices and
+    whatever its content; the frames are written there as uncompressed PNG data (lossless, and
+    quicker to write and read than a compressed one), so volume slices and
     16-bit frames reach the model exactly as read (no JPEG loss) and are resized by the
     official loader itself.
     """
@@ -93,7 +94,9 @@ def video_state(predictor: Any, frames: np.ndarray) -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory(prefix="samtune-frames-") as folder:
         for t, frame in enumerate(frames):
-            Image.fromarray(frame).save(Path(folder) / f"{t:05d}.jpg", format="PNG")
+            Image.fromarray(frame).save(
+                Path(folder) / f"{t:05d}.jpg", format="PNG", compress_level=0
+            )
         with quiet_tqdm(sam2.utils.misc):
             return predictor.init_state(video_path=folder)
 
