@@ -328,6 +328,8 @@ def run_step(step: Step, work: Path, env: dict[str, str]) -> None:
         elif argv[0].startswith(".venv/bin/python") or argv[0] == "python":
             cwd = REPO
             argv[0] = sys.executable
+            if argv[1:2] == ["scripts/demo.py"]:  # its run folder too goes to the reader's folder
+                argv.append(f"hydra.run.dir={work / 'outputs' / 'demo' / f'line{step.line}'}")
         else:
             assert argv[0].startswith("samtune-"), f"{step.id}: no table says how to run {argv[0]}"
     log = work / f"{step.doc.replace('/', '_')}_{step.line}.log"
