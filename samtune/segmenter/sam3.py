@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from samtune.segmenter.base import Decoded, Features, Segmenter, run_in_float32
+from samtune.segmenter.sam2 import decode
 
 __all__ = [
     "SAM3_SIZES",
@@ -541,13 +542,6 @@ def features_from_levels(model: Sam3Interactive, levels: list[torch.Tensor]) -> 
     return Features(image_embed=image_embed, high_res=levels[:-1])
 
 
-def boxes_to_points(boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """XYXY boxes ``N x 4`` as two corner points with labels 2 and 3 (SAM's box encoding)."""
-    coords = boxes.reshape(-1, 2, 2)
-    labels = torch.tensor([[2, 3]], dtype=torch.int, device=boxes.device).repeat(coords.shape[0], 1)
-    return coords, labels
-
-
 class Sam3Segmenter(Segmenter):
     """SAM 3's interactive image path (vision backbone, tracker prompt encoder and mask decoder)
     as a :class:`Segmenter`.
@@ -615,22 +609,11 @@ class Sam3Segmenter(Segmenter):
         multimask_output: bool,
     ) -> Decoded:
         """Prompt encoder and mask decoder for N objects in one call (boxes before clicks, as
-        sam3's predictor orders them)."""
+        sam3's predictor orders them). The tracker's heads are SAM 2's prompt encoder and mask
+        decoder, so SAM 2's :func:`~samtune.segmenter.sam2.decode` drives them."""
         tracker = self.model.tracker
-        points = None
-        if coords is not None:
-            if labels is None:
-                raise ValueError("Sam3Segmenter.decode: coords given without labels")
-            points = (coords.float(), labels.int())
-        if boxes is not None:
-            box_coords, box_labels = boxes_to_points(boxes.float())
-            if points is not None:
-                points = (
-                    torch.cat([box_coords, points[0]], 1),
-                    torch.cat([box_labels, points[1]], 1),
-                )
-            else:
-                points = (box_coords, box_labels)
+        if coords is not None and labels is None:
+            raise ValueError("Sam3Segmenter.decode: coords given without labels")
         if mask_input is not None:
             want = tuple(tracker.sam_prompt_encoder.mask_input_size)
             if tuple(mask_input.shape[-2:]) != want:
@@ -638,15 +621,13 @@ class Sam3Segmenter(Segmenter):
                     f"Sam3Segmenter.decode: mask_input must be N x 1 x {want[0]} x {want[1]} "
                     f"(4 S / 14), got {tuple(mask_input.shape)}"
                 )
-        sparse, dense = tracker.sam_prompt_encoder(points=points, boxes=None, masks=mask_input)
-        feats = features.select(img_idx)
-        low_res, iou_pred, _, object_score_logits = tracker.sam_mask_decoder(
-            image_embeddings=feats.image_embed,
-            image_pe=tracker.sam_prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
+        return decode(
+            tracker,
+            features,
+            img_idx,
+            coords,
+            labels,
+            boxes=boxes,
+            mask_input=mask_input,
             multimask_output=multimask_output,
-            repeat_image=False,
-            high_res_features=feats.high_res,
         )
-        return Decoded(low_res, iou_pred, object_score_logits)
