@@ -19,20 +19,14 @@ from samtune.data.io import read_image, read_label_map
 from samtune.data.sample import DataError
 from tests.data.format_layouts import FORMAT_FOLDERS, write_format_layouts
 from tests.data.test_pairing_layouts import _run
-from tests.docs.test_documented_commands import read_steps
-from tests.helpers import REPO
+from tests.data.test_pairing_layouts import section_commands as pairing_section_commands
 
-README = REPO / "README.md"
 SECTION = "#### Formats as they ship"
 
 
 def section_commands() -> list[str]:
     """The commands of the section's first shell block, as README.md shows them."""
-    lines = README.read_text().splitlines()
-    head = next(i for i, line in enumerate(lines) if line.startswith(SECTION))
-    opening = next(i for i in range(head, len(lines)) if lines[i].startswith("```bash"))
-    closing = next(i for i in range(opening + 1, len(lines)) if lines[i].startswith("```"))
-    return [s.text for s in read_steps(README) if s.kind == "shell" and opening < s.line <= closing]
+    return pairing_section_commands(SECTION)
 
 
 def _command(name: str, work: Path) -> str:

@@ -27,10 +27,10 @@ README = REPO / "README.md"
 SECTION = "#### Pairing beyond a suffix"
 
 
-def section_commands() -> list[str]:
-    """The commands of the section's first shell block, as README.md shows them."""
+def section_commands(section: str = SECTION) -> list[str]:
+    """The commands of the README section's first shell block, as README.md shows them."""
     lines = README.read_text().splitlines()
-    head = next(i for i, line in enumerate(lines) if line.startswith(SECTION))
+    head = next(i for i, line in enumerate(lines) if line.startswith(section))
     opening = next(i for i in range(head, len(lines)) if lines[i].startswith("```bash"))
     closing = next(i for i in range(opening + 1, len(lines)) if lines[i].startswith("```"))
     steps = read_steps(README)
